@@ -1,0 +1,10 @@
+//! The lab Internet: a small, known network in Linux network namespaces, used by the tests
+//! and by the README's demo. See `topologies/default.toml` for what it contains.
+
+pub mod export;
+pub mod netns;
+pub mod nmap;
+pub mod rules;
+pub mod serve;
+pub mod topology;
+pub mod truth;

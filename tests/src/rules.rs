@@ -1,0 +1,127 @@
+//! nftables rulesets for the lab's routers and host namespaces (text fed to `nft -f`).
+
+use crate::topology::{addr::CATCH_ALL_PORT, Host, Policy, Provider};
+use std::fmt::Write;
+
+const TABLE: &str = "p25lab";
+
+fn reject_stmt(policy: Policy, v6: bool) -> &'static str {
+    match (policy, v6) {
+        (Policy::Drop, _) => "drop",
+        (Policy::Rst, _) => "reject with tcp reset",
+        (Policy::IcmpAdmin, false) => "reject with icmp type admin-prohibited",
+        (Policy::IcmpAdmin, true) => "reject with icmpv6 type admin-prohibited",
+        (Policy::IcmpPort, false) => "reject with icmp type port-unreachable",
+        (Policy::IcmpPort, true) => "reject with icmpv6 type port-unreachable",
+        (Policy::None, _) => "accept",
+    }
+}
+
+fn prefixes(p: &Provider, v6: bool) -> Vec<String> {
+    p.ases
+        .iter()
+        .flat_map(|a| if v6 { a.v6.iter().map(|n| n.to_string()).collect::<Vec<_>>() } else { a.v4.iter().map(|n| n.to_string()).collect() })
+        .collect()
+}
+
+fn policy_rules(out: &mut String, p: &Provider, pol: &[(u16, Policy)], v6: bool, iif: Option<&str>) {
+    let pf = prefixes(p, v6);
+    if pf.is_empty() {
+        return;
+    }
+    let fam = if v6 { "ip6" } else { "ip" };
+    let iif = iif.map(|i| format!("iifname \"{i}\" ")).unwrap_or_default();
+    for (port, pol) in pol {
+        if *pol == Policy::None {
+            continue;
+        }
+        let _ = writeln!(out, "    {iif}{fam} daddr {{ {} }} tcp dport {port} {}", pf.join(", "), reject_stmt(*pol, v6));
+    }
+}
+
+/// The provider's border router: port filters towards its hosts, loss, a SYN-ACK-all middlebox.
+pub fn border(p: &Provider) -> String {
+    let mut s = format!("table inet {TABLE} {{\n  chain forward_filter {{\n    type filter hook forward priority 0; policy accept;\n");
+    if p.border.loss > 0.0 {
+        // Each forwarded packet, either direction, is lost with the configured probability.
+        let per_10k = (p.border.loss * 10_000.0).round() as u32;
+        let _ = writeln!(s, "    numgen random mod 10000 < {per_10k} drop");
+    }
+    let pol = p.border.policies();
+    policy_rules(&mut s, p, &pol.entries(false), false, Some("uplink"));
+    policy_rules(&mut s, p, &pol.entries(true), true, Some("uplink"));
+    s.push_str("  }\n");
+    if p.border.synack_all {
+        s.push_str("  chain prerouting_nat {\n    type nat hook prerouting priority -100; policy accept;\n");
+        for v6 in [false, true] {
+            let pf = prefixes(p, v6);
+            if !pf.is_empty() {
+                let fam = if v6 { "ip6" } else { "ip" };
+                let _ = writeln!(s, "    iifname \"uplink\" {fam} daddr {{ {} }} tcp flags & (syn | ack) == syn redirect to :{CATCH_ALL_PORT}", pf.join(", "));
+            }
+        }
+        s.push_str("  }\n");
+    }
+    s.push_str("}\n");
+    s
+}
+
+/// The transit core: filters some providers on their behalf (an upstream filter).
+pub fn core(providers: &[Provider]) -> String {
+    let mut s = format!("table inet {TABLE} {{\n  chain forward_filter {{\n    type filter hook forward priority 0; policy accept;\n");
+    for p in providers {
+        policy_rules(&mut s, p, &p.upstream.entries(false), false, None);
+        policy_rules(&mut s, p, &p.upstream.entries(true), true, None);
+    }
+    s.push_str("  }\n}\n");
+    s
+}
+
+/// A second vantage's uplink that drops outbound 25, as many clouds do.
+pub fn blocked_uplink(iif: &str) -> String {
+    format!(
+        "table inet p25uplink {{\n  chain forward_filter {{\n    type filter hook forward priority 0; policy accept;\n    iifname \"{iif}\" tcp dport 25 drop\n  }}\n}}\n"
+    )
+}
+
+fn set(out: &mut String, name: &str, v6: bool, hosts: &[&Host]) {
+    let ty = if v6 { "ipv6_addr" } else { "ipv4_addr" };
+    let _ = write!(out, "  set {name} {{\n    type {ty}\n");
+    if !hosts.is_empty() {
+        out.push_str("    elements = { ");
+        for (i, h) in hosts.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            let _ = write!(out, "{}", h.ip);
+        }
+        out.push_str(" }\n");
+    }
+    out.push_str("  }\n");
+}
+
+/// The hosts namespace: dead addresses, host firewalls on 25, hosts answering every port.
+pub fn hosts(hosts: &[Host]) -> String {
+    let mut s = format!("table inet {TABLE} {{\n");
+    let pick = |v6: bool, f: &dyn Fn(&Host) -> bool| -> Vec<&Host> { hosts.iter().filter(|h| h.ip.is_ipv6() == v6 && f(h)).collect() };
+    set(&mut s, "dead4", false, &pick(false, &|h| h.dead));
+    set(&mut s, "dead6", true, &pick(true, &|h| h.dead));
+    set(&mut s, "fw4", false, &pick(false, &|h| !h.dead && h.firewall_25));
+    set(&mut s, "fw6", true, &pick(true, &|h| !h.dead && h.firewall_25));
+    // Raw priority: drops happen before conntrack, so dead space costs no state.
+    s.push_str("  chain prerouting_raw {\n    type filter hook prerouting priority -300; policy accept;\n");
+    s.push_str("    ip daddr @dead4 drop\n    ip6 daddr @dead6 drop\n");
+    s.push_str("    ip daddr @fw4 tcp dport 25 drop\n    ip6 daddr @fw6 tcp dport 25 drop\n  }\n");
+    let all4 = pick(false, &|h| !h.dead && h.all_ports);
+    let all6 = pick(true, &|h| !h.dead && h.all_ports);
+    if !all4.is_empty() || !all6.is_empty() {
+        set(&mut s, "all4", false, &all4);
+        set(&mut s, "all6", true, &all6);
+        s.push_str("  chain prerouting_nat {\n    type nat hook prerouting priority -100; policy accept;\n");
+        let _ = writeln!(s, "    ip daddr @all4 tcp flags & (syn | ack) == syn redirect to :{CATCH_ALL_PORT}");
+        let _ = writeln!(s, "    ip6 daddr @all6 tcp flags & (syn | ack) == syn redirect to :{CATCH_ALL_PORT}");
+        s.push_str("  }\n");
+    }
+    s.push_str("}\n");
+    s
+}

@@ -1,0 +1,330 @@
+//! The declarative lab topology (`topologies/*.toml`) and the hosts it implies.
+//!
+//! Everything here is deterministic in the topology's `seed`: the `lab` that builds the
+//! namespaces, the `serve` processes that open the listening sockets and the tests that
+//! compare crawls against the ground truth all derive the same hosts from the same file.
+
+use anyhow::{bail, Context, Result};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+
+/// Port-level filter a border router or the transit core applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    /// Silently drop the SYN.
+    Drop,
+    /// Reject with ICMP administratively prohibited (v4 3/13, v6 1/1).
+    IcmpAdmin,
+    /// Reject with ICMP port unreachable (v4 3/3, v6 1/4).
+    IcmpPort,
+    /// Reject with a TCP RST forged by the router (TTL differs from the host's).
+    Rst,
+    None,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FamilyPolicies {
+    #[serde(default)]
+    pub v4: BTreeMap<String, Policy>,
+    #[serde(default)]
+    pub v6: BTreeMap<String, Policy>,
+}
+
+impl FamilyPolicies {
+    pub fn get(&self, v6: bool, port: u16) -> Policy {
+        let m = if v6 { &self.v6 } else { &self.v4 };
+        m.get(&port.to_string()).copied().unwrap_or(Policy::None)
+    }
+    pub fn entries(&self, v6: bool) -> Vec<(u16, Policy)> {
+        let m = if v6 { &self.v6 } else { &self.v4 };
+        m.iter().map(|(k, v)| (k.parse().expect("validated"), *v)).collect()
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Border {
+    #[serde(default)]
+    pub v4: BTreeMap<String, Policy>,
+    #[serde(default)]
+    pub v6: BTreeMap<String, Policy>,
+    /// Probability that the border loses a forwarded packet (each direction).
+    #[serde(default)]
+    pub loss: f64,
+    /// The border answers every SYN to the provider's space itself (a SYN-ACK-everything middlebox).
+    #[serde(default)]
+    pub synack_all: bool,
+    /// Kernel ICMP rate limit on the border in ms (None: unlimited, so ICMP policies are exact).
+    #[serde(default)]
+    pub icmp_ratelimit_ms: Option<u32>,
+}
+
+impl Border {
+    pub fn policies(&self) -> FamilyPolicies {
+        FamilyPolicies { v4: self.v4.clone(), v6: self.v6.clone() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AsSpec {
+    pub asn: u32,
+    #[serde(default)]
+    pub v4: Vec<Ipv4Net>,
+    #[serde(default)]
+    pub v6: Vec<Ipv6Net>,
+    /// Other ASes that also originate this AS's v4 prefixes (written as `A_B` in pfx2as).
+    #[serde(default)]
+    pub multi_origin: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mix {
+    pub dead: f64,
+    #[serde(default)]
+    pub v6_hosts_per_prefix: usize,
+    #[serde(default)]
+    pub all_ports: f64,
+    #[serde(default)]
+    pub host_firewall_25: f64,
+    pub open: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provider {
+    pub name: String,
+    pub org_id: String,
+    pub category: String,
+    #[serde(rename = "as")]
+    pub ases: Vec<AsSpec>,
+    #[serde(default)]
+    pub border: Border,
+    #[serde(default)]
+    pub upstream: FamilyPolicies,
+    #[serde(default)]
+    pub opt_out: bool,
+    #[serde(default)]
+    pub aliased_v6: bool,
+    pub dead: Option<f64>,
+    pub all_ports: Option<f64>,
+    pub host_firewall_25: Option<f64>,
+    pub v6_hosts_per_prefix: Option<usize>,
+    pub open: Option<BTreeMap<String, f64>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    pub name: String,
+    pub seed: u64,
+    pub transit_asn: u32,
+    pub transit_org: String,
+    pub defaults: Mix,
+    #[serde(rename = "provider")]
+    pub providers: Vec<Provider>,
+}
+
+/// One lab address and what it is.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub ip: IpAddr,
+    pub provider: usize,
+    pub asn: u32,
+    pub prefix: IpNet,
+    pub dead: bool,
+    pub firewall_25: bool,
+    pub all_ports: bool,
+    /// Ports with a listening socket (sorted).
+    pub open: Vec<u16>,
+}
+
+/// Addresses of the fixed parts of the lab (see `topologies/default.toml`).
+pub mod addr {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    pub const VANTAGE_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+    pub const CORE_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+    /// A second vantage whose uplink drops outbound 25 (the cloud-vantage self-check case).
+    pub const VANTAGE2_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 6);
+    pub const CORE2_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 5);
+    pub const VANTAGE_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 2);
+    pub const CORE_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 1);
+    pub const VANTAGE2_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 2);
+    pub const CORE2_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 1);
+    /// Port the SYN-ACK-everything listeners sit on (never probed).
+    pub const CATCH_ALL_PORT: u16 = 10;
+    /// Hop limits as seen at the vantage: hosts are two forwarding hops away.
+    pub const TTL_HOST: u8 = 62;
+    pub const TTL_BORDER: u8 = 63;
+    pub const TTL_CORE: u8 = 64;
+
+    /// core <-> border link of provider `i`: 198.51.100.8(i+1)/29, core .1, border .2.
+    pub fn core_border_v4(i: usize) -> (Ipv4Addr, Ipv4Addr) {
+        let b = 8 * (i as u8 + 1);
+        (Ipv4Addr::new(198, 51, 100, b + 1), Ipv4Addr::new(198, 51, 100, b + 2))
+    }
+    pub fn core_border_v6(i: usize) -> (Ipv6Addr, Ipv6Addr) {
+        let s = i as u16 + 1;
+        (Ipv6Addr::new(0x2001, 0xdb8, 0xff, s, 0, 0, 0, 1), Ipv6Addr::new(0x2001, 0xdb8, 0xff, s, 0, 0, 0, 2))
+    }
+    /// border <-> hosts link of provider `i`: 203.0.113.8(i+1)/29.
+    pub fn border_hosts_v4(i: usize) -> (Ipv4Addr, Ipv4Addr) {
+        let b = 8 * (i as u8 + 1);
+        (Ipv4Addr::new(203, 0, 113, b + 1), Ipv4Addr::new(203, 0, 113, b + 2))
+    }
+    pub fn border_hosts_v6(i: usize) -> (Ipv6Addr, Ipv6Addr) {
+        let s = i as u16 + 1;
+        (Ipv6Addr::new(0x2001, 0xdb8, 0xfe, s, 0, 0, 0, 1), Ipv6Addr::new(0x2001, 0xdb8, 0xfe, s, 0, 0, 0, 2))
+    }
+}
+
+fn parse_port_map<T: Copy>(m: &BTreeMap<String, T>, what: &str) -> Result<Vec<(u16, T)>> {
+    m.iter()
+        .map(|(k, v)| Ok((k.parse::<u16>().with_context(|| format!("{what}: `{k}` is not a port"))?, *v)))
+        .collect()
+}
+
+impl Topology {
+    pub fn load(path: &Path) -> Result<Topology> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let t: Topology = toml::from_str(&text).with_context(|| format!("{}: bad topology", path.display()))?;
+        t.validate().with_context(|| format!("{}: bad topology", path.display()))?;
+        Ok(t)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.providers.is_empty() || self.providers.len() > 30 {
+            bail!("need 1 to 30 providers, got {}", self.providers.len());
+        }
+        let lab4: [Ipv4Net; 1] = ["198.18.0.0/15".parse().unwrap()];
+        let lab6: Ipv6Net = "2001:db8:100::/40".parse().unwrap();
+        parse_port_map(&self.defaults.open, "defaults.open")?;
+        for p in &self.providers {
+            for a in &p.ases {
+                for n in &a.v4 {
+                    if !lab4.iter().any(|l| l.contains(n)) {
+                        bail!("provider {}: {n} is outside the lab's host space 198.18.0.0/15", p.name);
+                    }
+                }
+                for n in &a.v6 {
+                    if !lab6.contains(n) || n.prefix_len() > 64 {
+                        bail!("provider {}: {n} must be a /64 or shorter inside 2001:db8:100::/40", p.name);
+                    }
+                }
+            }
+            parse_port_map(&p.border.v4, "border.v4")?;
+            parse_port_map(&p.border.v6, "border.v6")?;
+            parse_port_map(&p.upstream.v4, "upstream.v4")?;
+            parse_port_map(&p.upstream.v6, "upstream.v6")?;
+            if let Some(o) = &p.open {
+                parse_port_map(o, "open")?;
+            }
+            if !(0.0..1.0).contains(&p.border.loss) {
+                bail!("provider {}: loss must be in [0, 1)", p.name);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn dead(&self, p: &Provider) -> f64 {
+        p.dead.unwrap_or(self.defaults.dead)
+    }
+    pub fn open_shares(&self, p: &Provider) -> Vec<(u16, f64)> {
+        parse_port_map(p.open.as_ref().unwrap_or(&self.defaults.open), "open").expect("validated")
+    }
+
+    /// Every host of provider `pi`, v4 then v6, in address order per prefix.
+    pub fn hosts_of(&self, pi: usize) -> Vec<Host> {
+        let p = &self.providers[pi];
+        let dead = self.dead(p);
+        let all_ports = p.all_ports.unwrap_or(self.defaults.all_ports);
+        let fw = p.host_firewall_25.unwrap_or(self.defaults.host_firewall_25);
+        let open = self.open_shares(p);
+        let v6n = p.v6_hosts_per_prefix.unwrap_or(self.defaults.v6_hosts_per_prefix);
+        let mut out = Vec::new();
+        let mut mk = |ip: IpAddr, asn: u32, prefix: IpNet| {
+            // One RNG per address, so a host's role does not depend on the others.
+            let key = match ip {
+                IpAddr::V4(a) => u32::from(a) as u128,
+                IpAddr::V6(a) => u128::from(a),
+            };
+            let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ (key as u64) ^ ((key >> 64) as u64).rotate_left(17));
+            let is_dead = rng.random_bool(dead);
+            let is_all = rng.random_bool(all_ports);
+            let is_fw = rng.random_bool(fw);
+            let mut ports: Vec<u16> = open.iter().filter(|(_, s)| rng.random_bool(*s)).map(|(p, _)| *p).collect();
+            ports.sort_unstable();
+            out.push(Host { ip, provider: pi, asn, prefix, dead: is_dead, firewall_25: is_fw, all_ports: is_all, open: ports });
+        };
+        for a in &p.ases {
+            for n in &a.v4 {
+                for ip in n.hosts_all() {
+                    mk(IpAddr::V4(ip), a.asn, IpNet::V4(*n));
+                }
+            }
+        }
+        for a in &p.ases {
+            for n in &a.v6 {
+                let base = u128::from(n.network());
+                let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ (base >> 64) as u64);
+                let mut seen = std::collections::BTreeSet::new();
+                while seen.len() < v6n {
+                    // A host per /64 subnet, interface id small or random, like hitlist entries.
+                    let subnet = rng.random_range(0u128..1024) << 64;
+                    let iid: u128 = if rng.random_bool(0.5) { rng.random_range(1..256) } else { rng.random::<u64>() as u128 };
+                    let host_bits = 128 - n.prefix_len() as u32;
+                    let mask = if host_bits >= 128 { u128::MAX } else { (1u128 << host_bits) - 1 };
+                    seen.insert(base | ((subnet | iid) & mask));
+                }
+                for v in seen {
+                    mk(IpAddr::V6(Ipv6Addr::from(v)), a.asn, IpNet::V6(*n));
+                }
+            }
+        }
+        out
+    }
+
+    pub fn all_hosts(&self) -> Vec<Host> {
+        (0..self.providers.len()).flat_map(|i| self.hosts_of(i)).collect()
+    }
+}
+
+trait HostsAll {
+    fn hosts_all(&self) -> Box<dyn Iterator<Item = Ipv4Addr>>;
+}
+impl HostsAll for Ipv4Net {
+    /// Every address of the prefix: AnyIP answers for network and broadcast addresses too.
+    fn hosts_all(&self) -> Box<dyn Iterator<Item = Ipv4Addr>> {
+        let a = u32::from(self.network());
+        let b = u32::from(self.broadcast());
+        Box::new((a..=b).map(Ipv4Addr::from))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn shipped_topologies_parse_and_are_deterministic() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies");
+        let t = Topology::load(&root.join("default.toml")).unwrap();
+        assert!(t.providers.len() >= 8);
+        let a = t.all_hosts();
+        let b = t.all_hosts();
+        assert_eq!(a.len(), b.len());
+        assert!(a.iter().zip(&b).all(|(x, y)| x.ip == y.ip && x.dead == y.dead && x.open == y.open));
+        let dead = a.iter().filter(|h| h.dead).count() as f64 / a.len() as f64;
+        assert!((0.2..0.4).contains(&dead), "dead share {dead}");
+        let large = Topology::load(&root.join("large.toml")).unwrap();
+        let n: usize = (0..large.providers.len()).map(|i| large.hosts_of(i).len()).sum();
+        assert!(n >= 131_072, "large topology has {n} addresses");
+    }
+}

@@ -1,0 +1,140 @@
+//! Ground truth: what a prober at the vantage should observe for (host, port), and why,
+//! and what verdict a correct analysis must reach per provider and address family.
+
+use crate::topology::{addr, Host, Policy, Topology};
+use serde::Serialize;
+use std::net::IpAddr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "reply", rename_all = "kebab-case")]
+pub enum Expect {
+    Synack { ttl: u8 },
+    Rst { ttl: u8 },
+    Icmp { icmp_type: u8, icmp_code: u8, responder: IpAddr, ttl: u8 },
+    None,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Truth {
+    pub expect: Expect,
+    pub reason: &'static str,
+    /// The path loses packets: silence after all retries is possible (and tolerated).
+    pub lossy: bool,
+}
+
+fn reject(policy: Policy, v6: bool, responder: IpAddr, ttl: u8) -> Option<Expect> {
+    match policy {
+        Policy::None => None,
+        Policy::Drop => Some(Expect::None),
+        Policy::Rst => Some(Expect::Rst { ttl }),
+        Policy::IcmpAdmin if v6 => Some(Expect::Icmp { icmp_type: 1, icmp_code: 1, responder, ttl }),
+        Policy::IcmpAdmin => Some(Expect::Icmp { icmp_type: 3, icmp_code: 13, responder, ttl }),
+        Policy::IcmpPort if v6 => Some(Expect::Icmp { icmp_type: 1, icmp_code: 4, responder, ttl }),
+        Policy::IcmpPort => Some(Expect::Icmp { icmp_type: 3, icmp_code: 3, responder, ttl }),
+    }
+}
+
+/// The observation the lab guarantees for a SYN from the main vantage to `host:port`,
+/// following the packet inward: transit core, provider border, host firewall, host stack.
+pub fn expect(topo: &Topology, host: &Host, port: u16) -> Truth {
+    let p = &topo.providers[host.provider];
+    let v6 = host.ip.is_ipv6();
+    let lossy = p.border.loss > 0.0;
+    let t = |expect, reason| Truth { expect, reason, lossy };
+    let core: IpAddr = if v6 { addr::CORE_V6.into() } else { addr::CORE_V4.into() };
+    if let Some(e) = reject(p.upstream.get(v6, port), v6, core, addr::TTL_CORE) {
+        return t(e, "upstream transit filter");
+    }
+    if p.border.synack_all {
+        return t(Expect::Synack { ttl: addr::TTL_BORDER }, "border middlebox answers every port");
+    }
+    let border: IpAddr = if v6 { addr::core_border_v6(host.provider).1.into() } else { addr::core_border_v4(host.provider).1.into() };
+    if let Some(e) = reject(p.border.policies().get(v6, port), v6, border, addr::TTL_BORDER) {
+        return t(e, "provider border filter");
+    }
+    if host.dead {
+        return t(Expect::None, "dead address");
+    }
+    if port == 25 && host.firewall_25 {
+        return t(Expect::None, "host firewall drops 25");
+    }
+    if host.all_ports {
+        return t(Expect::Synack { ttl: addr::TTL_HOST }, "host answers every port");
+    }
+    if host.open.binary_search(&port).is_ok() {
+        t(Expect::Synack { ttl: addr::TTL_HOST }, "listening socket")
+    } else {
+        t(Expect::Rst { ttl: addr::TTL_HOST }, "closed port: kernel RST")
+    }
+}
+
+/// Expected per-provider result for port 25 in one address family.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderTruth {
+    pub provider: String,
+    pub org_id: String,
+    pub family: &'static str,
+    /// `blocks`, `open`, `mixed`, `insufficient`, or `absent` (never planned: opt-out / no space).
+    pub verdict: &'static str,
+    /// `silent-drop`, `icmp-prohibited`, `icmp-port-unreachable`, `rst-injected` or "" when not filtered.
+    pub mechanism: &'static str,
+    /// `in-provider`, `upstream`, `host-firewalls`, `unknown` or "".
+    pub location: &'static str,
+    /// Hosts a complete crawl finds informative (alive, not all-ports).
+    pub informative_hosts: usize,
+}
+
+pub fn provider_truth(topo: &Topology, min_informative: usize) -> Vec<ProviderTruth> {
+    let mut out = Vec::new();
+    for (i, p) in topo.providers.iter().enumerate() {
+        let hosts = topo.hosts_of(i);
+        for v6 in [false, true] {
+            let fam: Vec<&Host> = hosts.iter().filter(|h| h.ip.is_ipv6() == v6).collect();
+            let family = if v6 { "ipv6" } else { "ipv4" };
+            let informative = fam.iter().filter(|h| !h.dead && !h.all_ports).count();
+            let mut pt = ProviderTruth {
+                provider: p.name.clone(),
+                org_id: p.org_id.clone(),
+                family,
+                verdict: "",
+                mechanism: "",
+                location: "",
+                informative_hosts: if p.border.synack_all { 0 } else { informative },
+            };
+            let (policy, location) = match (p.upstream.get(v6, 25), p.border.policies().get(v6, 25)) {
+                (Policy::None, b) => (b, "in-provider"),
+                (u, _) => (u, "upstream"),
+            };
+            if fam.is_empty() || p.opt_out || (v6 && p.aliased_v6) {
+                pt.verdict = "absent";
+            } else if p.border.synack_all || informative < min_informative {
+                pt.verdict = "insufficient";
+            } else if policy != Policy::None {
+                pt.verdict = "blocks";
+                pt.mechanism = match policy {
+                    Policy::Drop => "silent-drop",
+                    Policy::IcmpAdmin => "icmp-prohibited",
+                    Policy::IcmpPort => "icmp-port-unreachable",
+                    Policy::Rst => "rst-injected",
+                    Policy::None => unreachable!(),
+                };
+                pt.location = match policy {
+                    Policy::IcmpAdmin | Policy::IcmpPort => location,
+                    _ => "unknown",
+                };
+            } else {
+                let fw = fam.iter().filter(|h| !h.dead && !h.all_ports && h.firewall_25).count();
+                let share = fw as f64 / informative.max(1) as f64;
+                if share == 0.0 {
+                    pt.verdict = "open";
+                } else {
+                    pt.verdict = if share > 0.9 { "blocks" } else { "mixed" };
+                    pt.mechanism = "silent-drop";
+                    pt.location = "host-firewalls";
+                }
+            }
+            out.push(pt);
+        }
+    }
+    out
+}
