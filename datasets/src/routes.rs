@@ -1,0 +1,372 @@
+//! IP → origin AS: RouteViews/CAIDA pfx2as, iptoasn TSV, ip-location-db CSV, GeoLite2-ASN mmdb.
+//!
+//! All four load into one [`RouteTable`]: a longest-prefix-match trie per family
+//! (`prefix-trie`), used by `crawler plan` to enumerate announced prefixes per AS and by
+//! `analysis` to map ICMP responders to their AS.
+
+use crate::error::{DatasetError, LoadOptions, LoadStats, Result};
+use crate::input::for_each_line;
+use crate::ranges::range_to_cidrs;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use prefix_trie::PrefixMap;
+use std::net::IpAddr;
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OriginKind {
+    Single,
+    /// `A_B` in pfx2as: several ASes announce the prefix (MOAS).
+    MultiOrigin,
+    /// `A,B` in pfx2as: an AS-set in the path's origin.
+    AsSet,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The AS the prefix is attributed to (the first one listed).
+    pub asn: u32,
+    pub kind: OriginKind,
+    /// The other origins of a multi-origin prefix or AS-set.
+    pub others: Option<Box<[u32]>>,
+    /// Organization name the source gave (iptoasn, ip-location-db, mmdb), if any.
+    pub source_org: Option<Box<str>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteFormat {
+    Pfx2as,
+    IpToAsn,
+    IpLocationDb,
+    Mmdb,
+}
+
+impl std::str::FromStr for RouteFormat {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "pfx2as" => Ok(Self::Pfx2as),
+            "iptoasn" => Ok(Self::IpToAsn),
+            "ip-location-db" => Ok(Self::IpLocationDb),
+            "mmdb" => Ok(Self::Mmdb),
+            _ => Err(format!("unknown routes format `{s}` (pfx2as, iptoasn, ip-location-db, mmdb)")),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct RouteTable {
+    pub v4: PrefixMap<Ipv4Net, Origin>,
+    pub v6: PrefixMap<Ipv6Net, Origin>,
+    /// Unrouted ranges skipped (iptoasn AS 0 rows).
+    pub unrouted_ranges: usize,
+}
+
+fn parse_asn(path: &Path, line: usize, s: &str) -> Result<u32> {
+    let t = s.trim().trim_start_matches("AS").trim_start_matches("as");
+    t.parse::<u32>().map_err(|_| DatasetError::line(path, line, format!("bad AS number `{s}`")))
+}
+
+/// Sniff the format from the file name and first data line.
+pub fn detect_format(path: &Path) -> Result<RouteFormat> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if name.ends_with(".mmdb") {
+        return Ok(RouteFormat::Mmdb);
+    }
+    let mut first: Option<String> = None;
+    let mut r = crate::input::open(path)?;
+    let mut buf = String::new();
+    for _ in 0..1000 {
+        buf.clear();
+        if std::io::BufRead::read_line(&mut r, &mut buf).map_err(|e| DatasetError::io(path, e))? == 0 {
+            break;
+        }
+        let l = buf.trim_end();
+        if !l.trim().is_empty() && !l.starts_with('#') {
+            first = Some(l.to_string());
+            break;
+        }
+    }
+    let l = first.ok_or_else(|| DatasetError::file(path, "empty routes file"))?;
+    let tabs = l.split('\t').count();
+    if tabs == 3 {
+        Ok(RouteFormat::Pfx2as)
+    } else if tabs >= 5 {
+        Ok(RouteFormat::IpToAsn)
+    } else if l.contains(',') {
+        Ok(RouteFormat::IpLocationDb)
+    } else {
+        Err(DatasetError::line(path, 1, "cannot tell the routes format (pfx2as, iptoasn, ip-location-db, mmdb): pass --routes-format"))
+    }
+}
+
+/// Parse an address written as text, or as an integer (the ip-location-db `-num` files).
+fn parse_addr(s: &str, v6_hint: bool) -> Option<IpAddr> {
+    let s = s.trim();
+    if let Ok(a) = s.parse::<IpAddr>() {
+        return Some(a);
+    }
+    let n: u128 = s.parse().ok()?;
+    if !v6_hint && n <= u32::MAX as u128 {
+        Some(IpAddr::V4((n as u32).into()))
+    } else {
+        Some(IpAddr::V6(n.into()))
+    }
+}
+
+impl RouteTable {
+    pub fn insert(&mut self, net: IpNet, origin: Origin) {
+        match net {
+            IpNet::V4(n) => {
+                self.v4.insert(n.trunc(), origin);
+            }
+            IpNet::V6(n) => {
+                self.v6.insert(n.trunc(), origin);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.v4.iter().count() + self.v6.iter().count()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Longest-prefix match.
+    pub fn lookup(&self, ip: IpAddr) -> Option<(IpNet, &Origin)> {
+        match ip {
+            IpAddr::V4(a) => self.v4.get_lpm(&Ipv4Net::from(a)).map(|(p, o)| (IpNet::V4(p), o)),
+            IpAddr::V6(a) => self.v6.get_lpm(&Ipv6Net::from(a)).map(|(p, o)| (IpNet::V6(p), o)),
+        }
+    }
+
+    pub fn load(&mut self, path: &Path, format: Option<RouteFormat>, opts: LoadOptions) -> Result<LoadStats> {
+        let format = match format {
+            Some(f) => f,
+            None => detect_format(path)?,
+        };
+        match format {
+            RouteFormat::Pfx2as => self.load_pfx2as(path, opts),
+            RouteFormat::IpToAsn => self.load_ranges(path, opts, '\t'),
+            RouteFormat::IpLocationDb => self.load_ranges(path, opts, ','),
+            RouteFormat::Mmdb => self.load_mmdb(path),
+        }
+    }
+
+    /// `prefix<TAB>length<TAB>origins`, origins `A`, `A_B` (multi-origin) or `A,B` (AS-set);
+    /// a MOAS entry may mix both (`A_B,C`).
+    fn load_pfx2as(&mut self, path: &Path, opts: LoadOptions) -> Result<LoadStats> {
+        let mut st = LoadStats::default();
+        st.lines = for_each_line(path, |n, l| {
+            if l.trim().is_empty() || l.starts_with('#') {
+                return Ok(());
+            }
+            match parse_pfx2as_line(path, n, l) {
+                Ok((net, o)) => {
+                    self.insert(net, o);
+                    st.records += 1;
+                    Ok(())
+                }
+                Err(e) => st.bad(opts, e),
+            }
+        })?;
+        Ok(st)
+    }
+
+    /// iptoasn (`start end asn cc descr`, TAB) and ip-location-db (`start,end,asn,org`, CSV with quotes).
+    fn load_ranges(&mut self, path: &Path, opts: LoadOptions, sep: char) -> Result<LoadStats> {
+        let mut st = LoadStats::default();
+        let mut unrouted = 0;
+        st.lines = for_each_line(path, |n, l| {
+            if l.trim().is_empty() || l.starts_with('#') {
+                return Ok(());
+            }
+            let fields: Vec<String> = if sep == ',' {
+                let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(l.as_bytes());
+                match rdr.records().next() {
+                    Some(Ok(r)) => r.iter().map(String::from).collect(),
+                    _ => return st.bad(opts, DatasetError::line(path, n, "malformed CSV line")),
+                }
+            } else {
+                l.split('\t').map(String::from).collect()
+            };
+            if fields.len() < 3 {
+                return st.bad(opts, DatasetError::line(path, n, format!("expected at least 3 fields, got {}", fields.len())));
+            }
+            // Header lines of some distributions.
+            if n == 1 && fields[0].chars().any(|c| c.is_ascii_alphabetic()) && fields[0].parse::<IpAddr>().is_err() {
+                return Ok(());
+            }
+            let v6 = fields[0].contains(':');
+            let (Some(a), Some(b)) = (parse_addr(&fields[0], v6), parse_addr(&fields[1], v6 || fields[1].contains(':'))) else {
+                return st.bad(opts, DatasetError::line(path, n, format!("bad address range `{}` - `{}`", fields[0], fields[1])));
+            };
+            let asn = match parse_asn(path, n, &fields[2]) {
+                Ok(a) => a,
+                Err(e) => return st.bad(opts, e),
+            };
+            let Some(nets) = range_to_cidrs(a, b) else {
+                return st.bad(opts, DatasetError::line(path, n, format!("range end before start or mixed families: {a} - {b}")));
+            };
+            if asn == 0 {
+                unrouted += 1; // iptoasn: "Not routed"
+                return Ok(());
+            }
+            let org = if sep == ',' { fields.get(3) } else { fields.get(4) };
+            let org: Option<Box<str>> = org.filter(|s| !s.is_empty()).map(|s| s.as_str().into());
+            for net in nets {
+                self.insert(net, Origin { asn, kind: OriginKind::Single, others: None, source_org: org.clone() });
+            }
+            st.records += 1;
+            Ok(())
+        })?;
+        self.unrouted_ranges += unrouted;
+        Ok(st)
+    }
+
+    fn load_mmdb(&mut self, path: &Path) -> Result<LoadStats> {
+        #[derive(serde::Deserialize)]
+        struct AsnRec<'a> {
+            autonomous_system_number: Option<u32>,
+            #[serde(borrow)]
+            autonomous_system_organization: Option<&'a str>,
+        }
+        let reader = maxminddb::Reader::open_readfile(path).map_err(|e| DatasetError::file(path, format!("not a readable MaxMind DB: {e}")))?;
+        let mut st = LoadStats::default();
+        // Default options skip the IPv4 tree's aliases inside IPv6 (::ffff:0:0/96, 2002::/16).
+        let iter = reader.networks(Default::default()).map_err(|e| DatasetError::file(path, e.to_string()))?;
+        for item in iter {
+            let item = item.map_err(|e| DatasetError::file(path, format!("corrupt MaxMind DB: {e}")))?;
+            let network = item.network().map_err(|e| DatasetError::file(path, e.to_string()))?;
+            let net: IpNet = network.to_string().parse().map_err(|_| DatasetError::file(path, format!("bad network {network}")))?;
+            let rec: Option<AsnRec> = item.decode().map_err(|e| DatasetError::file(path, format!("corrupt record: {e}")))?;
+            let Some(AsnRec { autonomous_system_number: Some(asn), autonomous_system_organization: org }) = rec else { continue };
+            self.insert(net, Origin { asn, kind: OriginKind::Single, others: None, source_org: org.map(Into::into) });
+            st.records += 1;
+        }
+        Ok(st)
+    }
+
+    /// All announced prefixes with their origin, v4 then v6, in address order.
+    pub fn prefixes(&self) -> impl Iterator<Item = (IpNet, &Origin)> {
+        self.v4.iter().map(|(p, o)| (IpNet::V4(p), o)).chain(self.v6.iter().map(|(p, o)| (IpNet::V6(p), o)))
+    }
+}
+
+fn parse_pfx2as_line(path: &Path, n: usize, l: &str) -> Result<(IpNet, Origin)> {
+    let mut it = l.split('\t');
+    let (Some(pfx), Some(len), Some(origins), None) = (it.next(), it.next(), it.next(), it.next()) else {
+        return Err(DatasetError::line(path, n, "expected `prefix<TAB>length<TAB>origin`"));
+    };
+    let addr: IpAddr = pfx.trim().parse().map_err(|_| DatasetError::line(path, n, format!("bad prefix address `{pfx}`")))?;
+    let len: u8 = len.trim().parse().map_err(|_| DatasetError::line(path, n, format!("bad prefix length `{len}`")))?;
+    let net = IpNet::new(addr, len).map_err(|_| DatasetError::line(path, n, format!("prefix length {len} too long for {addr}")))?;
+    let mut asns = Vec::new();
+    let kind = if origins.contains(',') {
+        OriginKind::AsSet
+    } else if origins.contains('_') {
+        OriginKind::MultiOrigin
+    } else {
+        OriginKind::Single
+    };
+    for a in origins.split(['_', ',']) {
+        asns.push(parse_asn(path, n, a)?);
+    }
+    if asns.is_empty() {
+        return Err(DatasetError::line(path, n, "no origin AS"));
+    }
+    let others = if asns.len() > 1 { Some(asns[1..].to_vec().into_boxed_slice()) } else { None };
+    Ok((net, Origin { asn: asns[0], kind, others, source_org: None }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    fn fixture(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+    }
+
+    #[test]
+    fn pfx2as_plain_and_gz_agree() {
+        for f in ["routeviews-rv2-20261101-1200.pfx2as", "routeviews-rv2-20261101-1200.pfx2as.gz"] {
+            let mut t = RouteTable::default();
+            let st = t.load(&fixture(f), None, LoadOptions::default()).unwrap();
+            assert_eq!(st.records, 6, "{f}");
+            let (p, o) = t.lookup("1.0.0.77".parse().unwrap()).unwrap();
+            assert_eq!((p.to_string().as_str(), o.asn), ("1.0.0.0/24", 13335));
+            let (_, o) = t.lookup("1.0.4.1".parse().unwrap()).unwrap();
+            assert_eq!((o.asn, o.kind, o.others.as_deref()), (38803, OriginKind::MultiOrigin, Some(&[56203u32][..])));
+            let (_, o) = t.lookup("1.0.64.9".parse().unwrap()).unwrap();
+            assert_eq!((o.asn, o.kind), (18144, OriginKind::AsSet));
+            // Longest match wins over the covering /16.
+            assert_eq!(t.lookup("1.1.1.1".parse().unwrap()).unwrap().1.asn, 13335);
+            assert_eq!(t.lookup("1.1.2.1".parse().unwrap()).unwrap().1.asn, 4134);
+            assert!(t.lookup("9.9.9.9".parse().unwrap()).is_none());
+        }
+    }
+
+    #[test]
+    fn pfx2as_v6() {
+        let mut t = RouteTable::default();
+        t.load(&fixture("routeviews-rv6-20261101-1200.pfx2as"), None, LoadOptions::default()).unwrap();
+        assert_eq!(t.lookup("2001:4860::8888".parse().unwrap()).unwrap().1.asn, 15169);
+    }
+
+    #[test]
+    fn iptoasn_ranges_and_unrouted() {
+        let mut t = RouteTable::default();
+        let st = t.load(&fixture("ip2asn-combined.tsv.gz"), None, LoadOptions::default()).unwrap();
+        assert_eq!(st.records, 4);
+        assert_eq!(t.unrouted_ranges, 1);
+        // 1.0.0.1-1.0.0.6 is not CIDR-aligned.
+        assert_eq!(t.lookup("1.0.0.6".parse().unwrap()).unwrap().1.asn, 13335);
+        assert!(t.lookup("1.0.0.7".parse().unwrap()).is_none());
+        assert_eq!(t.lookup("2001:200::1".parse().unwrap()).unwrap().1.asn, 2500);
+        assert_eq!(t.lookup("1.0.128.1".parse().unwrap()).unwrap().1.source_org.as_deref(), Some("TOT-NET TOT Public Company Limited"));
+    }
+
+    #[test]
+    fn ip_location_db_quoted_and_num() {
+        let mut t = RouteTable::default();
+        t.load(&fixture("asn-ipv4.csv"), None, LoadOptions::default()).unwrap();
+        let (_, o) = t.lookup("1.0.0.1".parse().unwrap()).unwrap();
+        assert_eq!((o.asn, o.source_org.as_deref()), (13335, Some("Cloudflare, Inc.")));
+        let mut t = RouteTable::default();
+        t.load(&fixture("asn-ipv6-num.csv"), Some(RouteFormat::IpLocationDb), LoadOptions::default()).unwrap();
+        assert_eq!(t.lookup("2001:200::5".parse().unwrap()).unwrap().1.asn, 2500);
+    }
+
+    #[test]
+    fn malformed_lines_name_file_and_line_or_are_counted() {
+        let p = fixture("bad.pfx2as");
+        let mut t = RouteTable::default();
+        let e = t.load(&p, Some(RouteFormat::Pfx2as), LoadOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("bad.pfx2as:3:") && e.contains("too long"), "{e}");
+        let mut t = RouteTable::default();
+        let st = t.load(&p, Some(RouteFormat::Pfx2as), LoadOptions { skip_bad_lines: true }).unwrap();
+        assert_eq!((st.records, st.skipped_bad), (2, 3));
+    }
+
+    #[test]
+    fn mmdb_reader_errors_cleanly_on_garbage() {
+        let mut t = RouteTable::default();
+        let e = t.load(&fixture("bad.pfx2as"), Some(RouteFormat::Mmdb), LoadOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("bad.pfx2as"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod mmdb_tests {
+    use super::*;
+    #[test]
+    fn geolite2_asn_mmdb() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/GeoLite2-ASN-test.mmdb");
+        let mut t = RouteTable::default();
+        let st = t.load(&p, None, LoadOptions::default()).unwrap();
+        assert!(st.records >= 3, "{st:?}");
+        let (net, o) = t.lookup("1.0.0.9".parse().unwrap()).unwrap();
+        assert_eq!((net.to_string().as_str(), o.asn, o.source_org.as_deref()), ("1.0.0.0/24", 13335, Some("CLOUDFLARENET")));
+        assert_eq!(t.lookup("2001:4860::1".parse().unwrap()).unwrap().1.asn, 15169);
+        assert_eq!(t.lookup("2.3.4.5".parse().unwrap()).unwrap().1.asn, 3215);
+    }
+}
