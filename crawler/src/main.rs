@@ -1,1 +1,261 @@
-fn main() {}
+//! `crawler`: plan per-ASN samples from routing data and probe them with raw TCP SYNs.
+//!
+//! Exit codes: 0 ok · 1 runtime failure · 2 bad input or configuration · 130 interrupted.
+
+mod netinfo;
+mod pace;
+mod plan;
+mod progress;
+mod receive;
+mod record;
+mod scan;
+mod send;
+mod targets;
+mod validate;
+mod wire;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+pub const SOFTWARE: &str = concat!("port25-crawler/", env!("CARGO_PKG_VERSION"));
+
+#[derive(Parser)]
+#[command(name = "crawler", version, about = "Port-25 blocking crawler: plan per-ASN samples, probe them with raw SYNs, record every probe to Parquet")]
+struct Cli {
+    /// No progress bars.
+    #[arg(long, global = true)]
+    quiet: bool,
+    /// Log format for schedules: text or json.
+    #[arg(long, global = true, default_value = "text")]
+    log_format: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// A comma-separated list on the command line; `none` is the empty list.
+#[derive(Debug, Clone, Default)]
+pub struct List<T>(pub Vec<T>);
+
+impl<T: std::str::FromStr> std::str::FromStr for List<T>
+where
+    T::Err: std::fmt::Display,
+{
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if s == "none" || s.is_empty() {
+            return Ok(List(vec![]));
+        }
+        s.split(',').map(|x| x.trim().parse::<T>().map_err(|e| format!("`{x}`: {e}"))).collect::<std::result::Result<Vec<_>, _>>().map(List)
+    }
+}
+
+fn parse_shard(s: &str) -> std::result::Result<(u64, u64), String> {
+    let (i, n) = s.split_once('/').ok_or("shard must be I/N")?;
+    let (i, n): (u64, u64) = (i.parse().map_err(|_| "bad shard index")?, n.parse().map_err(|_| "bad shard count")?);
+    if n == 0 || i >= n {
+        return Err(format!("shard {i}/{n}: need 0 <= I < N"));
+    }
+    Ok((i, n))
+}
+
+#[derive(Args, Debug)]
+struct PlanArgs {
+    /// Routing data: RouteViews/CAIDA pfx2as, iptoasn TSV, ip-location-db CSV, GeoLite2-ASN mmdb (plain or .gz).
+    #[arg(long, required = true, num_args = 1..)]
+    routes: Vec<PathBuf>,
+    /// Force the routes format instead of detecting it: pfx2as, iptoasn, ip-location-db, mmdb.
+    #[arg(long)]
+    routes_format: Option<datasets::routes::RouteFormat>,
+    /// CAIDA AS2Org (JSONL or legacy pipe format).
+    #[arg(long, num_args = 1..)]
+    orgs: Vec<PathBuf>,
+    /// ASdb CSV or an `AS<n>,category` list.
+    #[arg(long, num_args = 1..)]
+    categories: Vec<PathBuf>,
+    /// IPv6 hitlist (one address a line).
+    #[arg(long, num_args = 1..)]
+    hitlist: Vec<PathBuf>,
+    /// Aliased IPv6 prefixes to exclude.
+    #[arg(long, num_args = 1..)]
+    aliased: Vec<PathBuf>,
+    /// all, hosting, or AS<n>,AS<m>,...
+    #[arg(long, default_value = "all")]
+    select: plan::Selection,
+    #[arg(long)]
+    per_asn: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Prefixes never to plan (one a line).
+    #[arg(long, num_args = 1..)]
+    exclude: Vec<PathBuf>,
+    /// Opt-out lists (one prefix or address a line).
+    #[arg(long, num_args = 1..)]
+    opt_out: Vec<PathBuf>,
+    /// Special-purpose prefixes that may be planned anyway (the lab: 198.18.0.0/15,2001:db8::/32).
+    #[arg(long, default_value = "none")]
+    allow_reserved: List<IpNet>,
+    /// Skip and count malformed input lines instead of stopping at the first.
+    #[arg(long)]
+    skip_bad_lines: bool,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct ScanArgs {
+    #[arg(long)]
+    plan: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value = "25,465,587")]
+    ports: List<u16>,
+    /// Control ports (`none` to disable).
+    #[arg(long, default_value = "80,443,22")]
+    control_ports: List<u16>,
+    /// Random high ports per host (0 to disable).
+    #[arg(long, default_value_t = 2)]
+    random_ports: u16,
+    /// Global packets per second (0 = unlimited).
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    /// Per-ASN packets per second (0 = unlimited).
+    #[arg(long, default_value_t = 1_000)]
+    asn_rate: u64,
+    /// Per-/24 (IPv6: per-/48) packets per second (0 = unlimited).
+    #[arg(long, default_value_t = 20)]
+    net_rate: u64,
+    #[arg(long, default_value_t = 2)]
+    retries: u8,
+    #[arg(long, default_value_t = 2.0)]
+    retry_delay: f64,
+    #[arg(long, default_value_t = 8.0)]
+    cooldown: f64,
+    #[arg(long)]
+    interface: Option<String>,
+    /// Gateway MAC (otherwise read from the kernel's neighbour table).
+    #[arg(long)]
+    gateway_mac: Option<String>,
+    #[arg(long, default_value = "default")]
+    vantage: String,
+    #[arg(long, num_args = 1..)]
+    exclude: Vec<PathBuf>,
+    #[arg(long, num_args = 1..)]
+    opt_out: Vec<PathBuf>,
+    #[arg(long, default_value = "none")]
+    allow_reserved: List<IpNet>,
+    /// Crawl id (default: the start time, e.g. 20261127T120000Z).
+    #[arg(long)]
+    crawl_id: Option<String>,
+    /// Seed of the probe order and random ports (default: random).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Probe only shard I of N (disjoint by plan row).
+    #[arg(long, value_parser = parse_shard, default_value = "0/1")]
+    shard: (u64, u64),
+    #[arg(long, default_value_t = 1_000_000)]
+    rows_per_file: usize,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Sample hosts per ASN from routing data into a Parquet plan.
+    Plan(PlanArgs),
+    /// Probe a plan with raw TCP SYNs and record every probe to Parquet.
+    Scan(ScanArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let progress = !cli.quiet && std::io::stderr().is_terminal();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORT25_LOG").unwrap_or_else(|_| "info".into());
+    if cli.log_format == "json" {
+        tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    }
+    let code = match run(cli.cmd, progress) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("crawler: error: {e:#}");
+            if e.chain().any(|c| c.downcast_ref::<datasets::DatasetError>().is_some() || c.is::<toml::de::Error>()) {
+                2
+            } else {
+                1
+            }
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(cmd: Cmd, progress: bool) -> Result<i32> {
+    match cmd {
+        Cmd::Plan(a) => {
+            let inp = plan::PlanInputs {
+                routes: a.routes,
+                routes_format: a.routes_format,
+                orgs: a.orgs,
+                categories: a.categories,
+                hitlist: a.hitlist,
+                aliased: a.aliased,
+                exclude: a.exclude,
+                opt_out: a.opt_out,
+                select: a.select,
+                per_asn: a.per_asn,
+                seed: a.seed,
+                allow_reserved: a.allow_reserved.0,
+                skip_bad_lines: a.skip_bad_lines,
+                progress,
+            };
+            let p = plan::build(&inp)?;
+            plan::write(&p, &inp, &a.out)?;
+            plan::print_summary(&p.summary, &a.out);
+            Ok(0)
+        }
+        Cmd::Scan(a) => {
+            let cfg = scan::ScanConfig {
+                plan: a.plan,
+                out: a.out,
+                ports: a.ports.0,
+                control_ports: a.control_ports.0,
+                random_ports: a.random_ports,
+                rate: a.rate,
+                asn_rate: a.asn_rate,
+                net_rate: a.net_rate,
+                retries: a.retries,
+                retry_delay: a.retry_delay,
+                cooldown: a.cooldown,
+                interface: a.interface,
+                gateway_mac: a.gateway_mac,
+                vantage: a.vantage,
+                exclude: a.exclude,
+                opt_out: a.opt_out,
+                allow_reserved: a.allow_reserved.0,
+                crawl_id: a.crawl_id,
+                seed: a.seed,
+                shard: a.shard,
+                rows_per_file: a.rows_per_file,
+                progress,
+            };
+            let stop = Arc::new(AtomicBool::new(false));
+            let s2 = stop.clone();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let summary = rt.block_on(async move {
+                // Signals on the control plane; the packet loops only read the flag.
+                tokio::spawn(async move {
+                    if tokio::signal::ctrl_c().await.is_ok() {
+                        eprintln!("crawler: interrupted, recording what was received");
+                        s2.store(true, Ordering::SeqCst);
+                    }
+                });
+                tokio::task::spawn_blocking(move || scan::run(&cfg, stop)).await?
+            })?;
+            scan::print_summary(&summary);
+            Ok(if summary.interrupted { 130 } else { 0 })
+        }
+    }
+}

@@ -83,6 +83,18 @@ impl Blocklist {
         Ok(n)
     }
 
+    /// Why a whole prefix must not be probed, when a single blocked range covers all of it.
+    pub fn covers(&self, net: IpNet) -> Option<Reason> {
+        let hit = match net {
+            IpNet::V4(n) => self.v4.get_lpm(&n).map(|(_, r)| *r),
+            IpNet::V6(n) => self.v6.get_lpm(&n).map(|(_, r)| *r),
+        };
+        match hit {
+            Some(Reason::Reserved) if self.allowed_reserved.iter().any(|a| a.contains(&net)) => None,
+            other => other,
+        }
+    }
+
     /// Why `ip` must not be probed, if it must not. An opt-out or exclusion nested inside
     /// allowed reserved space still applies.
     pub fn check(&self, ip: IpAddr) -> Option<Reason> {

@@ -55,7 +55,6 @@ pub mod obs {
     pub const ICMP_TYPE: &str = "icmp_type";
     pub const ICMP_CODE: &str = "icmp_code";
     pub const ICMP_RESPONDER: &str = "icmp_responder";
-    pub const DUPLICATES: &str = "duplicates";
 }
 
 /// `reply` values.
@@ -101,7 +100,6 @@ pub fn observation_schema() -> SchemaRef {
         Field::new(ICMP_TYPE, DataType::UInt8, true),
         Field::new(ICMP_CODE, DataType::UInt8, true),
         Field::new(ICMP_RESPONDER, DataType::Utf8, true),
-        Field::new(DUPLICATES, DataType::UInt16, false),
     ]))
 }
 

@@ -1,0 +1,535 @@
+//! `crawler scan`: the ZMap-shaped pipeline — target iteration (`targets`), a send loop
+//! (`send` + `pace`), a receive loop (`receive` + `validate`), output (`record`) — plus what a
+//! blocking study needs and ZMap lacks: a row for every probe including silence, control
+//! and random ports per host, retries of silent probes only, IPv6, and the reply details
+//! (TTL, IP-ID, window, options, ICMP type/code/responder) that tell a filter from a host.
+//!
+//! Per-probe state is one bit (answered) and a 32-bit send timestamp (µs, wrapping; RTTs
+//! and send times are exact while a reply comes within 71 minutes of its probe).
+
+use crate::netinfo::{self, NetInfo};
+use crate::pace::{KeyedLimits, Pacer};
+use crate::receive::Receiver;
+use crate::record::{Observation, Recorder};
+use crate::send::Sender;
+use crate::targets::{Order, PortPlan, Role, Targets};
+use crate::validate::Cookie;
+use crate::wire::{self, Link, SynFields, MAX_FRAME};
+use anyhow::{bail, Context, Result};
+use datasets::blocklist::{Blocklist, Reason};
+use ipnet::IpNet;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScanConfig {
+    pub plan: PathBuf,
+    pub out: PathBuf,
+    pub ports: Vec<u16>,
+    pub control_ports: Vec<u16>,
+    pub random_ports: u16,
+    pub rate: u64,
+    pub asn_rate: u64,
+    pub net_rate: u64,
+    pub retries: u8,
+    pub retry_delay: f64,
+    pub cooldown: f64,
+    pub interface: Option<String>,
+    pub gateway_mac: Option<String>,
+    pub vantage: String,
+    pub exclude: Vec<PathBuf>,
+    pub opt_out: Vec<PathBuf>,
+    pub allow_reserved: Vec<IpNet>,
+    pub crawl_id: Option<String>,
+    pub seed: Option<u64>,
+    pub shard: (u64, u64),
+    pub rows_per_file: usize,
+    #[serde(skip)]
+    pub progress: bool,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ScanSummary {
+    pub crawl_id: String,
+    pub crawl_date: String,
+    pub partition: PathBuf,
+    pub targets: u64,
+    pub probes_planned: u64,
+    pub sent: u64,
+    pub send_errors: u64,
+    pub frames_received: u64,
+    pub replies_valid: u64,
+    pub validation_failed: u64,
+    pub duplicates: u64,
+    pub skipped: BTreeMap<String, u64>,
+    pub rows: u64,
+    pub rows_by_reply: BTreeMap<String, u64>,
+    pub files: Vec<String>,
+    pub started_at: String,
+    pub finished_at: String,
+    pub elapsed_s: f64,
+    pub first_pass_pps: f64,
+    pub interrupted: bool,
+}
+
+/// Counters shared by the loops (atomics only: no locks in the hot paths).
+#[derive(Default)]
+struct Counters {
+    sent: AtomicU64,
+    frames: AtomicU64,
+    valid: AtomicU64,
+    invalid: AtomicU64,
+    dup: AtomicU64,
+    skipped_reserved: AtomicU64,
+    skipped_optout: AtomicU64,
+    skipped_excluded: AtomicU64,
+    skipped_nosource: AtomicU64,
+}
+
+struct Shared {
+    targets: Arc<Targets>,
+    ports: Arc<PortPlan>,
+    cookie: Cookie,
+    answered: Vec<AtomicU64>,
+    sent_tick: Vec<AtomicU32>,
+    pass: AtomicU8,
+    start: Instant,
+    start_us: i64,
+    c: Counters,
+    stop_rx: AtomicBool,
+}
+
+impl Shared {
+    #[inline]
+    fn elapsed_us(&self) -> i64 {
+        self.start.elapsed().as_micros() as i64
+    }
+    #[inline]
+    fn is_answered(&self, p: u64) -> bool {
+        self.answered[(p >> 6) as usize].load(Relaxed) & (1 << (p & 63)) != 0
+    }
+    /// Set the bit; true if this call set it.
+    #[inline]
+    fn mark(&self, p: u64) -> bool {
+        self.answered[(p >> 6) as usize].fetch_or(1 << (p & 63), Relaxed) & (1 << (p & 63)) == 0
+    }
+    /// Absolute send time of a probe, from its wrapping tick, seen at elapsed `now`.
+    #[inline]
+    fn sent_us(&self, p: u64, now: i64) -> i64 {
+        let age = (now as u32).wrapping_sub(self.sent_tick[p as usize].load(Relaxed));
+        self.start_us + now - age as i64
+    }
+}
+
+fn unix_us() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as i64
+}
+
+fn rfc3339(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// The receive loop: parse, validate, attribute, record the first answer of each probe.
+fn receive_loop(sh: &Shared, rx: &Receiver, tx: &crossbeam_channel::Sender<Observation>) {
+    let mut buf = [0u8; 2048];
+    let slots = sh.ports.slots();
+    let fixed = sh.ports.fixed.len() as u64;
+    while !sh.stop_rx.load(Relaxed) {
+        let Some(frame) = rx.recv(&mut buf) else { continue };
+        let Some(r) = wire::parse(frame) else { continue };
+        sh.c.frames.fetch_add(1, Relaxed);
+        if !sh.cookie.valid(&r) {
+            sh.c.invalid.fetch_add(1, Relaxed);
+            continue;
+        }
+        let Some(t) = sh.targets.find(r.target) else {
+            sh.c.invalid.fetch_add(1, Relaxed);
+            continue;
+        };
+        let ip = sh.targets.ip(t);
+        let slot = match sh.ports.fixed.iter().position(|(p, _)| *p == r.tport) {
+            Some(s) => Some(s as u64),
+            None => (fixed..slots).find(|s| sh.ports.port(ip, *s).0 == r.tport),
+        };
+        let Some(slot) = slot else {
+            sh.c.invalid.fetch_add(1, Relaxed);
+            continue;
+        };
+        let probe = t as u64 * slots + slot;
+        if !sh.mark(probe) {
+            sh.c.dup.fetch_add(1, Relaxed);
+            continue;
+        }
+        sh.c.valid.fetch_add(1, Relaxed);
+        let now = sh.elapsed_us();
+        let o = Observation { probe, attempts: sh.pass.load(Relaxed) + 1, sent_us: sh.sent_us(probe, now), reply: Some(r), recv_us: sh.start_us + now };
+        if tx.send(o).is_err() {
+            return;
+        }
+    }
+}
+
+struct SendCtx<'a> {
+    sh: &'a Shared,
+    block: &'a Blocklist,
+    limits: &'a KeyedLimits,
+    pacer: &'a Pacer,
+    tx: Sender,
+    tmpl4: Box<[u8; MAX_FRAME]>,
+    tmpl6: Box<[u8; MAX_FRAME]>,
+    src4: Option<IpAddr>,
+    src6: Option<IpAddr>,
+    deferred: std::collections::VecDeque<u64>,
+    stop: &'a AtomicBool,
+}
+
+enum Outcome {
+    Queued,
+    Deferred,
+    Skipped,
+}
+
+impl SendCtx<'_> {
+    /// Queue probe `p` into the batch (or defer/skip it); flush full batches.
+    #[inline]
+    fn try_probe(&mut self, p: u64, first_pass: bool) -> Outcome {
+        let sh = self.sh;
+        let slots = sh.ports.slots();
+        let t = (p / slots) as usize;
+        let ip = sh.targets.ip(t);
+        // Blocklist and opt-out again at send time: the plan may predate the lists.
+        if let Some(r) = self.block.check(ip) {
+            if sh.mark(p) {
+                match r {
+                    Reason::Reserved => &sh.c.skipped_reserved,
+                    Reason::OptOut => &sh.c.skipped_optout,
+                    _ => &sh.c.skipped_excluded,
+                }
+                .fetch_add(1, Relaxed);
+            }
+            return Outcome::Skipped;
+        }
+        let (src, tmpl) = match ip {
+            IpAddr::V4(_) => (self.src4, &self.tmpl4),
+            IpAddr::V6(_) => (self.src6, &self.tmpl6),
+        };
+        let Some(src) = src else {
+            if sh.mark(p) {
+                sh.c.skipped_nosource.fetch_add(1, Relaxed);
+            }
+            return Outcome::Skipped;
+        };
+        if !self.limits.allow(sh.targets.asn[t], ip) {
+            return Outcome::Deferred;
+        }
+        let _ = first_pass;
+        let (port, _) = sh.ports.port(ip, p % slots);
+        let (sport, seq) = sh.cookie.probe(ip, port);
+        let now = sh.elapsed_us();
+        sh.sent_tick[p as usize].store(now as u32, Relaxed);
+        let i = self.tx.n;
+        self.tx.frames[i] = **tmpl;
+        self.tx.lens[i] = wire::fill_syn(&mut self.tx.frames[i], &SynFields { src, dst: ip, sport, dport: port, seq, ip_id: (seq >> 16) as u16, tsval: (now / 1000) as u32 });
+        self.tx.n += 1;
+        if self.tx.n >= self.pacer.batch {
+            self.flush();
+        }
+        Outcome::Queued
+    }
+
+    fn flush(&mut self) {
+        if self.tx.n == 0 {
+            return;
+        }
+        self.pacer.wait(self.tx.n);
+        let n = self.tx.flush();
+        self.sh.c.sent.fetch_add(n as u64, Relaxed);
+    }
+
+    /// Retry deferred probes; at most `budget` attempts so fresh probes keep flowing.
+    fn service_deferred(&mut self, budget: usize, first_pass: bool) -> usize {
+        let mut sent = 0;
+        for _ in 0..budget.min(self.deferred.len()) {
+            let p = self.deferred.pop_front().unwrap();
+            match self.try_probe(p, first_pass) {
+                Outcome::Deferred => self.deferred.push_back(p),
+                Outcome::Queued => sent += 1,
+                Outcome::Skipped => {}
+            }
+        }
+        sent
+    }
+
+    fn pass(&mut self, order: &Order, first_pass: bool) {
+        let mut last_house = Instant::now();
+        for i in 0..order.len() {
+            if self.stop.load(Relaxed) {
+                break;
+            }
+            let p = order.probe(i);
+            if self.sh.is_answered(p) {
+                continue;
+            }
+            if let Outcome::Deferred = self.try_probe(p, first_pass) {
+                self.deferred.push_back(p);
+            }
+            if !self.deferred.is_empty() && (i & 63) == 0 {
+                self.service_deferred(64, first_pass);
+            }
+            if (i & 0xffff) == 0 && last_house.elapsed() > Duration::from_secs(5) {
+                self.limits.housekeeping();
+                last_house = Instant::now();
+            }
+        }
+        // Drain what the keyed limits held back, waiting for their budgets to refill.
+        while !self.deferred.is_empty() && !self.stop.load(Relaxed) {
+            if self.service_deferred(self.deferred.len(), first_pass) == 0 {
+                self.flush();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        self.flush();
+    }
+}
+
+fn sleep_unless(stop: &AtomicBool, d: Duration) {
+    let end = Instant::now() + d;
+    while Instant::now() < end && !stop.load(Relaxed) {
+        std::thread::sleep(Duration::from_millis(20).min(end.saturating_duration_since(Instant::now())));
+    }
+}
+
+pub fn port_plan(cfg: &ScanConfig, key: (u64, u64)) -> Result<PortPlan> {
+    let mut fixed: Vec<(u16, Role)> = Vec::new();
+    for p in &cfg.ports {
+        fixed.push((*p, if *p == 25 { Role::Target } else { Role::Mail }));
+    }
+    for p in &cfg.control_ports {
+        if fixed.iter().any(|(q, _)| q == p) {
+            bail!("port {p} is both a probe port and a control port");
+        }
+        fixed.push((*p, Role::Control));
+    }
+    if fixed.is_empty() && cfg.random_ports == 0 {
+        bail!("no ports to probe");
+    }
+    Ok(PortPlan { fixed, random: cfg.random_ports, key })
+}
+
+/// Run a scan; `stop` is set by Ctrl-C (the scan then records what it has and exits).
+pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
+    let started = unix_us();
+    let plan_sha = datasets::input::sha256_file(&cfg.plan)?;
+    let plan_meta = datasets::schema::parquet_metadata(&cfg.plan)?;
+    let targets = Arc::new(Targets::load(&cfg.plan, cfg.shard)?);
+    if targets.is_empty() {
+        bail!("{}: no targets (in shard {}/{})", cfg.plan.display(), cfg.shard.0, cfg.shard.1);
+    }
+    let block = crate::plan::blocklist(&cfg.allow_reserved, &cfg.opt_out, &cfg.exclude, Default::default())?;
+    let seed = cfg.seed.unwrap_or_else(rand::random);
+    let secret: (u64, u64) = (rand::random(), rand::random());
+    let ports = Arc::new(port_plan(cfg, (seed, seed.rotate_left(29) ^ 0x7261_6e64)).context("ports")?);
+    let slots = ports.slots();
+    let total = targets.len() as u64 * slots;
+
+    let sample4 = targets.v4.first().map(|a| std::net::Ipv4Addr::from(*a));
+    let sample6 = targets.v6.first().map(|a| std::net::Ipv6Addr::from(*a));
+    let gw = cfg.gateway_mac.as_deref().map(netinfo::parse_mac).transpose()?;
+    let ni: NetInfo = netinfo::discover(sample4, sample6, cfg.interface.as_deref(), gw)?;
+    // Open raw sockets first: the scan fails fast without privileges, before any output.
+    let receiver = Receiver::open(ni.ifindex)?;
+    let sender = Sender::open(ni.ifindex)?;
+
+    let crawl_date = chrono::DateTime::from_timestamp_micros(started).unwrap().format("%Y-%m-%d").to_string();
+    let crawl_id = cfg.crawl_id.clone().unwrap_or_else(|| chrono::DateTime::from_timestamp_micros(started).unwrap().format("%Y%m%dT%H%M%SZ").to_string());
+    let partition = cfg.out.join(format!("crawl_date={crawl_date}")).join(format!("crawl_id={crawl_id}"));
+    let params = serde_json::json!({
+        "config": cfg, "seed": seed, "plan_sha256": plan_sha, "plan_metadata": plan_meta.iter().cloned().collect::<BTreeMap<_,_>>(),
+        "software": crate::SOFTWARE, "interface": ni.ifname, "source_v4": ni.src4, "source_v6": ni.src6, "started_at": rfc3339(started),
+    });
+    let kv = vec![
+        ("port25.kind".to_string(), "observations".to_string()),
+        ("port25.crawl_id".into(), crawl_id.clone()),
+        ("port25.vantage".into(), cfg.vantage.clone()),
+        ("port25.software".into(), crate::SOFTWARE.into()),
+        ("port25.params".into(), params.to_string()),
+    ];
+    let name_prefix = format!("part-s{}of{}-{:08x}", cfg.shard.0, cfg.shard.1, rand::random::<u32>());
+    let mut recorder = Recorder::new(&partition, &name_prefix, &crawl_id, &cfg.vantage, targets.clone(), ports.clone(), kv, cfg.rows_per_file)?;
+
+    let start = Instant::now();
+    let sh = Arc::new(Shared {
+        targets: targets.clone(),
+        ports: ports.clone(),
+        cookie: Cookie::new(secret.0, secret.1),
+        answered: (0..total.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+        sent_tick: (0..total).map(|_| AtomicU32::new(0)).collect(),
+        pass: AtomicU8::new(0),
+        start,
+        start_us: started,
+        c: Counters::default(),
+        stop_rx: AtomicBool::new(false),
+    });
+    let (otx, orx) = crossbeam_channel::bounded::<Observation>(1 << 16);
+    let writer = std::thread::Builder::new().name("record".into()).spawn(move || -> Result<Recorder> {
+        for o in orx {
+            recorder.push(&o)?;
+        }
+        Ok(recorder)
+    })?;
+    let rx_thread = {
+        let sh = sh.clone();
+        let otx = otx.clone();
+        std::thread::Builder::new().name("receive".into()).spawn(move || receive_loop(&sh, &receiver, &otx))?
+    };
+    let pb = crate::progress::bar(cfg.progress, total, "probing");
+    let progress = {
+        let sh = sh.clone();
+        let pb = pb.clone();
+        let done = Arc::new(AtomicBool::new(false));
+        let d2 = done.clone();
+        let h = std::thread::spawn(move || {
+            let mut last = (Instant::now(), 0u64);
+            while !d2.load(Relaxed) {
+                std::thread::sleep(Duration::from_millis(250));
+                let sent = sh.c.sent.load(Relaxed);
+                let pps = (sent - last.1) as f64 / last.0.elapsed().as_secs_f64();
+                last = (Instant::now(), sent);
+                pb.set_position(sent.min(pb.length().unwrap_or(0)));
+                pb.set_message(format!(
+                    "pass {} sent {} recv {} valid {} invalid {} {:.0} pps",
+                    sh.pass.load(Relaxed) + 1,
+                    sent,
+                    sh.c.frames.load(Relaxed),
+                    sh.c.valid.load(Relaxed),
+                    sh.c.invalid.load(Relaxed),
+                    pps
+                ));
+            }
+        });
+        (h, done)
+    };
+
+    let link = Link { src_mac: ni.mac, gw_mac: ni.gw4 };
+    let link6 = Link { src_mac: ni.mac, gw_mac: ni.gw6 };
+    let mut tmpl4 = Box::new([0u8; MAX_FRAME]);
+    let mut tmpl6 = Box::new([0u8; MAX_FRAME]);
+    if let Some(s) = ni.src4 {
+        wire::syn_template(&mut tmpl4, &link, s.into());
+    }
+    if let Some(s) = ni.src6 {
+        wire::syn_template(&mut tmpl6, &link6, s.into());
+    }
+    let pacer = Pacer::new(cfg.rate);
+    let limits = KeyedLimits::new(cfg.asn_rate, cfg.net_rate);
+    let order = Order::new(targets.len() as u64, slots, seed);
+    let mut ctx = SendCtx {
+        sh: &sh,
+        block: &block,
+        limits: &limits,
+        pacer: &pacer,
+        tx: sender,
+        tmpl4,
+        tmpl6,
+        src4: ni.src4.map(Into::into),
+        src6: ni.src6.map(Into::into),
+        deferred: std::collections::VecDeque::with_capacity(4096),
+        stop: &stop,
+    };
+    let t0 = Instant::now();
+    ctx.pass(&order, true);
+    let first_pass_pps = sh.c.sent.load(Relaxed) as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+    for r in 1..=cfg.retries {
+        if stop.load(Relaxed) {
+            break;
+        }
+        // Retry only what is still silent, after the replies to the last pass had time to land.
+        sleep_unless(&stop, Duration::from_secs_f64(cfg.retry_delay));
+        sh.pass.store(r, Relaxed);
+        ctx.pass(&order, false);
+    }
+    sleep_unless(&stop, Duration::from_secs_f64(cfg.cooldown));
+    sh.stop_rx.store(true, Relaxed);
+    rx_thread.join().map_err(|_| anyhow::anyhow!("receive thread panicked"))?;
+    progress.1.store(true, Relaxed);
+    let _ = progress.0.join();
+    pb.finish_and_clear();
+
+    // Every probe that never got an answer is a row too: silence is a measurement.
+    let interrupted = stop.load(Relaxed);
+    let attempts = sh.pass.load(Relaxed) + 1;
+    let now = sh.elapsed_us();
+    let sent_total = sh.c.sent.load(Relaxed);
+    if !interrupted {
+        for p in 0..total {
+            if !sh.is_answered(p) {
+                otx.send(Observation { probe: p, attempts, sent_us: sh.sent_us(p, now), reply: None, recv_us: 0 })?;
+            }
+        }
+    }
+    drop(otx);
+    let recorder = writer.join().map_err(|_| anyhow::anyhow!("record thread panicked"))??;
+    let (files, rows) = recorder.finish()?;
+    let c = &sh.c;
+    let mut skipped = BTreeMap::new();
+    for (k, v) in [("reserved", &c.skipped_reserved), ("opt-out", &c.skipped_optout), ("excluded", &c.skipped_excluded), ("no-source-address", &c.skipped_nosource)] {
+        let n = v.load(Relaxed);
+        if n > 0 {
+            skipped.insert(k.to_string(), n);
+        }
+    }
+    let finished = unix_us();
+    let summary = ScanSummary {
+        crawl_id,
+        crawl_date,
+        partition: partition.clone(),
+        targets: targets.len() as u64,
+        probes_planned: total,
+        sent: sent_total,
+        send_errors: ctx.tx.errors,
+        frames_received: c.frames.load(Relaxed),
+        replies_valid: c.valid.load(Relaxed),
+        validation_failed: c.invalid.load(Relaxed),
+        duplicates: c.dup.load(Relaxed),
+        skipped,
+        rows,
+        rows_by_reply: BTreeMap::new(),
+        files: files.iter().map(|f| f.file_name().unwrap().to_string_lossy().into_owned()).collect(),
+        started_at: rfc3339(started),
+        finished_at: rfc3339(finished),
+        elapsed_s: (finished - started) as f64 / 1e6,
+        first_pass_pps,
+        interrupted,
+    };
+    write_manifest(&partition, &name_prefix, &params, &summary)?;
+    Ok(summary)
+}
+
+fn write_manifest(partition: &Path, name_prefix: &str, params: &serde_json::Value, s: &ScanSummary) -> Result<()> {
+    let m = serde_json::json!({ "params": params, "summary": s, "exit_status": if s.interrupted { "interrupted" } else { "complete" } });
+    let name = if name_prefix.starts_with("part-s0of1-") { "manifest.json".to_string() } else { format!("manifest-{name_prefix}.json") };
+    let tmp = partition.join(format!(".{name}.inprogress"));
+    std::fs::write(&tmp, serde_json::to_string_pretty(&m)?)?;
+    std::fs::rename(&tmp, partition.join(name))?;
+    Ok(())
+}
+
+pub fn print_summary(s: &ScanSummary) {
+    println!("crawl {} ({}): {} targets, {} probes planned", s.crawl_id, s.crawl_date, s.targets, s.probes_planned);
+    println!(
+        "  sent {} (first pass {:.0} pps), valid replies {}, validation failures {}, duplicates {}, send errors {}",
+        s.sent, s.first_pass_pps, s.replies_valid, s.validation_failed, s.duplicates, s.send_errors
+    );
+    if !s.skipped.is_empty() {
+        println!("  skipped at send time: {:?}", s.skipped);
+    }
+    println!("  {} rows in {} file(s) under {}", s.rows, s.files.len(), s.partition.display());
+    if s.interrupted {
+        println!("  INTERRUPTED: replies so far were recorded; silent probes were not");
+    }
+}
