@@ -1,1 +1,198 @@
-fn main() {}
+//! `analysis`: per-host port-25 states from a crawl, blocking per ASN and per provider, and
+//! the published reports.
+//!
+//! Exit codes: 0 ok · 1 runtime failure · 2 bad input.
+
+mod aggregate;
+mod charts;
+mod infer;
+mod load;
+mod report;
+mod trend;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use datasets::categories::Categories;
+use datasets::orgs::Orgs;
+use datasets::routes::RouteTable;
+use datasets::LoadOptions;
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(name = "analysis", version, about = "Infer per-host port-25 states and report blocking per ASN and provider")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Crawl data directory (the crawler's --out).
+    #[arg(long)]
+    data: PathBuf,
+    /// Routing data, to map ICMP responders to ASes (same formats as `crawler plan`).
+    #[arg(long, required = true, num_args = 1..)]
+    routes: Vec<PathBuf>,
+    /// CAIDA AS2Org: a provider is an organization (its sibling ASes together).
+    #[arg(long, required = true, num_args = 1..)]
+    orgs: Vec<PathBuf>,
+    #[arg(long, num_args = 1..)]
+    categories: Vec<PathBuf>,
+    /// hosting or all.
+    #[arg(long, default_value = "all")]
+    select: String,
+    #[arg(long, default_value_t = 30)]
+    min_informative: u64,
+    #[arg(long, default_value_t = 0.9)]
+    block_lower: f64,
+    #[arg(long, default_value_t = 0.1)]
+    open_upper: f64,
+    #[arg(long)]
+    out: PathBuf,
+    /// Print nothing but errors.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Report one crawl (and the trend over all crawls in --data).
+    Report {
+        #[command(flatten)]
+        c: Common,
+        /// Crawl id, or `latest`.
+        #[arg(long, default_value = "latest")]
+        crawl: String,
+        /// Skip the across-crawls section.
+        #[arg(long)]
+        no_trend: bool,
+    },
+    /// One row per provider per crawl, and the verdict changes between crawls.
+    Trend {
+        #[command(flatten)]
+        c: Common,
+    },
+}
+
+fn main() {
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
+    if let Err(e) = run(Cli::parse().cmd) {
+        eprintln!("analysis: error: {e:#}");
+        let bad_input = e.chain().any(|c| c.downcast_ref::<datasets::DatasetError>().is_some());
+        std::process::exit(if bad_input { 2 } else { 1 });
+    }
+}
+
+struct Inputs {
+    routes: RouteTable,
+    orgs: Orgs,
+    categories: Categories,
+}
+
+fn inputs(c: &Common) -> Result<Inputs> {
+    let o = LoadOptions::default();
+    let mut routes = RouteTable::default();
+    for f in &c.routes {
+        routes.load(f, None, o)?;
+    }
+    let mut orgs = Orgs::default();
+    for f in &c.orgs {
+        orgs.load(f, o)?;
+    }
+    let mut categories = Categories::default();
+    for f in &c.categories {
+        categories.load(f, o)?;
+    }
+    if c.select != "all" && c.select != "hosting" {
+        anyhow::bail!("--select must be `hosting` or `all`");
+    }
+    if c.select == "hosting" && c.categories.is_empty() {
+        anyhow::bail!("--select hosting needs --categories");
+    }
+    Ok(Inputs { routes, orgs, categories })
+}
+
+fn thresholds(c: &Common) -> aggregate::Thresholds {
+    aggregate::Thresholds { min_informative: c.min_informative, block_lower: c.block_lower, open_upper: c.open_upper, ..Default::default() }
+}
+
+/// Infer and aggregate one crawl.
+fn analyse(crawl: &load::Crawl, inp: &Inputs, c: &Common) -> Result<(load::Hosts, Vec<aggregate::Row>, Vec<aggregate::Row>)> {
+    let hosts = load::load_hosts(&crawl.files)?;
+    let hosting = c.select == "hosting";
+    let keep = |asn: u32| !hosting || inp.categories.is(asn, "hosting");
+    let (by_as, by_org) = aggregate::tally(&hosts, &inp.orgs, &keep);
+    let th = thresholds(c);
+    let cx = aggregate::Context { routes: &inp.routes, orgs: &inp.orgs, categories: &inp.categories, strings: &hosts.strings.list, th: &th };
+    let (p, a) = aggregate::rows(&by_as, &by_org, &cx);
+    Ok((hosts, p, a))
+}
+
+fn trend_over(all: &[load::Crawl], inp: &Inputs, c: &Common) -> Result<trend::Trend> {
+    let mut per = Vec::new();
+    for cr in all {
+        let (_, p, _) = analyse(cr, inp, c).with_context(|| format!("crawl {}", cr.id))?;
+        per.push(((cr.date.clone(), cr.id.clone()), p));
+    }
+    Ok(trend::Trend::build(per))
+}
+
+fn ensure_dir(p: &Path) -> Result<()> {
+    std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))
+}
+
+fn run(cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Report { c, crawl, no_trend } => {
+            let inp = inputs(&c)?;
+            let all = load::crawls(&c.data)?;
+            let cr = load::pick(&all, &crawl)?;
+            let (hosts, providers, asns) = analyse(&cr, &inp, &c)?;
+            ensure_dir(&c.out)?;
+            report::write_hosts(&c.out.join("hosts.parquet"), aggregate::host_rows(&hosts), &hosts.strings.list)?;
+            let trend = if !no_trend && all.len() > 1 { Some(trend_over(&all, &inp, &c)?) } else { None };
+            let meta = report::Meta {
+                crawl_id: cr.id.clone(),
+                crawl_date: cr.date.clone(),
+                vantage: hosts.vantage.clone(),
+                rows: hosts.rows,
+                hosts: hosts.hosts.len() as u64,
+                measured: report::MEASURED,
+                thresholds: thresholds(&c),
+                selection: c.select.clone(),
+                software: concat!("port25-analysis/", env!("CARGO_PKG_VERSION")),
+            };
+            report::write_reports(&c.out, &meta, &providers, &asns, trend.as_ref())?;
+            if !c.quiet {
+                println!("crawl {} ({}), vantage {}: {} rows, {} hosts — inbound reachability of port 25", cr.id, cr.date, hosts.vantage, hosts.rows, hosts.hosts.len());
+                report::print_table(&providers);
+                println!("reports in {}", c.out.display());
+            }
+        }
+        Cmd::Trend { c } => {
+            let inp = inputs(&c)?;
+            let all = load::crawls(&c.data)?;
+            if all.is_empty() {
+                anyhow::bail!("no crawls under {}", c.data.display());
+            }
+            let t = trend_over(&all, &inp, &c)?;
+            ensure_dir(&c.out)?;
+            let mut w = csv::Writer::from_path(c.out.join("trend.csv"))?;
+            for r in &t.rows {
+                w.serialize(r)?;
+            }
+            w.flush()?;
+            std::fs::write(c.out.join("changes.json"), serde_json::to_string_pretty(&t.changes)?)?;
+            if !c.quiet {
+                println!("{} crawls, {} provider rows", t.crawls.len(), t.rows.len());
+                for ch in &t.changes {
+                    println!("{} ({}): {}", ch.provider, ch.family, ch.text);
+                }
+                if t.changes.is_empty() {
+                    println!("no verdict changes between consecutive crawls");
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,283 @@
+//! Per-host inference for the mail ports (methodology: `README.md` → "How a state is decided").
+//!
+//! A host's own replies (control ports, RSTs from random closed ports) give its reference
+//! TTL. A RST on 25 with that TTL came from the host (`closed`: the SYN got through); a RST
+//! with another TTL was forged by a middlebox on the path (`rst-injected`, Weaver et al.,
+//! NDSS 2009). Silence only counts as filtering on an *informative* host: one that proved
+//! reachability on the port, or answers a control port and RSTs a random closed port (so it
+//! is alive and not a default-drop firewall). Hosts that SYN-ACK random high ports answer
+//! everything (LZR) and are excluded, as are hosts that never answer (dead).
+
+use serde::Serialize;
+
+/// The mail ports the reports cover, in column order.
+pub const MAIL_PORTS: [u16; 3] = [25, 465, 587];
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReplyObs {
+    /// 0 none, 1 synack, 2 rst, 3 icmp
+    pub reply: u8,
+    pub ttl: u8,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    /// Interned responder address (u32::MAX: none).
+    pub responder: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PortState {
+    Open,
+    Closed,
+    RstInjected,
+    IcmpProhibited,
+    IcmpPortUnreachable,
+    IcmpOther,
+    Silent,
+    /// A RST from a host with no reply of its own to compare TTLs with.
+    Unverified,
+    /// The port was not probed in this crawl.
+    NotProbed,
+}
+
+impl PortState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortState::Open => "open",
+            PortState::Closed => "closed",
+            PortState::RstInjected => "rst-injected",
+            PortState::IcmpProhibited => "icmp-prohibited",
+            PortState::IcmpPortUnreachable => "icmp-port-unreachable",
+            PortState::IcmpOther => "icmp-other",
+            PortState::Silent => "silent",
+            PortState::Unverified => "rst-unverified",
+            PortState::NotProbed => "not-probed",
+        }
+    }
+    /// Did something between us and the host stop the SYN? (Silence: only on informative hosts.)
+    pub fn filtered(self) -> bool {
+        matches!(self, PortState::RstInjected | PortState::IcmpProhibited | PortState::IcmpPortUnreachable | PortState::Silent)
+    }
+    pub fn reachable(self) -> bool {
+        matches!(self, PortState::Open | PortState::Closed)
+    }
+    /// The mechanism name used in reports.
+    pub fn mechanism(self) -> &'static str {
+        match self {
+            PortState::Silent => "silent-drop",
+            PortState::IcmpProhibited => "icmp-prohibited",
+            PortState::IcmpPortUnreachable => "icmp-port-unreachable",
+            PortState::RstInjected => "rst-injected",
+            _ => "",
+        }
+    }
+}
+
+/// ICMP codes that mean "administratively filtered" (v4 3/9, 3/10, 3/13; v6 1/1, 1/5, 1/6).
+pub fn icmp_prohibited(v6: bool, t: u8, c: u8) -> bool {
+    if v6 {
+        t == 1 && matches!(c, 1 | 5 | 6)
+    } else {
+        t == 3 && matches!(c, 9 | 10 | 13)
+    }
+}
+pub fn icmp_port_unreachable(v6: bool, t: u8, c: u8) -> bool {
+    if v6 { t == 1 && c == 4 } else { t == 3 && c == 3 }
+}
+/// Network/host unreachable: the address is not reachable at all.
+pub fn icmp_unreachable(v6: bool, t: u8, c: u8) -> bool {
+    if v6 { t == 1 && matches!(c, 0 | 3) } else { t == 3 && matches!(c, 0 | 1 | 6 | 7) }
+}
+
+/// Everything a host's rows say, folded in any order (so shards and files merge freely).
+#[derive(Debug, Clone)]
+pub struct HostAcc {
+    pub asn: u32,
+    pub prefix: u32,
+    pub v6: bool,
+    pub mail: [Option<ReplyObs>; 3],
+    /// TTLs of the host's own replies (control ports, RSTs from random ports): up to 4 distinct.
+    pub ref_ttls: [(u8, u16); 4],
+    pub control_answered: bool,
+    pub random_rst: bool,
+    pub random_synack: bool,
+    pub unreachable: bool,
+}
+
+impl HostAcc {
+    pub fn new(asn: u32, prefix: u32, v6: bool) -> HostAcc {
+        HostAcc { asn, prefix, v6, mail: [None; 3], ref_ttls: [(0, 0); 4], control_answered: false, random_rst: false, random_synack: false, unreachable: false }
+    }
+
+    fn add_ttl(&mut self, ttl: u8) {
+        for s in self.ref_ttls.iter_mut() {
+            if s.1 == 0 || s.0 == ttl {
+                s.0 = ttl;
+                s.1 = s.1.saturating_add(1);
+                return;
+            }
+        }
+    }
+
+    pub fn add(&mut self, port: u16, role: &str, o: &ReplyObs) {
+        if o.reply == 3 && icmp_unreachable(self.v6, o.icmp_type, o.icmp_code) {
+            self.unreachable = true;
+        }
+        match role {
+            "control" => {
+                if o.reply == 1 || o.reply == 2 {
+                    self.control_answered = true;
+                    self.add_ttl(o.ttl);
+                }
+            }
+            "random" => match o.reply {
+                1 => self.random_synack = true,
+                2 => {
+                    self.random_rst = true;
+                    self.add_ttl(o.ttl);
+                }
+                _ => {}
+            },
+            _ => {
+                if let Some(i) = MAIL_PORTS.iter().position(|p| *p == port) {
+                    self.mail[i] = Some(*o);
+                }
+            }
+        }
+    }
+
+    /// The TTL the host's own replies arrive with: the most common one of its control and
+    /// closed-random-port replies, else that of a SYN-ACK on a mail port.
+    pub fn host_ttl(&self) -> Option<u8> {
+        self.ref_ttls
+            .iter()
+            .filter(|s| s.1 > 0)
+            .max_by_key(|s| s.1)
+            .map(|s| s.0)
+            .or_else(|| self.mail.iter().flatten().find(|o| o.reply == 1).map(|o| o.ttl))
+    }
+
+    pub fn state(&self, i: usize) -> PortState {
+        let Some(o) = self.mail[i] else { return PortState::NotProbed };
+        match o.reply {
+            1 => PortState::Open,
+            2 => match self.host_ttl() {
+                Some(t) if t != o.ttl => PortState::RstInjected,
+                Some(_) => PortState::Closed,
+                // Nothing of the host's own to compare with: the RST proves nothing.
+                None => PortState::Unverified,
+            },
+            3 if icmp_prohibited(self.v6, o.icmp_type, o.icmp_code) => PortState::IcmpProhibited,
+            3 if icmp_port_unreachable(self.v6, o.icmp_type, o.icmp_code) => PortState::IcmpPortUnreachable,
+            3 => PortState::IcmpOther,
+            _ => PortState::Silent,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Exclusion {
+    /// Answers random closed high ports: its answers mean nothing.
+    AllPortsResponder,
+    /// No TCP answer on any port (or ICMP net/host unreachable).
+    Dead,
+    /// Alive, but neither reachability on the port nor a control answer plus a closed-port RST.
+    Uninformative,
+}
+
+impl Exclusion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Exclusion::AllPortsResponder => "all-ports-responder",
+            Exclusion::Dead => "dead",
+            Exclusion::Uninformative => "uninformative",
+        }
+    }
+}
+
+/// A host's verdict for one mail port.
+pub fn classify(h: &HostAcc, i: usize) -> Result<PortState, Exclusion> {
+    if h.random_synack {
+        return Err(Exclusion::AllPortsResponder);
+    }
+    let st = h.state(i);
+    // A RST alone does not show the host is alive: a middlebox may have forged it.
+    let any_tcp = h.control_answered || h.random_rst || h.mail.iter().flatten().any(|o| o.reply == 1);
+    if !any_tcp || (h.unreachable && !h.control_answered) {
+        return Err(Exclusion::Dead);
+    }
+    if st == PortState::NotProbed {
+        return Err(Exclusion::Uninformative);
+    }
+    if st.reachable() || (h.control_answered && h.random_rst) {
+        Ok(st)
+    } else {
+        Err(Exclusion::Uninformative)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    fn o(reply: u8, ttl: u8) -> ReplyObs {
+        ReplyObs { reply, ttl, icmp_type: 0, icmp_code: 0, responder: u32::MAX }
+    }
+    fn host() -> HostAcc {
+        let mut h = HostAcc::new(1, 0, false);
+        h.add(80, "control", &o(1, 62));
+        h.add(443, "control", &o(2, 62));
+        h.add(40000, "random", &o(2, 62));
+        h
+    }
+    #[test]
+    fn ttl_tells_injected_from_host_rst() {
+        let mut h = host();
+        h.add(25, "target", &o(2, 63));
+        assert_eq!(classify(&h, 0), Ok(PortState::RstInjected));
+        let mut h = host();
+        h.add(25, "target", &o(2, 62));
+        assert_eq!(classify(&h, 0), Ok(PortState::Closed));
+    }
+    #[test]
+    fn lone_rst_proves_nothing() {
+        // A dead host behind a RST-injecting border: no reply of its own, a RST on 25.
+        let mut d = HostAcc::new(1, 0, false);
+        d.add(25, "target", &o(2, 63));
+        d.add(80, "control", &o(0, 0));
+        assert_eq!(classify(&d, 0), Err(Exclusion::Dead));
+        assert_eq!(d.state(0), PortState::Unverified);
+    }
+
+    #[test]
+    fn silence_counts_only_on_informative_hosts() {
+        let mut h = host();
+        h.add(25, "target", &o(0, 0));
+        assert_eq!(classify(&h, 0), Ok(PortState::Silent));
+        let mut dead = HostAcc::new(1, 0, false);
+        dead.add(25, "target", &o(0, 0));
+        dead.add(80, "control", &o(0, 0));
+        assert_eq!(classify(&dead, 0), Err(Exclusion::Dead));
+        // Alive on 80 but no closed-port RST: a default-drop firewall; silence on 25 means nothing.
+        let mut fw = HostAcc::new(1, 0, false);
+        fw.add(80, "control", &o(1, 62));
+        fw.add(40000, "random", &o(0, 0));
+        fw.add(25, "target", &o(0, 0));
+        assert_eq!(classify(&fw, 0), Err(Exclusion::Uninformative));
+        let mut all = host();
+        all.add(41000, "random", &o(1, 62));
+        all.add(25, "target", &o(1, 62));
+        assert_eq!(classify(&all, 0), Err(Exclusion::AllPortsResponder));
+    }
+    #[test]
+    fn icmp_codes() {
+        let mut h = host();
+        h.add(25, "target", &ReplyObs { reply: 3, ttl: 63, icmp_type: 3, icmp_code: 13, responder: 0 });
+        assert_eq!(classify(&h, 0), Ok(PortState::IcmpProhibited));
+        let mut h6 = HostAcc::new(1, 0, true);
+        h6.add(80, "control", &o(1, 62));
+        h6.add(40000, "random", &o(2, 62));
+        h6.add(25, "target", &ReplyObs { reply: 3, ttl: 63, icmp_type: 1, icmp_code: 4, responder: 0 });
+        assert_eq!(classify(&h6, 0), Ok(PortState::IcmpPortUnreachable));
+    }
+}

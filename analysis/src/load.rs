@@ -1,0 +1,176 @@
+//! Finding a crawl's files in the hive layout and streaming them, batch by batch, into
+//! per-host accumulators (only the columns inference needs are decoded).
+
+use crate::infer::{HostAcc, ReplyObs};
+use anyhow::{bail, Context, Result};
+use arrow_array::{Array, StringArray, UInt16Array, UInt32Array, UInt8Array};
+use datasets::schema::obs;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// One crawl in the data directory (all shards of it).
+#[derive(Debug, Clone)]
+pub struct Crawl {
+    pub date: String,
+    pub id: String,
+    pub files: Vec<PathBuf>,
+}
+
+/// Crawls under `DIR/crawl_date=*/crawl_id=*/`, oldest first.
+pub fn crawls(dir: &Path) -> Result<Vec<Crawl>> {
+    let mut out: BTreeMap<(String, String), Vec<PathBuf>> = BTreeMap::new();
+    let rd = std::fs::read_dir(dir).with_context(|| format!("reading data directory {}", dir.display()))?;
+    for d in rd {
+        let d = d?;
+        let name = d.file_name().to_string_lossy().into_owned();
+        let Some(date) = name.strip_prefix("crawl_date=") else { continue };
+        for c in std::fs::read_dir(d.path())? {
+            let c = c?;
+            let cname = c.file_name().to_string_lossy().into_owned();
+            let Some(id) = cname.strip_prefix("crawl_id=") else { continue };
+            let mut files: Vec<PathBuf> = std::fs::read_dir(c.path())?
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "parquet") && !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+                .collect();
+            files.sort();
+            if !files.is_empty() {
+                out.entry((date.to_string(), id.to_string())).or_default().extend(files);
+            }
+        }
+    }
+    Ok(out.into_iter().map(|((date, id), files)| Crawl { date, id, files }).collect())
+}
+
+pub fn pick(all: &[Crawl], which: &str) -> Result<Crawl> {
+    if all.is_empty() {
+        bail!("no crawls found (expected DIR/crawl_date=YYYY-MM-DD/crawl_id=ID/*.parquet)");
+    }
+    if which == "latest" {
+        return Ok(all.last().unwrap().clone());
+    }
+    all.iter().find(|c| c.id == which).cloned().with_context(|| format!("no crawl with id {which}"))
+}
+
+/// Interned strings (prefixes, ICMP responders): hosts keep small ids.
+#[derive(Default)]
+pub struct Interner {
+    pub map: HashMap<String, u32>,
+    pub list: Vec<String>,
+}
+
+impl Interner {
+    pub fn id(&mut self, s: &str) -> u32 {
+        if let Some(i) = self.map.get(s) {
+            return *i;
+        }
+        self.list.push(s.to_string());
+        self.map.insert(s.to_string(), self.list.len() as u32 - 1);
+        self.list.len() as u32 - 1
+    }
+}
+
+pub struct Hosts {
+    pub hosts: HashMap<u128, HostAcc>,
+    pub strings: Interner,
+    pub vantage: String,
+    pub rows: u64,
+}
+
+fn key(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => u128::from(a.to_ipv6_mapped()),
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+pub fn ip_of(key: u128, v6: bool) -> IpAddr {
+    let a = std::net::Ipv6Addr::from(key);
+    if !v6 {
+        if let Some(v4) = a.to_ipv4_mapped() {
+            return IpAddr::V4(v4);
+        }
+    }
+    IpAddr::V6(a)
+}
+
+const COLS: &[&str] = &[obs::VANTAGE, obs::IP, obs::IP_VERSION, obs::ASN, obs::PREFIX, obs::PORT, obs::PORT_ROLE, obs::REPLY, obs::REPLY_TTL, obs::ICMP_TYPE, obs::ICMP_CODE, obs::ICMP_RESPONDER];
+
+/// Stream every row of `files` into per-host accumulators.
+pub fn load_hosts(files: &[PathBuf]) -> Result<Hosts> {
+    let mut h = Hosts { hosts: HashMap::new(), strings: Interner::default(), vantage: String::new(), rows: 0 };
+    for f in files {
+        load_file(f, &mut h).with_context(|| format!("reading {}", f.display()))?;
+    }
+    Ok(h)
+}
+
+macro_rules! col {
+    ($b:expr, $name:expr, $ty:ty, $f:expr) => {
+        $b.column_by_name($name)
+            .with_context(|| format!("{}: no `{}` column (not a port25 crawl file?)", $f.display(), $name))?
+            .as_any()
+            .downcast_ref::<$ty>()
+            .with_context(|| format!("{}: column `{}` has the wrong type", $f.display(), $name))?
+    };
+}
+
+fn load_file(f: &Path, h: &mut Hosts) -> Result<()> {
+    let file = std::fs::File::open(f)?;
+    let b = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| datasets::DatasetError::file(f, format!("not a complete Parquet file (truncated or still being written?): {e}")))?;
+    let schema = b.parquet_schema();
+    let idx: Vec<usize> = COLS
+        .iter()
+        .map(|c| schema.columns().iter().position(|x| x.name() == *c).with_context(|| format!("{}: no `{c}` column (not a port25 crawl file?)", f.display())))
+        .collect::<Result<_>>()?;
+    let mask = ProjectionMask::leaves(schema, idx);
+    let reader = b.with_projection(mask).with_batch_size(65_536).build()?;
+    for batch in reader {
+        let batch = batch?;
+        let vantage = col!(batch, obs::VANTAGE, StringArray, f);
+        let ip = col!(batch, obs::IP, StringArray, f);
+        let ver = col!(batch, obs::IP_VERSION, UInt8Array, f);
+        let asn = col!(batch, obs::ASN, UInt32Array, f);
+        let prefix = col!(batch, obs::PREFIX, StringArray, f);
+        let port = col!(batch, obs::PORT, UInt16Array, f);
+        let role = col!(batch, obs::PORT_ROLE, StringArray, f);
+        let reply = col!(batch, obs::REPLY, StringArray, f);
+        let ttl = col!(batch, obs::REPLY_TTL, UInt8Array, f);
+        let ity = col!(batch, obs::ICMP_TYPE, UInt8Array, f);
+        let icode = col!(batch, obs::ICMP_CODE, UInt8Array, f);
+        let resp = col!(batch, obs::ICMP_RESPONDER, StringArray, f);
+        if h.vantage.is_empty() && batch.num_rows() > 0 {
+            h.vantage = vantage.value(0).to_string();
+        }
+        for i in 0..batch.num_rows() {
+            let s = ip.value(i);
+            let a: IpAddr = s.parse().with_context(|| format!("{}: bad ip `{s}`", f.display()))?;
+            let k = key(a);
+            let obs = ReplyObs {
+                reply: match reply.value(i) {
+                    "synack" => 1,
+                    "rst" => 2,
+                    "icmp" => 3,
+                    _ => 0,
+                },
+                ttl: if ttl.is_null(i) { 0 } else { ttl.value(i) },
+                icmp_type: if ity.is_null(i) { 0 } else { ity.value(i) },
+                icmp_code: if icode.is_null(i) { 0 } else { icode.value(i) },
+                responder: if resp.is_null(i) { u32::MAX } else { h.strings.id(resp.value(i)) },
+            };
+            let acc = match h.hosts.get_mut(&k) {
+                Some(a) => a,
+                None => {
+                    let pid = h.strings.id(prefix.value(i));
+                    h.hosts.entry(k).or_insert_with(|| HostAcc::new(asn.value(i), pid, ver.value(i) == 6))
+                }
+            };
+            acc.add(port.value(i), role.value(i), &obs);
+            h.rows += 1;
+        }
+    }
+    Ok(())
+}

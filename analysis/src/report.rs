@@ -1,0 +1,211 @@
+//! Publishing: providers.csv/json, asns.csv, hosts.parquet, report.md and a self-contained
+//! report.html (inline SVG charts, no external resources). Every number carries its n.
+
+use crate::aggregate::{HostRow, Row, Thresholds};
+use crate::charts;
+use crate::infer::{classify, MAIL_PORTS};
+use crate::trend::Trend;
+use anyhow::{Context, Result};
+use arrow_array::{ArrayRef, BooleanArray, RecordBatch, StringArray, UInt32Array, UInt8Array};
+use arrow_schema::{DataType, Field, Schema};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Meta {
+    pub crawl_id: String,
+    pub crawl_date: String,
+    pub vantage: String,
+    pub rows: u64,
+    pub hosts: u64,
+    pub measured: &'static str,
+    pub thresholds: Thresholds,
+    pub selection: String,
+    pub software: &'static str,
+}
+
+pub const MEASURED: &str = "inbound reachability of TCP port 25 (and 465/587) from a remote vantage: whether SYNs from outside reach hosts in each network. It does not measure outbound (egress) blocking of the providers' customers.";
+
+fn write_csv(path: &Path, rows: &[Row]) -> Result<()> {
+    let mut w = csv::Writer::from_path(path).with_context(|| format!("writing {}", path.display()))?;
+    for r in rows {
+        w.serialize(r)?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+fn pct(x: Option<f64>) -> String {
+    x.map(|v| format!("{:.1} %", v * 100.0)).unwrap_or_else(|| "–".into())
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+pub fn write_hosts(path: &Path, hosts: impl Iterator<Item = HostRow>, strings: &[String]) -> Result<u64> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("ip", DataType::Utf8, false),
+        Field::new("ip_version", DataType::UInt8, false),
+        Field::new("asn", DataType::UInt32, false),
+        Field::new("prefix", DataType::Utf8, false),
+        Field::new("host_ttl", DataType::UInt8, true),
+        Field::new("all_ports_responder", DataType::Boolean, false),
+        Field::new("state_25", DataType::Utf8, false),
+        Field::new("state_465", DataType::Utf8, false),
+        Field::new("state_587", DataType::Utf8, false),
+        Field::new("informative_25", DataType::Boolean, false),
+        Field::new("excluded_25", DataType::Utf8, true),
+    ]));
+    let f = std::fs::File::create(path)?;
+    let props = parquet::file::properties::WriterProperties::builder().set_compression(parquet::basic::Compression::ZSTD(Default::default())).build();
+    let mut w = parquet::arrow::ArrowWriter::try_new(f, schema.clone(), Some(props))?;
+    let mut hosts = hosts.peekable();
+    let mut n = 0u64;
+    while hosts.peek().is_some() {
+        let chunk: Vec<HostRow> = hosts.by_ref().take(65_536).collect();
+        n += chunk.len() as u64;
+        let st = |i: usize| -> ArrayRef { Arc::new(StringArray::from_iter_values(chunk.iter().map(|r| r.h.state(i).as_str()))) };
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(chunk.iter().map(|r| r.ip.to_string()))),
+            Arc::new(UInt8Array::from_iter_values(chunk.iter().map(|r| if r.h.v6 { 6 } else { 4 }))),
+            Arc::new(UInt32Array::from_iter_values(chunk.iter().map(|r| r.h.asn))),
+            Arc::new(StringArray::from_iter_values(chunk.iter().map(|r| strings[r.h.prefix as usize].as_str()))),
+            Arc::new(UInt8Array::from_iter(chunk.iter().map(|r| r.h.host_ttl()))),
+            Arc::new(BooleanArray::from_iter(chunk.iter().map(|r| Some(r.h.random_synack)))),
+            st(0),
+            st(1),
+            st(2),
+            Arc::new(BooleanArray::from_iter(chunk.iter().map(|r| Some(classify(&r.h, 0).is_ok())))),
+            Arc::new(StringArray::from_iter(chunk.iter().map(|r| classify(&r.h, 0).err().map(|e| e.as_str())))),
+        ];
+        w.write(&RecordBatch::try_new(schema.clone(), cols)?)?;
+    }
+    w.close()?;
+    Ok(n)
+}
+
+fn table_md(out: &mut String, rows: &[&Row]) {
+    out.push_str("| provider | family | port | verdict | filtered / informative | rate | 95 % CI | prefixes | mechanism | location | excluded (dead / all-ports / uninformative) |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} / {} | {} | {} – {} | {} | {} | {} | {} / {} / {} |",
+            r.provider, r.family, r.port, r.verdict, r.filtered, r.informative, pct(r.rate), pct(r.ci_low), pct(r.ci_high), r.prefixes,
+            r.mechanism, r.location, r.excluded_dead, r.excluded_all_ports, r.excluded_uninformative
+        );
+    }
+}
+
+fn table_html(out: &mut String, id: &str, rows: &[&Row]) {
+    let _ = writeln!(out, "<table id=\"{id}\"><thead><tr><th>provider</th><th>ASNs</th><th>family</th><th>port</th><th>verdict</th><th>filtered / n</th><th>rate</th><th>95 % CI</th><th>prefixes</th><th>mechanism</th><th>location</th><th>excluded<br>dead / all-ports / uninf.</th></tr></thead><tbody>");
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "<tr class=\"v-{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} / {}</td><td>{}</td><td>{} – {}</td><td>{}</td><td>{}</td><td>{}</td><td>{} / {} / {}</td></tr>",
+            r.verdict, esc(&r.provider), esc(&r.asns), r.family, r.port, r.verdict, r.filtered, r.informative, pct(r.rate), pct(r.ci_low), pct(r.ci_high),
+            r.prefixes, r.mechanism, r.location, r.excluded_dead, r.excluded_all_ports, r.excluded_uninformative
+        );
+    }
+    out.push_str("</tbody></table>\n");
+}
+
+pub fn write_reports(dir: &Path, meta: &Meta, providers: &[Row], asns: &[Row], trend: Option<&Trend>) -> Result<()> {
+    write_csv(&dir.join("providers.csv"), providers)?;
+    write_csv(&dir.join("asns.csv"), asns)?;
+    std::fs::write(dir.join("providers.json"), serde_json::to_string_pretty(&serde_json::json!({"meta": meta, "providers": providers, "asns": asns}))?)?;
+    let th = &meta.thresholds;
+    let p25: Vec<&Row> = providers.iter().filter(|r| r.port == 25).collect();
+    let other: Vec<&Row> = providers.iter().filter(|r| r.port != 25).collect();
+    let rules = format!(
+        "Verdicts: `insufficient` below {} informative hosts; `blocks` when the 95 % Wilson interval's lower bound ≥ {:.0} %; `open` when its upper bound ≤ {:.0} %; `mixed` otherwise. A mechanism or location is named when ≥ {:.0} % of filtered hosts agree.",
+        th.min_informative, th.block_lower * 100.0, th.open_upper * 100.0, th.dominant * 100.0
+    );
+
+    // Markdown.
+    let mut md = String::new();
+    let _ = writeln!(md, "# Port-25 blocking report — crawl {} ({})\n", meta.crawl_id, meta.crawl_date);
+    let _ = writeln!(md, "**What was measured:** {MEASURED}\n");
+    let _ = writeln!(md, "Vantage `{}`, crawl date {}, {} observations of {} hosts, selection `{}`.\n", meta.vantage, meta.crawl_date, meta.rows, meta.hosts, meta.selection);
+    let _ = writeln!(md, "{rules}\n");
+    md.push_str("## Port 25 by provider\n\n");
+    table_md(&mut md, &p25);
+    md.push_str("\n## Mail submission ports (465, 587)\n\n");
+    table_md(&mut md, &other);
+    if let Some(t) = trend {
+        md.push_str("\n## Changes across crawls (port 25)\n\n");
+        if t.changes.is_empty() {
+            md.push_str("No verdict changed between consecutive crawls.\n");
+        }
+        for c in &t.changes {
+            let _ = writeln!(md, "- {} ({}): {}", c.provider, c.family, c.text);
+        }
+    }
+    md.push_str("\nPer-ASN rows: `asns.csv`; per-host states: `hosts.parquet`.\n");
+    std::fs::write(dir.join("report.md"), md)?;
+
+    // HTML with charts.
+    let fam_rows: Vec<Row> = providers.to_vec();
+    let c25 = charts::whiskers("Port 25 filtered, by provider (IPv4)", &["25 / IPv4"], &charts::lines_from(&fam_rows, &[("ipv4", 25)]));
+    let cports = charts::whiskers("Port 25 vs submission ports 465 and 587 (IPv4)", &["25", "465", "587"], &charts::lines_from(&fam_rows, &[("ipv4", 25), ("ipv4", 465), ("ipv4", 587)]));
+    let cfam = charts::whiskers("Port 25: IPv4 vs IPv6", &["IPv4", "IPv6"], &charts::lines_from(&fam_rows, &[("ipv4", 25), ("ipv6", 25)]));
+    let mut html = String::new();
+    let _ = write!(
+        html,
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Port-25 blocking report — {}</title><style>\
+body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;margin:1em 0;font-size:13px}}\
+td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}}th{{background:#eee}}tr.v-blocks td{{background:#fde0dc}}\
+tr.v-mixed td{{background:#fff4d6}}tr.v-open td{{background:#e3f4e1}}tr.v-insufficient td{{color:#777}}figure{{margin:1em 0}}.note{{background:#f4f4f4;padding:.6em 1em;border-left:4px solid #888}}</style></head><body>",
+        esc(&meta.crawl_id)
+    );
+    let _ = write!(html, "<h1>Port-25 blocking report</h1><p class=\"note\" id=\"measured\"><b>What was measured:</b> {}</p>", esc(MEASURED));
+    let _ = write!(
+        html,
+        "<p id=\"meta\">Crawl <b>{}</b> on <b>{}</b> from vantage <b>{}</b>: {} observations of {} hosts (selection: {}).</p><p>{}</p>",
+        esc(&meta.crawl_id), esc(&meta.crawl_date), esc(&meta.vantage), meta.rows, meta.hosts, esc(&meta.selection), esc(&rules)
+    );
+    let _ = write!(html, "<h2>Port 25 by provider</h2><figure id=\"chart-rates\">{c25}</figure>");
+    table_html(&mut html, "providers-25", &p25);
+    let _ = write!(html, "<h2>25 vs 465/587</h2><figure id=\"chart-ports\">{cports}</figure>");
+    table_html(&mut html, "providers-submission", &other);
+    let _ = write!(html, "<h2>IPv4 vs IPv6</h2><figure id=\"chart-family\">{cfam}</figure>");
+    if let Some(t) = trend {
+        let lines = t.chart_lines();
+        let labels: Vec<String> = t.crawls.iter().map(|c| format!("{} {}", c.0, c.1)).collect();
+        let ct = charts::trend("Port 25 filtered over crawls (IPv4)", &labels, &lines);
+        let _ = write!(html, "<h2>Across crawls</h2><figure id=\"chart-trend\">{ct}</figure><ul id=\"changes\">");
+        for c in &t.changes {
+            let _ = write!(html, "<li>{} ({}): {}</li>", esc(&c.provider), c.family, esc(&c.text));
+        }
+        if t.changes.is_empty() {
+            html.push_str("<li>No verdict changed between consecutive crawls.</li>");
+        }
+        html.push_str("</ul>");
+    }
+    let _ = write!(html, "<p>Software: {}. Per-ASN numbers: asns.csv; per-host states: hosts.parquet.</p></body></html>\n", meta.software);
+    std::fs::write(dir.join("report.html"), html)?;
+    let _ = MAIL_PORTS;
+    Ok(())
+}
+
+/// The one-screen summary printed by `analysis report`.
+pub fn print_table(providers: &[Row]) {
+    println!("{:<28} {:<5} {:>4} {:<12} {:>9} {:>7} {:>15} {:<22} {:<14}", "provider", "fam", "port", "verdict", "filt/n", "rate", "95% CI", "mechanism", "location");
+    for r in providers.iter().filter(|r| r.port == 25) {
+        println!(
+            "{:<28} {:<5} {:>4} {:<12} {:>9} {:>7} {:>15} {:<22} {:<14}",
+            r.provider.chars().take(28).collect::<String>(),
+            if r.family == "ipv4" { "v4" } else { "v6" },
+            r.port,
+            r.verdict,
+            format!("{}/{}", r.filtered, r.informative),
+            pct(r.rate),
+            format!("{}–{}", pct(r.ci_low), pct(r.ci_high)),
+            r.mechanism,
+            r.location
+        );
+    }
+}

@@ -1,0 +1,103 @@
+//! Providers across crawls: one row per provider, family and crawl for port 25, and the
+//! verdict changes between consecutive crawls ("started blocking between A and B").
+
+use crate::aggregate::Row;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrendRow {
+    pub crawl_date: String,
+    pub crawl_id: String,
+    pub provider: String,
+    pub org_id: String,
+    pub family: &'static str,
+    pub informative: u64,
+    pub filtered: u64,
+    pub rate: Option<f64>,
+    pub ci_low: Option<f64>,
+    pub ci_high: Option<f64>,
+    pub verdict: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    pub provider: String,
+    pub family: &'static str,
+    pub from_crawl: String,
+    pub to_crawl: String,
+    pub from: &'static str,
+    pub to: &'static str,
+    pub text: String,
+}
+
+pub struct Trend {
+    /// (date, id) oldest first.
+    pub crawls: Vec<(String, String)>,
+    pub rows: Vec<TrendRow>,
+    pub changes: Vec<Change>,
+}
+
+impl Trend {
+    pub fn build(per_crawl: Vec<((String, String), Vec<Row>)>) -> Trend {
+        let crawls: Vec<(String, String)> = per_crawl.iter().map(|(c, _)| c.clone()).collect();
+        let mut rows = Vec::new();
+        for ((date, id), prov) in &per_crawl {
+            for r in prov.iter().filter(|r| r.port == 25) {
+                rows.push(TrendRow {
+                    crawl_date: date.clone(),
+                    crawl_id: id.clone(),
+                    provider: r.provider.clone(),
+                    org_id: r.org_id.clone(),
+                    family: r.family,
+                    informative: r.informative,
+                    filtered: r.filtered,
+                    rate: r.rate,
+                    ci_low: r.ci_low,
+                    ci_high: r.ci_high,
+                    verdict: r.verdict,
+                });
+            }
+        }
+        // Compare each provider's verdicts between consecutive crawls with enough data.
+        let mut series: BTreeMap<(String, &'static str), Vec<&TrendRow>> = BTreeMap::new();
+        for r in &rows {
+            series.entry((r.org_id.clone(), r.family)).or_default().push(r);
+        }
+        let mut changes = Vec::new();
+        for ((_, family), s) in &series {
+            let known: Vec<&&TrendRow> = s.iter().filter(|r| r.verdict != "insufficient").collect();
+            for w in known.windows(2) {
+                let (a, b) = (w[0], w[1]);
+                if a.verdict == b.verdict {
+                    continue;
+                }
+                let what = match (a.verdict, b.verdict) {
+                    (_, "blocks") => "started blocking".to_string(),
+                    ("blocks", _) => format!("stopped blocking (now {})", b.verdict),
+                    (x, y) => format!("changed from {x} to {y}"),
+                };
+                changes.push(Change {
+                    provider: b.provider.clone(),
+                    family,
+                    from_crawl: format!("{} {}", a.crawl_date, a.crawl_id),
+                    to_crawl: format!("{} {}", b.crawl_date, b.crawl_id),
+                    from: a.verdict,
+                    to: b.verdict,
+                    text: format!("{what} between {} ({}) and {} ({})", a.crawl_date, a.crawl_id, b.crawl_date, b.crawl_id),
+                });
+            }
+        }
+        Trend { crawls, rows, changes }
+    }
+
+    pub fn chart_lines(&self) -> Vec<(String, Vec<Option<f64>>)> {
+        let mut by: BTreeMap<String, Vec<Option<f64>>> = BTreeMap::new();
+        for r in self.rows.iter().filter(|r| r.family == "ipv4") {
+            let i = self.crawls.iter().position(|c| c.0 == r.crawl_date && c.1 == r.crawl_id).unwrap();
+            let v = by.entry(r.provider.clone()).or_insert_with(|| vec![None; self.crawls.len()]);
+            v[i] = if r.verdict == "insufficient" { None } else { r.rate };
+        }
+        by.into_iter().filter(|(_, v)| v.iter().any(|x| x.is_some())).collect()
+    }
+}
