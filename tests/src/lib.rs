@@ -1,7 +1,9 @@
 //! The lab Internet: a small, known network in Linux network namespaces, used by the tests
 //! and by the README's demo. See `topologies/default.toml` for what it contains.
 
+pub mod demo;
 pub mod export;
+pub mod forge;
 pub mod netns;
 pub mod nmap;
 pub mod rules;

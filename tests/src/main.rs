@@ -41,6 +41,27 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// The main job on the lab: up, plan, crawl from the vantage, provider report, down.
+    Demo {
+        #[arg(long, default_value = "tests/topologies/default.toml")]
+        topology: PathBuf,
+        #[arg(long, default_value = "lab-runs/demo")]
+        out: PathBuf,
+        /// Global probe rate (packets per second).
+        #[arg(long, default_value_t = 20_000)]
+        rate: u64,
+    },
+    /// Send forged replies (wrong cookies) from provider PROVIDER's alive v4 hosts to the vantage;
+    /// run it inside that provider's hosts namespace.
+    Forge {
+        #[arg(long)]
+        topology: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        provider: usize,
+        /// Forged packets of each kind (SYN-ACK, RST, ICMP).
+        #[arg(long, default_value_t = 4000)]
+        count: usize,
+    },
     /// (internal) Hold the listening sockets of one namespace.
     #[command(hide = true)]
     Serve {
@@ -97,6 +118,27 @@ fn real_main() -> Result<()> {
             let ns = if blocked { &st.vantage_blocked } else { &st.vantage };
             let status = netns::exec(ns, &argv)?;
             std::process::exit(status.code().unwrap_or(1));
+        }
+        Cmd::Demo { topology, out, rate } => {
+            ctrlc::set_handler(|| netns::INTERRUPTED.store(true, Ordering::SeqCst)).ok();
+            let state = out.join("lab");
+            let t0 = std::time::Instant::now();
+            let topo = Topology::load(&topology)?;
+            let st = netns::up(&topology, &state)?;
+            println!("lab {} up ({} namespaces)", st.run_id, st.namespaces.len());
+            // Whatever happens next, the lab comes down.
+            let result = port25_lab::demo::run(&topo, &st, &state, &out, rate);
+            let left = netns::down(&state)?;
+            println!("lab down{}", if left.is_empty() { ": nothing left".to_string() } else { format!(", left: {left:?}") });
+            result?;
+            println!("demo finished in {:.1} s; report: {}", t0.elapsed().as_secs_f64(), out.join("report/report.html").display());
+        }
+        Cmd::Forge { topology, provider, count } => {
+            let topo = Topology::load(&topology)?;
+            let hosts: Vec<std::net::Ipv4Addr> =
+                topo.hosts_of(provider).iter().filter_map(|h| if let std::net::IpAddr::V4(a) = h.ip { Some(a) } else { None }).collect();
+            let n = port25_lab::forge::forge(&hosts, port25_lab::topology::addr::VANTAGE_V4, count)?;
+            println!("forged {n}");
         }
         Cmd::Datasets { topology, out } => {
             let topo = Topology::load(&topology)?;

@@ -140,6 +140,10 @@ fn build(topo: &Topology, st: &LabState, dir: &Path) -> Result<()> {
         run("ip", &["netns", "add", ns], None)?;
     }
     check_interrupt()?;
+    // Test hook: fail half-way so the tests can check that nothing is left behind.
+    if std::env::var("PORT25_LAB_FAIL_AFTER_NAMESPACES").is_ok() {
+        bail!("failing on purpose (PORT25_LAB_FAIL_AFTER_NAMESPACES)");
+    }
     let (v, v2, c) = (&st.vantage, &st.vantage_blocked, &st.core);
     // Vantages: only routes into the lab's documentation/benchmark ranges, no default route.
     let lab_routes = |gw4: std::net::Ipv4Addr, gw6: std::net::Ipv6Addr| -> Vec<String> {
@@ -251,7 +255,11 @@ fn build(topo: &Topology, st: &LabState, dir: &Path) -> Result<()> {
     check_interrupt()?;
 
     in_ns(c, "nft", &["-f", "-"], Some(&(rules::core(&topo.providers) + &rules::blocked_uplink("v2"))))?;
-    let exe = std::env::current_exe()?;
+    // The listeners are `lab serve`; from a test binary, find the lab binary beside it.
+    let exe = match std::env::current_exe()? {
+        e if e.file_name().is_some_and(|n| n == "lab") => e,
+        _ => crate::demo::sibling("lab")?,
+    };
     let exe = exe.to_str().ok_or_else(|| anyhow!("non-UTF-8 path"))?;
     let topo_s = st.topology.to_str().unwrap();
     let mut waits = vec![];
@@ -286,7 +294,7 @@ fn build(topo: &Topology, st: &LabState, dir: &Path) -> Result<()> {
             waits.push(ready);
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(30);
     for r in waits {
         while !r.exists() {
             check_interrupt()?;

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The test suite (what CI runs). Lab tests need root: as a normal user the test binaries are
+# run through sudo. Needs: iproute2 nftables nmap tcpdump chromium zmap (Debian), duckdb CLI
+# (pip install duckdb-cli); .ci/run installs them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" -ne 0 ]; then
+  export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="sudo -E"
+fi
+# One build profile for everything: the binaries the lab tests drive, and the tests.
+cargo build --release --workspace --locked
+exec cargo test --release --workspace --locked -- --test-threads=2 "$@"

@@ -1,0 +1,179 @@
+//! Shared test plumbing: root/CI gating, a lab guard that always tears down, ground truth.
+#![allow(dead_code)]
+
+use port25_lab::demo::{self, Datasets};
+use port25_lab::netns::{self, LabState};
+use port25_lab::topology::Topology;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Lab tests need root. Under CI=true they must run, so missing root is a failure there.
+pub fn require_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: lab tests need root (network namespaces, raw sockets) and CI=true forbids skipping");
+    }
+    eprintln!("SKIPPED {test}: needs root (run the suite as root or with sudo)");
+    false
+}
+
+/// A tool from Debian packages the suite needs; missing it fails under CI.
+pub fn require_tool(test: &str, tool: &str) -> bool {
+    let ok = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false);
+    if !ok {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{test}: `{tool}` is missing (install it; see .ci/run)");
+        }
+        eprintln!("SKIPPED {test}: `{tool}` not installed");
+    }
+    ok
+}
+
+/// A running lab; dropped → torn down, even when the test panics.
+pub struct Lab {
+    pub dir: tempfile::TempDir,
+    pub state: LabState,
+    pub topo: Topology,
+    pub topo_path: PathBuf,
+    pub up_secs: f64,
+}
+
+impl Lab {
+    pub fn up(name: &str) -> Lab {
+        let topo_path = root().join("tests/topologies").join(format!("{name}.toml"));
+        let dir = tempfile::Builder::new().prefix("p25lab-").tempdir().unwrap();
+        let t0 = std::time::Instant::now();
+        let state = netns::up(&topo_path, &dir.path().join("lab")).expect("lab up");
+        let up_secs = t0.elapsed().as_secs_f64();
+        let topo = Topology::load(&topo_path).unwrap();
+        port25_lab::export::write_all(&topo, &dir.path().join("lab/datasets")).unwrap();
+        Lab { dir, state, topo, topo_path, up_secs }
+    }
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    pub fn datasets(&self) -> Datasets {
+        Datasets { dir: self.path("lab/datasets") }
+    }
+    pub fn down(&self) -> Vec<String> {
+        netns::down(&self.path("lab")).unwrap_or_default()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = netns::down(&self.dir.path().join("lab"));
+    }
+}
+
+/// One host line of `truth-hosts.jsonl`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct TruthHost {
+    pub ip: String,
+    pub provider: String,
+    pub ports: HashMap<String, serde_json::Value>,
+    pub other_ports: serde_json::Value,
+}
+
+pub fn truth_hosts(ds: &Datasets) -> HashMap<String, TruthHost> {
+    let text = std::fs::read_to_string(ds.dir.join("truth-hosts.jsonl")).unwrap();
+    text.lines().map(|l| serde_json::from_str::<TruthHost>(l).unwrap()).map(|h| (h.ip.clone(), h)).collect()
+}
+
+pub fn truth_for(h: &TruthHost, port: u16) -> serde_json::Value {
+    h.ports.get(&port.to_string()).cloned().unwrap_or_else(|| h.other_ports.clone())
+}
+
+/// Run a shell command, returning stdout; panics with stderr on failure.
+pub fn sh(cmd: &str) -> String {
+    let o = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    assert!(o.status.success(), "`{cmd}` failed: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn crawler() -> PathBuf {
+    demo::sibling("crawler").unwrap()
+}
+pub fn analysis() -> PathBuf {
+    demo::sibling("analysis").unwrap()
+}
+
+/// Read every Parquet file under `dir` (recursively) into rows of selected string-able columns.
+pub fn read_rows(dir: &Path, cols: &[&str]) -> Vec<Vec<Option<String>>> {
+    use arrow_array::Array;
+    let mut out = vec![];
+    fn walk(p: &Path, files: &mut Vec<PathBuf>) {
+        if p.is_dir() {
+            for e in std::fs::read_dir(p).unwrap() {
+                walk(&e.unwrap().path(), files);
+            }
+        } else {
+            files.push(p.to_path_buf());
+        }
+    }
+    let mut files = vec![];
+    walk(dir, &mut files);
+    files.sort();
+    for p in files {
+        {
+            if p.extension().is_some_and(|x| x == "parquet") {
+                let f = std::fs::File::open(&p).unwrap();
+                let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap().build().unwrap();
+                for b in r {
+                    let b = b.unwrap();
+                    let arrs: Vec<_> = cols.iter().map(|c| arrow_cast_string(b.column_by_name(c).unwrap_or_else(|| panic!("no column {c}")))).collect();
+                    for i in 0..b.num_rows() {
+                        out.push(arrs.iter().map(|a| if a.is_null(i) { None } else { Some(a.value(i).to_string()) }).collect());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn arrow_cast_string(a: &arrow_array::ArrayRef) -> arrow_array::StringArray {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::*;
+    use arrow_array::Array;
+    let n = a.len();
+    let v: Vec<Option<String>> = match a.data_type() {
+        arrow_schema::DataType::Utf8 => a.as_string::<i32>().iter().map(|x| x.map(String::from)).collect(),
+        arrow_schema::DataType::UInt8 => a.as_primitive::<UInt8Type>().iter().map(|x| x.map(|v| v.to_string())).collect(),
+        arrow_schema::DataType::UInt16 => a.as_primitive::<UInt16Type>().iter().map(|x| x.map(|v| v.to_string())).collect(),
+        arrow_schema::DataType::UInt32 => a.as_primitive::<UInt32Type>().iter().map(|x| x.map(|v| v.to_string())).collect(),
+        arrow_schema::DataType::Timestamp(_, _) => a.as_primitive::<TimestampMicrosecondType>().iter().map(|x| x.map(|v| v.to_string())).collect(),
+        other => panic!("unsupported type {other:?}"),
+    };
+    assert_eq!(v.len(), n);
+    arrow_array::StringArray::from(v)
+}
+
+/// Does an observation row (reply, ttl, icmp type, code, responder) match a truth entry?
+pub fn matches(truth: &serde_json::Value, row: &[Option<String>]) -> bool {
+    let e = &truth["expect"];
+    let want = e["reply"].as_str().unwrap();
+    let got = row[0].as_deref().unwrap();
+    if want != got {
+        return false;
+    }
+    let num = |k: &str| e.get(k).and_then(|v| v.as_u64()).map(|v| v.to_string());
+    match want {
+        "none" => true,
+        "synack" | "rst" => row[1] == num("ttl"),
+        "icmp" => row[1] == num("ttl") && row[2] == num("icmp_type") && row[3] == num("icmp_code") && row[4].as_deref() == e["responder"].as_str(),
+        _ => false,
+    }
+}
+
+pub fn is_lossy(truth: &serde_json::Value) -> bool {
+    truth["lossy"].as_bool().unwrap_or(false)
+}

@@ -1,0 +1,189 @@
+//! End to end on the default lab: crawler plan → scan → analysis report, checked against the
+//! lab's ground truth at every stage, the shipped DuckDB SQL checked against the binary with
+//! the real DuckDB CLI, the README's DuckDB recipes run, a policy change caught by `trend`,
+//! and the HTML report rendered by a real headless Chromium.
+
+mod common;
+use common::*;
+use port25_lab::demo::{self, LAB_SCAN};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::process::Command;
+
+fn check_observations(lab: &Lab, data: &Path) {
+    let truth = truth_hosts(&lab.datasets());
+    let rows = read_rows(data, &["reply", "reply_ttl", "icmp_type", "icmp_code", "icmp_responder", "ip", "port"]);
+    let plan_rows = read_rows(&lab.path("plan.parquet"), &["ip"]);
+    assert_eq!(rows.len(), plan_rows.len() * 8, "one row per planned (target, port): 3 mail + 3 control + 2 random ports");
+    let mut seen = HashSet::new();
+    let mut per: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut bad = vec![];
+    for r in &rows {
+        let (ip, port) = (r[5].clone().unwrap(), r[6].as_ref().unwrap().parse::<u16>().unwrap());
+        assert!(seen.insert((ip.clone(), port)), "{ip}:{port} recorded twice");
+        let h = truth.get(&ip).unwrap_or_else(|| panic!("{ip} is not a lab host"));
+        let t = truth_for(h, port);
+        let e = per.entry(h.provider.clone()).or_default();
+        e.0 += 1;
+        if matches(&t, r) {
+            e.1 += 1;
+        } else if !is_lossy(&t) {
+            bad.push(format!("{ip}:{port} ({}) observed {:?} expected {}", h.provider, &r[..5], t));
+        }
+    }
+    let (n, ok): (u64, u64) = per.values().fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    for (p, (n, ok)) in &per {
+        println!("  {p:<28} {ok}/{n} = {:.2} %", *ok as f64 * 100.0 / *n as f64);
+    }
+    println!("observations matching ground truth: {ok}/{n} = {:.3} %", ok as f64 * 100.0 / n as f64);
+    assert!(bad.is_empty(), "{} mismatches on loss-free paths, e.g.:\n{}", bad.len(), bad.iter().take(10).cloned().collect::<Vec<_>>().join("\n"));
+    assert!(ok as f64 >= 0.995 * n as f64);
+}
+
+fn check_report(lab: &Lab, report: &Path) {
+    let truth: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(lab.datasets().dir.join("truth-providers.json")).unwrap()).unwrap();
+    let got: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(report.join("providers.json")).unwrap()).unwrap();
+    let rows: Vec<&serde_json::Value> = got["providers"].as_array().unwrap().iter().filter(|r| r["port"] == 25).collect();
+    for t in &truth {
+        let row = rows.iter().find(|r| r["org_id"] == t["org_id"] && r["family"] == t["family"]);
+        let what = format!("{} {}", t["provider"], t["family"]);
+        if t["verdict"] == "absent" {
+            assert!(row.is_none(), "{what} should be absent, got {row:?}");
+            continue;
+        }
+        let row = row.unwrap_or_else(|| panic!("{what}: no row"));
+        assert_eq!(row["verdict"], t["verdict"], "{what}: verdict");
+        if t["verdict"] == "blocks" || t["verdict"] == "mixed" {
+            assert_eq!(row["mechanism"], t["mechanism"], "{what}: mechanism");
+            assert_eq!(row["location"], t["location"], "{what}: location");
+        }
+        println!("  {what}: {} {} {} (n={})", row["verdict"], row["mechanism"], row["location"], row["informative"]);
+    }
+    let meta = &got["meta"];
+    assert!(meta["measured"].as_str().unwrap().contains("inbound"));
+    assert_eq!(meta["vantage"], "lab-vantage");
+}
+
+fn duckdb(sql: &str) -> String {
+    let o = Command::new("duckdb").args(["-csv", "-c", sql]).output().expect("duckdb CLI");
+    assert!(o.status.success(), "duckdb failed on:\n{sql}\n{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn check_duckdb_sql(lab: &Lab, data: &Path, report: &Path) {
+    let sql = std::fs::read_to_string(root().join("analysis/sql/providers.sql")).unwrap();
+    let pre = format!(
+        "SET VARIABLE data = '{}/**/*.parquet'; SET VARIABLE orgs = '{}';\n",
+        data.display(),
+        lab.datasets().f("lab.as-org2info.jsonl")
+    );
+    let out = duckdb(&(pre + &sql));
+    let mut rdr = csv::Reader::from_reader(out.as_bytes());
+    let hdr = rdr.headers().unwrap().clone();
+    let col = |r: &csv::StringRecord, n: &str| r.get(hdr.iter().position(|h| h == n).unwrap()).unwrap().to_string();
+    let sqlrows: HashMap<(String, String), csv::StringRecord> = rdr.records().map(|r| r.unwrap()).map(|r| ((col(&r, "org_id"), col(&r, "family")), r)).collect();
+    let mut bin = csv::Reader::from_path(report.join("providers.csv")).unwrap();
+    let bh = bin.headers().unwrap().clone();
+    let bcol = |r: &csv::StringRecord, n: &str| r.get(bh.iter().position(|h| h == n).unwrap()).unwrap().to_string();
+    let mut compared = 0;
+    for r in bin.records().map(|r| r.unwrap()).filter(|r| bcol(r, "port") == "25") {
+        let s = sqlrows.get(&(bcol(&r, "org_id"), bcol(&r, "family"))).unwrap_or_else(|| panic!("SQL has no row for {:?}", r));
+        for c in ["informative", "filtered", "verdict", "mechanism", "excluded_dead", "excluded_all_ports", "excluded_uninformative"] {
+            assert_eq!(col(s, c), bcol(&r, c), "{} {}: {c} differs between DuckDB SQL and the binary", bcol(&r, "provider"), bcol(&r, "family"));
+        }
+        compared += 1;
+    }
+    assert_eq!(compared, sqlrows.len());
+    println!("DuckDB SQL agrees with the binary on {compared} provider rows");
+}
+
+/// Every ```sql block of the README runs with the real DuckDB CLI against this crawl.
+fn check_readme_recipes(data: &Path) {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let mut n = 0;
+    for block in readme.split("```sql\n").skip(1) {
+        let sql = block.split("```").next().unwrap().replace("crawls/", &format!("{}/", data.display()));
+        let out = duckdb(&sql);
+        assert!(out.lines().count() >= 2, "recipe returned nothing:\n{sql}");
+        n += 1;
+    }
+    assert!(n >= 3, "README has {n} DuckDB recipes");
+    println!("{n} README DuckDB recipes ran");
+}
+
+fn check_html_in_chromium(report: &Path) {
+    let html = report.join("report.html");
+    let shot = report.join("screenshot.png");
+    let prof = tempfile::tempdir().unwrap();
+    let flags = [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--enable-logging=stderr", "--v=0",
+    ];
+    let url = format!("file://{}", html.display());
+    let o = Command::new("chromium").args(flags).arg(format!("--user-data-dir={}", prof.path().display())).args(["--window-size=1200,3000", &format!("--screenshot={}", shot.display()), &url]).output().unwrap();
+    assert!(o.status.success(), "chromium: {}", String::from_utf8_lossy(&o.stderr));
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(!log.lines().any(|l| l.contains("CONSOLE") && (l.contains("ERROR") || l.contains("Uncaught"))), "console errors:\n{log}");
+    let dom = Command::new("chromium").args(flags).arg(format!("--user-data-dir={}", prof.path().display())).args(["--dump-dom", &url]).output().unwrap();
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    for id in ["chart-rates", "chart-ports", "chart-family", "chart-trend", "providers-25", "measured"] {
+        assert!(dom.contains(&format!("id=\"{id}\"")), "rendered page lacks #{id}");
+    }
+    assert!(dom.matches("<svg").count() >= 4, "charts did not render as SVG");
+    assert!(dom.contains("started blocking"), "trend change not shown");
+    // The screenshot is a real picture: many non-white pixels, several colours.
+    let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
+    let mut r = dec.read_info().unwrap();
+    let mut buf = vec![0; r.output_buffer_size().unwrap()];
+    let info = r.next_frame(&mut buf).unwrap();
+    let px = &buf[..info.buffer_size()];
+    let ch = info.color_type.samples();
+    let non_white = px.chunks(ch).filter(|p| p[..3].iter().any(|c| *c < 200)).count();
+    let colours: HashSet<&[u8]> = px.chunks(ch).map(|p| &p[..3]).collect();
+    println!("screenshot {}x{}: {non_white} non-white pixels, {} colours", info.width, info.height, colours.len());
+    assert!(non_white > 50_000 && colours.len() > 50);
+}
+
+#[test]
+fn crawl_and_report_match_the_lab_ground_truth() {
+    if !require_root("e2e") || !require_tool("e2e", "duckdb") || !require_tool("e2e", "chromium") {
+        return;
+    }
+    let lab = Lab::up("default");
+    let ds = lab.datasets();
+    demo::plan(&ds, &lab.path("plan.parquet"), 400, true).unwrap();
+    let data = lab.path("data");
+    let t0 = std::time::Instant::now();
+    let mut flags = LAB_SCAN.to_vec();
+    flags.extend(["--rate", "20000", "--crawl-id", "a-first", "--seed", "1"]);
+    demo::scan(&lab.state, &ds, &lab.path("plan.parquet"), &data, &flags).unwrap();
+    println!("scan took {:.1} s", t0.elapsed().as_secs_f64());
+    check_observations(&lab, &data);
+    demo::report(&ds, &data, &lab.path("report1"), &[]).unwrap();
+    check_report(&lab, &lab.path("report1"));
+    check_duckdb_sql(&lab, &data, &lab.path("report1"));
+    check_readme_recipes(&data);
+
+    // OpenCloud starts dropping 25 at its border; the next crawl and the trend must say so.
+    let b0 = &lab.state.borders[0];
+    sh(&format!("ip netns exec {b0} nft insert rule inet p25lab forward_filter iifname uplink tcp dport 25 drop"));
+    let mut flags = LAB_SCAN.to_vec();
+    flags.extend(["--rate", "20000", "--crawl-id", "b-second", "--ports", "25", "--seed", "2"]);
+    demo::scan(&lab.state, &ds, &lab.path("plan.parquet"), &data, &flags).unwrap();
+    demo::report(&ds, &data, &lab.path("report2"), &[]).unwrap();
+    let p: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(lab.path("report2/providers.json")).unwrap()).unwrap();
+    let oc = p["providers"].as_array().unwrap().iter().find(|r| r["org_id"] == "ORG-OPENCLOUD" && r["family"] == "ipv4" && r["port"] == 25).unwrap();
+    assert_eq!(oc["verdict"], "blocks");
+    let o = Command::new(analysis())
+        .args(["trend", "--data", data.to_str().unwrap(), "--orgs", &ds.f("lab.as-org2info.jsonl"), "--out", lab.path("trend").to_str().unwrap(), "--routes"])
+        .args(ds.routes())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let changes = std::fs::read_to_string(lab.path("trend/changes.json")).unwrap();
+    assert!(changes.contains("OpenCloud Hosting") && changes.contains("started blocking between"), "{changes}");
+    assert!(!changes.contains("DropNet"), "unchanged providers flagged: {changes}");
+    check_html_in_chromium(&lab.path("report2"));
+    let left = lab.down();
+    assert!(left.is_empty());
+}
