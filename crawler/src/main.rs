@@ -25,7 +25,7 @@ use std::sync::Arc;
 pub const SOFTWARE: &str = concat!("port25-crawler/", env!("CARGO_PKG_VERSION"));
 
 #[derive(Parser)]
-#[command(name = "crawler", version, about = "Port-25 blocking crawler: plan per-ASN samples, probe them with raw SYNs, record every probe to Parquet")]
+#[command(name = "crawler", version, args_override_self = true, about = "Port-25 blocking crawler: plan per-ASN samples, probe them with raw SYNs, record every probe to Parquet")]
 struct Cli {
     /// No progress bars.
     #[arg(long, global = true)]

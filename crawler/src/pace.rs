@@ -18,7 +18,10 @@ pub struct Pacer {
 impl Pacer {
     pub fn new(pps: u64) -> Pacer {
         let batch = if pps == 0 { crate::send::BATCH } else { (pps / 2000).clamp(1, crate::send::BATCH as u64) as usize };
-        let global = NonZeroU32::new(pps.min(u32::MAX as u64) as u32).map(|r| RateLimiter::direct(Quota::per_second(r).allow_burst(NonZeroU32::new(batch as u32).unwrap())));
+        // A 10 ms burst allowance: time lost oversleeping is made up at once, while any 1-s
+        // window still holds at most rate × 1.01 packets.
+        let burst = (batch as u64).max(pps / 100).min(u32::MAX as u64) as u32;
+        let global = NonZeroU32::new(pps.min(u32::MAX as u64) as u32).map(|r| RateLimiter::direct(Quota::per_second(r).allow_burst(NonZeroU32::new(burst).unwrap())));
         Pacer { global, clock: DefaultClock::default(), batch }
     }
 

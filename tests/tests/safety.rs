@@ -1,0 +1,142 @@
+//! What the crawler must never do, checked on the wire and in its output:
+//! - a capture on the core router during a scan shows no packet to the opt-out prefixes or to
+//!   any address not in the plan, and the SYN rate over every 1-s window stays within +5 % of
+//!   `--rate` (opt-outs are applied at send time: here the plan still contains them);
+//! - forged replies with wrong cookies are counted as validation failures, none recorded.
+
+mod common;
+use common::*;
+use port25_lab::demo::{self, LAB_SCAN};
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::process::{Command, Stdio};
+
+/// Destination and time of every SYN (no ACK) in a capture, from tcpdump's own decoding.
+fn syns(pcap: &std::path::Path) -> Vec<(f64, IpAddr)> {
+    let text = sh(&format!("tcpdump -n -tt -r {} 2>/dev/null", pcap.display()));
+    let mut out = vec![];
+    for l in text.lines() {
+        if !l.contains("Flags [S],") {
+            continue;
+        }
+        // "1764248400.123456 IP 192.0.2.2.40000 > 198.18.0.5.25: Flags [S], ..."
+        let mut it = l.split_whitespace();
+        let t: f64 = it.next().unwrap().parse().unwrap();
+        let dst = l.split(" > ").nth(1).unwrap_or_else(|| panic!("unparsed capture line: {l}")).split(": ").next().unwrap();
+        // address.port — the port is after the last dot, for IPv4 and IPv6 alike
+        let dst = dst.rsplit_once('.').unwrap_or_else(|| panic!("unparsed capture line: {l}")).0;
+        out.push((t, dst.parse().unwrap_or_else(|_| panic!("cannot parse {dst} in {l}"))));
+    }
+    out
+}
+
+#[test]
+fn capture_shows_no_probe_outside_the_plan_and_the_rate_holds() {
+    if !require_root("capture") || !require_tool("capture", "tcpdump") {
+        return;
+    }
+    let lab = Lab::up("default");
+    let ds = lab.datasets();
+    // Planned without the opt-out list: the sender alone must keep the opt-out AS unprobed.
+    demo::plan(&ds, &lab.path("plan.parquet"), 400, false).unwrap();
+    let plan: HashSet<IpAddr> = read_rows(&lab.path("plan.parquet"), &["ip"]).into_iter().map(|r| r[0].as_ref().unwrap().parse().unwrap()).collect();
+    let optout: Vec<ipnet::IpNet> = std::fs::read_to_string(ds.dir.join("opt-out.txt")).unwrap().lines().filter(|l| !l.starts_with('#')).map(|l| l.parse().unwrap()).collect();
+    let planned_optout = plan.iter().filter(|ip| optout.iter().any(|n| n.contains(*ip))).count();
+    assert!(planned_optout > 0, "the plan should contain opt-out addresses for this test");
+    let pcap = lab.path("core.pcap");
+    let mut dump = Command::new("ip")
+        .args(["netns", "exec", &lab.state.core, "tcpdump", "-i", "v0", "-Q", "in", "-n", "-U", "-w", pcap.to_str().unwrap(), "tcp or icmp or icmp6"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let rate = 1000u64;
+    let mut flags = LAB_SCAN.to_vec();
+    let r = rate.to_string();
+    flags.extend(["--rate", &r, "--ports", "25", "--control-ports", "none", "--random-ports", "0", "--crawl-id", "capture"]);
+    demo::scan(&lab.state, &ds, &lab.path("plan.parquet"), &lab.path("data"), &flags).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(dump.id() as i32, libc::SIGINT) };
+    dump.wait().unwrap();
+    let s = syns(&pcap);
+    assert!(s.len() > 3000, "only {} SYNs captured", s.len());
+    let outside: Vec<_> = s.iter().filter(|(_, ip)| !plan.contains(ip)).collect();
+    assert!(outside.is_empty(), "{} SYNs to addresses not in the plan, e.g. {:?}", outside.len(), &outside[..outside.len().min(5)]);
+    let to_optout = s.iter().filter(|(_, ip)| optout.iter().any(|n| n.contains(ip))).count();
+    assert_eq!(to_optout, 0, "SYNs to opt-out prefixes");
+    // Sliding 1-s windows starting at every packet.
+    let mut worst = 0usize;
+    let mut j = 0;
+    for i in 0..s.len() {
+        while j < s.len() && s[j].0 < s[i].0 + 1.0 {
+            j += 1;
+        }
+        worst = worst.max(j - i);
+    }
+    println!("{} SYNs captured, {} planned opt-out addresses never probed; busiest 1-s window {worst} SYNs at --rate {rate} ({:+.1} %)", s.len(), planned_optout, (worst as f64 / rate as f64 - 1.0) * 100.0);
+    assert!(worst as f64 <= rate as f64 * 1.05, "a 1-s window held {worst} SYNs at --rate {rate}");
+    assert!(worst as f64 >= rate as f64 * 0.95, "the busiest 1-s window held only {worst} SYNs at --rate {rate}");
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(find_manifest(&lab.path("data"))).unwrap()).unwrap();
+    assert_eq!(m["summary"]["skipped"]["opt-out"].as_u64().unwrap() as usize, planned_optout, "opt-out skips counted");
+}
+
+fn find_manifest(dir: &std::path::Path) -> std::path::PathBuf {
+    for d in std::fs::read_dir(dir).unwrap() {
+        for c in std::fs::read_dir(d.unwrap().path()).unwrap() {
+            let p = c.unwrap().path().join("manifest.json");
+            if p.exists() {
+                return p;
+            }
+        }
+    }
+    panic!("no manifest.json under {}", dir.display());
+}
+
+#[test]
+fn forged_replies_are_counted_and_never_recorded() {
+    if !require_root("forged") {
+        return;
+    }
+    let lab = Lab::up("default");
+    let ds = lab.datasets();
+    demo::plan(&ds, &lab.path("plan.parquet"), 400, true).unwrap();
+    // Scan in the background with a long cooldown; forge replies from OpenCloud's hosts meanwhile.
+    let crawler = crawler();
+    let mut scan = Command::new("ip")
+        .args(["netns", "exec", &lab.state.vantage])
+        .arg(&crawler)
+        .args(["--quiet", "scan", "--plan", lab.path("plan.parquet").to_str().unwrap(), "--out", lab.path("data").to_str().unwrap()])
+        .args(["--allow-reserved", demo::LAB_ALLOW, "--opt-out", &ds.f("opt-out.txt"), "--vantage", "lab-vantage", "--crawl-id", "forged"])
+        .args(LAB_SCAN)
+        .args(["--rate", "20000", "--cooldown", "6"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let per_kind = 4000;
+    let out = sh(&format!(
+        "ip netns exec {} {} forge --topology {} --provider 0 --count {per_kind}",
+        lab.state.hosts[0],
+        demo::sibling("lab").unwrap().display(),
+        lab.topo_path.display()
+    ));
+    assert!(out.contains(&format!("forged {}", per_kind * 3)), "{out}");
+    assert!(scan.wait().unwrap().success());
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(find_manifest(&lab.path("data"))).unwrap()).unwrap();
+    let failed = m["summary"]["validation_failed"].as_u64().unwrap();
+    println!("forged {} replies; validation failures counted: {failed}", per_kind * 3);
+    assert!(failed >= (per_kind * 3) as u64, "only {failed} validation failures for {} forged replies", per_kind * 3);
+    // Nothing forged was recorded: every row still matches the ground truth.
+    let truth = truth_hosts(&ds);
+    let rows = read_rows(&lab.path("data"), &["reply", "reply_ttl", "icmp_type", "icmp_code", "icmp_responder", "ip", "port"]);
+    let bad: Vec<_> = rows
+        .iter()
+        .filter(|r| {
+            let t = truth_for(&truth[r[5].as_ref().unwrap()], r[6].as_ref().unwrap().parse().unwrap());
+            !matches(&t, r) && !is_lossy(&t)
+        })
+        .collect();
+    assert!(bad.is_empty(), "rows that match no truth (forgeries recorded?): {:?}", &bad[..bad.len().min(5)]);
+}
