@@ -1,0 +1,100 @@
+//! Bad input gets a clear error naming the file (and line) and a non-zero exit — never a
+//! panic — and nothing already written is lost. These need no root.
+
+mod common;
+use common::*;
+use std::process::{Command, Output};
+
+fn fixture(n: &str) -> String {
+    root().join("datasets/fixtures").join(n).to_string_lossy().into_owned()
+}
+
+fn run(bin: std::path::PathBuf, args: &[&str]) -> Output {
+    Command::new(bin).args(args).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn malformed_routes_line_is_named_and_exits_2_without_clobbering_the_old_plan() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("plan.parquet");
+    std::fs::write(&out, b"previous plan").unwrap();
+    let o = run(crawler(), &["plan", "--routes", &fixture("bad.pfx2as"), "--per-asn", "4", "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("bad.pfx2as:3:"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"));
+    assert_eq!(std::fs::read(&out).unwrap(), b"previous plan");
+    // --skip-bad-lines plans what it can and says what it skipped.
+    let o = run(crawler(), &["plan", "--routes", &fixture("bad.pfx2as"), "--per-asn", "4", "--skip-bad-lines", "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("skipped 3 malformed input lines"));
+}
+
+#[test]
+fn bad_cidr_in_an_opt_out_list_is_named() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("plan.parquet");
+    let o = run(crawler(), &["plan", "--routes", &fixture("routeviews-rv2-20261101-1200.pfx2as"), "--opt-out", &fixture("opt-out-bad.txt"), "--per-asn", "4", "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("opt-out-bad.txt:4:") && stderr(&o).contains("host bits"), "{}", stderr(&o));
+    assert!(!out.exists());
+}
+
+#[test]
+fn plans_are_reproducible_and_the_seed_matters() {
+    let d = tempfile::tempdir().unwrap();
+    let plan = |seed: &str, name: &str| {
+        let out = d.path().join(name);
+        let o = run(crawler(), &["plan", "--routes", &fixture("routeviews-rv2-20261101-1200.pfx2as"), "--per-asn", "50", "--seed", seed, "--out", out.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        read_rows(&out, &["ip", "asn", "prefix"])
+    };
+    let a = plan("7", "a.parquet");
+    let b = plan("7", "b.parquet");
+    let c = plan("8", "c.parquet");
+    assert_eq!(a, b, "same inputs and seed must give the same rows");
+    assert_ne!(a, c, "another seed must give another sample");
+    // 6 ASes, 50 each at most; the /24 of AS 13335 holds 256 — 1.1.1.0/24 is its second prefix.
+    assert!(a.len() >= 250, "{}", a.len());
+}
+
+#[test]
+fn truncated_parquet_is_named_by_analysis_and_scan() {
+    let d = tempfile::tempdir().unwrap();
+    let plan = d.path().join("plan.parquet");
+    let o = run(crawler(), &["plan", "--routes", &fixture("routeviews-rv2-20261101-1200.pfx2as"), "--per-asn", "50", "--out", plan.to_str().unwrap()]);
+    assert!(o.status.success());
+    let bytes = std::fs::read(&plan).unwrap();
+    let part = d.path().join("data/crawl_date=2026-11-01/crawl_id=x");
+    std::fs::create_dir_all(&part).unwrap();
+    let cut = part.join("part-1.parquet");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let o = run(
+        analysis(),
+        &["report", "--data", d.path().join("data").to_str().unwrap(), "--routes", &fixture("routeviews-rv2-20261101-1200.pfx2as"), "--orgs", &fixture("20261001.as-org2info.txt"), "--out", d.path().join("r").to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("part-1.parquet") && stderr(&o).contains("not a complete Parquet file"), "{}", stderr(&o));
+    let o = run(crawler(), &["scan", "--plan", cut.to_str().unwrap(), "--out", d.path().join("o").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("part-1.parquet"), "{}", stderr(&o));
+}
+
+#[test]
+fn reserved_space_is_refused_unless_allowed() {
+    // The lab's datasets announce only special-purpose space: without --allow-reserved nothing is planned.
+    let d = tempfile::tempdir().unwrap();
+    let topo = root().join("tests/topologies/default.toml");
+    let o = Command::new(env!("CARGO_BIN_EXE_lab")).args(["datasets", topo.to_str().unwrap(), "--out", d.path().to_str().unwrap()]).output().unwrap();
+    assert!(o.status.success());
+    let r = d.path().join("routeviews-rv2-lab.pfx2as");
+    let out = d.path().join("plan.parquet");
+    let o = run(crawler(), &["plan", "--routes", r.to_str().unwrap(), "--per-asn", "10", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("0 targets"), "{}", String::from_utf8_lossy(&o.stdout));
+    let o = run(crawler(), &["plan", "--routes", r.to_str().unwrap(), "--per-asn", "10", "--allow-reserved", "198.18.0.0/15", "--out", out.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("130 targets"), "{}", String::from_utf8_lossy(&o.stdout));
+}
