@@ -34,7 +34,7 @@ pub fn crawls(dir: &Path) -> Result<Vec<Crawl>> {
             let mut files: Vec<PathBuf> = std::fs::read_dir(c.path())?
                 .filter_map(|e| e.ok())
                 .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "parquet") && !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+                .filter(|p| p.extension().is_some_and(|x| x == "parquet") && p.file_name().unwrap().to_string_lossy().starts_with("part-"))
                 .collect();
             files.sort();
             if !files.is_empty() {

@@ -2,13 +2,16 @@
 //!
 //! Exit codes: 0 ok · 1 runtime failure · 2 bad input or configuration · 130 interrupted.
 
+mod config;
 mod netinfo;
 mod pace;
 mod plan;
 mod progress;
 mod receive;
+mod run;
 mod record;
 mod scan;
+mod selfcheck;
 mod send;
 mod targets;
 mod validate;
@@ -167,6 +170,23 @@ enum Cmd {
     Plan(PlanArgs),
     /// Probe a plan with raw TCP SYNs and record every probe to Parquet.
     Scan(ScanArgs),
+    /// Plan + vantage self-check + scan from one config file: a reproducible, resumable crawl.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+        /// Continue this vantage's unfinished crawl (after a crash or kill).
+        #[arg(long)]
+        resume: bool,
+        /// Crawl only shard I of N of the plan (disjoint by plan row).
+        #[arg(long, value_parser = parse_shard, default_value = "0/1")]
+        shard: (u64, u64),
+        /// Print the effective configuration (defaults filled in) and exit.
+        #[arg(long)]
+        print_config: bool,
+        /// Crawl even without the vantage self-check.
+        #[arg(long)]
+        skip_self_check: bool,
+    },
 }
 
 fn main() {
@@ -182,7 +202,7 @@ fn main() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("crawler: error: {e:#}");
-            if e.chain().any(|c| c.downcast_ref::<datasets::DatasetError>().is_some() || c.is::<toml::de::Error>()) {
+            if e.chain().any(|c| c.downcast_ref::<datasets::DatasetError>().is_some() || c.is::<config::ConfigError>()) {
                 2
             } else {
                 1
@@ -216,6 +236,21 @@ fn run(cmd: Cmd, progress: bool) -> Result<i32> {
             plan::print_summary(&p.summary, &a.out);
             Ok(0)
         }
+        Cmd::Run { config, resume, shard, print_config, skip_self_check } => {
+            let args = run::RunArgs { config, resume, shard, print_config, skip_self_check, progress };
+            let stop = Arc::new(AtomicBool::new(false));
+            let s2 = stop.clone();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async move {
+                tokio::spawn(async move {
+                    if tokio::signal::ctrl_c().await.is_ok() {
+                        eprintln!("crawler: interrupted, recording what was received (resume with --resume)");
+                        s2.store(true, Ordering::SeqCst);
+                    }
+                });
+                tokio::task::spawn_blocking(move || run::run(&args, stop)).await?
+            })
+        }
         Cmd::Scan(a) => {
             let cfg = scan::ScanConfig {
                 plan: a.plan,
@@ -239,7 +274,10 @@ fn run(cmd: Cmd, progress: bool) -> Result<i32> {
                 seed: a.seed,
                 shard: a.shard,
                 rows_per_file: a.rows_per_file,
+                resume: false,
+                crawl_date: None,
                 progress,
+                manifest_extra: serde_json::Value::Null,
             };
             let stop = Arc::new(AtomicBool::new(false));
             let s2 = stop.clone();

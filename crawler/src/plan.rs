@@ -395,7 +395,7 @@ pub fn write(plan: &Plan, inp: &PlanInputs, out: &Path) -> Result<()> {
         .set_compression(parquet::basic::Compression::ZSTD(parquet::basic::ZstdLevel::try_new(3)?))
         .set_key_value_metadata(Some(kv.into_iter().map(|(k, v)| parquet::file::metadata::KeyValue::new(k, v)).collect()))
         .build();
-    let tmp = out.with_extension("parquet.inprogress");
+    let tmp = out.with_extension("inprogress");
     let f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let mut w = ArrowWriter::try_new(f, schema.clone(), Some(props))?;
     let mut org_cache: HashMap<u32, (String, String, Option<(String, String)>)> = HashMap::new();

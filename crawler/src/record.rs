@@ -232,7 +232,7 @@ impl Recorder {
         }
         b.rows += 1;
         self.rows += 1;
-        if b.rows >= BATCH_ROWS {
+        if b.rows >= BATCH_ROWS.min(self.rows_per_file) {
             self.flush_batch()?;
         }
         Ok(())

@@ -49,8 +49,15 @@ pub struct ScanConfig {
     pub seed: Option<u64>,
     pub shard: (u64, u64),
     pub rows_per_file: usize,
+    /// Continue an interrupted crawl: keep what complete files hold, probe only the rest.
+    pub resume: bool,
+    /// The partition's date (a resumed crawl keeps its first day's).
+    pub crawl_date: Option<String>,
     #[serde(skip)]
     pub progress: bool,
+    /// Recorded in the manifest (the `run` config, the self-check).
+    #[serde(skip)]
+    pub manifest_extra: serde_json::Value,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -70,6 +77,9 @@ pub struct ScanSummary {
     pub rows: u64,
     pub rows_by_reply: BTreeMap<String, u64>,
     pub files: Vec<String>,
+    pub resumed: bool,
+    /// Rows already recorded by earlier (interrupted) runs of this crawl and shard.
+    pub rows_before_resume: u64,
     pub started_at: String,
     pub finished_at: String,
     pub elapsed_s: f64,
@@ -345,7 +355,7 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
     let receiver = Receiver::open(ni.ifindex)?;
     let sender = Sender::open(ni.ifindex)?;
 
-    let crawl_date = chrono::DateTime::from_timestamp_micros(started).unwrap().format("%Y-%m-%d").to_string();
+    let crawl_date = cfg.crawl_date.clone().unwrap_or_else(|| chrono::DateTime::from_timestamp_micros(started).unwrap().format("%Y-%m-%d").to_string());
     let crawl_id = cfg.crawl_id.clone().unwrap_or_else(|| chrono::DateTime::from_timestamp_micros(started).unwrap().format("%Y%m%dT%H%M%SZ").to_string());
     let partition = cfg.out.join(format!("crawl_date={crawl_date}")).join(format!("crawl_id={crawl_id}"));
     let params = serde_json::json!({
@@ -359,7 +369,15 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
         ("port25.software".into(), crate::SOFTWARE.into()),
         ("port25.params".into(), params.to_string()),
     ];
-    let name_prefix = format!("part-s{}of{}-{:08x}", cfg.shard.0, cfg.shard.1, rand::random::<u32>());
+    let shard_tag = format!("part-s{}of{}-", cfg.shard.0, cfg.shard.1);
+    let name_prefix = format!("{shard_tag}{:08x}", rand::random::<u32>());
+    // Resume: files this shard finished are kept and their probes skipped; a file a crash
+    // left half-written never got its final name and is discarded.
+    let done = if cfg.resume { recorded(&partition, &shard_tag, &targets, &ports)? } else { Vec::new() };
+    let earlier = std::fs::read_dir(&partition).map(|rd| rd.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().starts_with(&shard_tag))).unwrap_or(false);
+    if !cfg.resume && (earlier || partition.join(manifest_name(cfg.shard)).exists()) {
+        bail!("crawl {} already has shard {}/{} in {} (use --resume, or another crawl id)", crawl_id, cfg.shard.0, cfg.shard.1, partition.display());
+    }
     let mut recorder = Recorder::new(&partition, &name_prefix, &crawl_id, &cfg.vantage, targets.clone(), ports.clone(), kv, cfg.rows_per_file)?;
 
     let start = Instant::now();
@@ -441,6 +459,11 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
         deferred: std::collections::VecDeque::with_capacity(4096),
         stop: &stop,
     };
+    for p in &done {
+        sh.mark(*p);
+    }
+    let rows_before = done.len() as u64;
+    drop(done);
     let t0 = Instant::now();
     ctx.pass(&order, true);
     let first_pass_pps = sh.c.sent.load(Relaxed) as f64 / t0.elapsed().as_secs_f64().max(1e-9);
@@ -500,19 +523,57 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
         rows,
         rows_by_reply: BTreeMap::new(),
         files: files.iter().map(|f| f.file_name().unwrap().to_string_lossy().into_owned()).collect(),
+        resumed: cfg.resume,
+        rows_before_resume: rows_before,
         started_at: rfc3339(started),
         finished_at: rfc3339(finished),
         elapsed_s: (finished - started) as f64 / 1e6,
         first_pass_pps,
         interrupted,
     };
-    write_manifest(&partition, &name_prefix, &params, &summary)?;
+    write_manifest(&partition, cfg.shard, &params, &cfg.manifest_extra, &summary)?;
     Ok(summary)
 }
 
-fn write_manifest(partition: &Path, name_prefix: &str, params: &serde_json::Value, s: &ScanSummary) -> Result<()> {
-    let m = serde_json::json!({ "params": params, "summary": s, "exit_status": if s.interrupted { "interrupted" } else { "complete" } });
-    let name = if name_prefix.starts_with("part-s0of1-") { "manifest.json".to_string() } else { format!("manifest-{name_prefix}.json") };
+/// `manifest.json` for an unsharded crawl, `manifest-sIofN.json` per shard.
+pub fn manifest_name(shard: (u64, u64)) -> String {
+    if shard == (0, 1) { "manifest.json".into() } else { format!("manifest-s{}of{}.json", shard.0, shard.1) }
+}
+
+/// Probe ids already recorded in this shard's complete files (and removal of half-written ones).
+fn recorded(partition: &Path, shard_tag: &str, targets: &Targets, ports: &PortPlan) -> Result<Vec<u64>> {
+    use arrow_array::{Array, StringArray, UInt16Array};
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(partition) else { return Ok(out) };
+    let slots = ports.slots();
+    for e in rd {
+        let p = e?.path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with(&format!(".{shard_tag}")) && name.ends_with(".inprogress") {
+            std::fs::remove_file(&p)?;
+            continue;
+        }
+        if !(name.starts_with(shard_tag) && name.ends_with(".parquet")) {
+            continue;
+        }
+        for b in datasets::schema::open_parquet(&p, 65_536)? {
+            let b = b?;
+            let ip = b.column_by_name("ip").and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned()).context("ip column")?;
+            let port = b.column_by_name("port").and_then(|c| c.as_any().downcast_ref::<UInt16Array>().cloned()).context("port column")?;
+            for i in 0..b.num_rows() {
+                let a: IpAddr = ip.value(i).parse()?;
+                let Some(t) = targets.find(a) else { bail!("{}: {a} is not in this crawl's plan (another plan?)", p.display()) };
+                let slot = (0..slots).find(|s| ports.port(a, *s).0 == port.value(i)).with_context(|| format!("{}: port {} not in this crawl's port set", p.display(), port.value(i)))?;
+                out.push(t as u64 * slots + slot);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn write_manifest(partition: &Path, shard: (u64, u64), params: &serde_json::Value, extra: &serde_json::Value, s: &ScanSummary) -> Result<()> {
+    let m = serde_json::json!({ "params": params, "run": extra, "summary": s, "exit_status": if s.interrupted { "interrupted" } else { "complete" } });
+    let name = manifest_name(shard);
     let tmp = partition.join(format!(".{name}.inprogress"));
     std::fs::write(&tmp, serde_json::to_string_pretty(&m)?)?;
     std::fs::rename(&tmp, partition.join(name))?;
@@ -529,6 +590,9 @@ pub fn print_summary(s: &ScanSummary) {
         println!("  skipped at send time: {:?}", s.skipped);
     }
     println!("  {} rows in {} file(s) under {}", s.rows, s.files.len(), s.partition.display());
+    if s.resumed {
+        println!("  resumed: {} rows were recorded by the interrupted run(s) and kept", s.rows_before_resume);
+    }
     if s.interrupted {
         println!("  INTERRUPTED: replies so far were recorded; silent probes were not");
     }

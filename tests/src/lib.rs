@@ -4,6 +4,7 @@
 pub mod demo;
 pub mod export;
 pub mod forge;
+pub mod gencrawl;
 pub mod netns;
 pub mod nmap;
 pub mod rules;

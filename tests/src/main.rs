@@ -62,6 +62,17 @@ enum Cmd {
         #[arg(long, default_value_t = 4000)]
         count: usize,
     },
+    /// Write a synthetic crawl (the crawler's schema) plus matching routes and AS2Org, for benchmarks.
+    GenCrawl {
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 2000)]
+        ases: u32,
+        #[arg(long, default_value_t = 10)]
+        files: u32,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// (internal) Hold the listening sockets of one namespace.
     #[command(hide = true)]
     Serve {
@@ -139,6 +150,10 @@ fn real_main() -> Result<()> {
                 topo.hosts_of(provider).iter().filter_map(|h| if let std::net::IpAddr::V4(a) = h.ip { Some(a) } else { None }).collect();
             let n = port25_lab::forge::forge(&hosts, port25_lab::topology::addr::VANTAGE_V4, count)?;
             println!("forged {n}");
+        }
+        Cmd::GenCrawl { rows, ases, files, out } => {
+            port25_lab::gencrawl::generate(&out, rows, ases, files)?;
+            println!("wrote {rows} rows to {}", out.display());
         }
         Cmd::Datasets { topology, out } => {
             let topo = Topology::load(&topology)?;

@@ -1,0 +1,202 @@
+//! `crawl.toml`: everything `plan` and `scan` take, for scheduled, reproducible crawls.
+//! Unknown keys and bad values are errors that name the key.
+
+use anyhow::{bail, Context, Result};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrawlConfig {
+    pub crawl: Crawl,
+    pub inputs: Inputs,
+    #[serde(default)]
+    pub plan: Plan,
+    #[serde(default)]
+    pub scan: Scan,
+    #[serde(default)]
+    pub self_check: SelfCheck,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Crawl {
+    /// Name of this vantage point (a column of every row).
+    pub vantage: String,
+    /// Output directory (hive layout: crawl_date=/crawl_id=).
+    pub out: PathBuf,
+    /// Crawl id template; `{date}` (YYYY-MM-DD, UTC) and `{vantage}` are filled in.
+    #[serde(default = "default_crawl_id")]
+    pub crawl_id: String,
+}
+
+fn default_crawl_id() -> String {
+    "{date}-{vantage}".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inputs {
+    pub routes: Vec<PathBuf>,
+    #[serde(default)]
+    pub routes_format: Option<String>,
+    #[serde(default)]
+    pub orgs: Vec<PathBuf>,
+    #[serde(default)]
+    pub categories: Vec<PathBuf>,
+    #[serde(default)]
+    pub hitlist: Vec<PathBuf>,
+    #[serde(default)]
+    pub aliased: Vec<PathBuf>,
+    #[serde(default)]
+    pub opt_out: Vec<PathBuf>,
+    #[serde(default)]
+    pub exclude: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Plan {
+    /// `all`, `hosting`, or `AS<n>,AS<m>`.
+    pub select: String,
+    pub per_asn: usize,
+    /// An integer, or `crawl-date` (a new sample every day, the same for every shard and resume).
+    pub seed: toml::Value,
+    pub allow_reserved: Vec<IpNet>,
+    pub skip_bad_lines: bool,
+}
+
+impl Default for Plan {
+    fn default() -> Self {
+        Plan { select: "hosting".into(), per_asn: 64, seed: toml::Value::String("crawl-date".into()), allow_reserved: vec![], skip_bad_lines: false }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Scan {
+    pub ports: Vec<u16>,
+    pub control_ports: Vec<u16>,
+    pub random_ports: u16,
+    pub rate: u64,
+    pub asn_rate: u64,
+    pub net_rate: u64,
+    pub retries: u8,
+    pub retry_delay: f64,
+    pub cooldown: f64,
+    pub interface: Option<String>,
+    pub gateway_mac: Option<String>,
+    pub rows_per_file: usize,
+}
+
+impl Default for Scan {
+    fn default() -> Self {
+        Scan {
+            ports: vec![25, 465, 587],
+            control_ports: vec![80, 443, 22],
+            random_ports: 2,
+            rate: 10_000,
+            asn_rate: 1_000,
+            net_rate: 20,
+            retries: 2,
+            retry_delay: 2.0,
+            cooldown: 8.0,
+            interface: None,
+            gateway_mac: None,
+            rows_per_file: 1_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SelfCheck {
+    /// Reference hosts known to answer on 25 and on `control_port` from an unfiltered vantage.
+    pub targets: Vec<IpAddr>,
+    pub control_port: u16,
+    /// Seconds to wait for answers.
+    pub wait: f64,
+    /// Go on even when the vantage cannot send on 25 (the result is still recorded).
+    pub override_failure: bool,
+}
+
+impl Default for SelfCheck {
+    fn default() -> Self {
+        SelfCheck { targets: vec![], control_port: 80, wait: 2.0, override_failure: false }
+    }
+}
+
+impl CrawlConfig {
+    pub fn load(path: &Path) -> Result<CrawlConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        let c: CrawlConfig = toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        c.validate().map_err(|e| ConfigError(format!("{}: {e:#}", path.display())))?;
+        Ok(c)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let key = |k: &str, ok: bool, why: &str| if ok { Ok(()) } else { Err(anyhow::anyhow!("key `{k}`: {why}")) };
+        key("crawl.vantage", !self.crawl.vantage.is_empty() && !self.crawl.vantage.contains('/'), "must be a non-empty name without `/`")?;
+        key("inputs.routes", !self.inputs.routes.is_empty(), "needs at least one routing file")?;
+        for (k, files) in [
+            ("inputs.routes", &self.inputs.routes),
+            ("inputs.orgs", &self.inputs.orgs),
+            ("inputs.categories", &self.inputs.categories),
+            ("inputs.hitlist", &self.inputs.hitlist),
+            ("inputs.aliased", &self.inputs.aliased),
+            ("inputs.opt_out", &self.inputs.opt_out),
+            ("inputs.exclude", &self.inputs.exclude),
+        ] {
+            for f in files {
+                key(k, f.exists(), &format!("{} does not exist", f.display()))?;
+            }
+        }
+        if let Some(f) = &self.inputs.routes_format {
+            f.parse::<datasets::routes::RouteFormat>().map_err(|e| anyhow::anyhow!("key `inputs.routes_format`: {e}"))?;
+        }
+        self.plan.select.parse::<crate::plan::Selection>().map_err(|e| anyhow::anyhow!("key `plan.select`: {e}"))?;
+        key("plan.per_asn", self.plan.per_asn > 0, "must be at least 1")?;
+        match &self.plan.seed {
+            toml::Value::Integer(i) => key("plan.seed", *i >= 0, "must be a non-negative integer or \"crawl-date\"")?,
+            toml::Value::String(s) => key("plan.seed", s == "crawl-date", "must be a non-negative integer or \"crawl-date\"")?,
+            _ => bail!("key `plan.seed`: must be a non-negative integer or \"crawl-date\""),
+        }
+        key("scan.ports", !self.scan.ports.is_empty() && !self.scan.ports.contains(&0), "needs at least one port, none 0")?;
+        key("scan.retry_delay", self.scan.retry_delay >= 0.0 && self.scan.retry_delay.is_finite(), "must be >= 0")?;
+        key("scan.cooldown", self.scan.cooldown >= 0.0 && self.scan.cooldown.is_finite(), "must be >= 0")?;
+        key("scan.rows_per_file", self.scan.rows_per_file > 0, "must be at least 1")?;
+        if let Some(m) = &self.scan.gateway_mac {
+            crate::netinfo::parse_mac(m).map_err(|e| anyhow::anyhow!("key `scan.gateway_mac`: {e}"))?;
+        }
+        key("self_check.wait", self.self_check.wait > 0.0, "must be > 0")?;
+        Ok(())
+    }
+
+    pub fn crawl_id(&self, date: &str) -> String {
+        self.crawl.crawl_id.replace("{date}", date).replace("{vantage}", &self.crawl.vantage)
+    }
+
+    pub fn seed(&self, date: &str) -> u64 {
+        match &self.plan.seed {
+            toml::Value::Integer(i) => *i as u64,
+            _ => {
+                use std::hash::Hasher;
+                let mut h = siphasher::sip::SipHasher13::new();
+                h.write(date.as_bytes());
+                h.finish()
+            }
+        }
+    }
+}
+
+/// A configuration problem (exit code 2).
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for ConfigError {}

@@ -1,0 +1,97 @@
+//! Vantage self-check: can this vantage send on 25 at all? Many clouds block outbound 25;
+//! a crawler there would report every network as filtered. Before a crawl, a few reference
+//! hosts are probed on 25 and on a control port; control answered but 25 silent everywhere
+//! means the vantage's own provider filters 25, and the crawl stops (exit 3) unless told
+//! otherwise. The outcome goes into the manifest either way.
+
+use crate::netinfo;
+use crate::receive::Receiver;
+use crate::send::Sender;
+use crate::validate::Cookie;
+use crate::wire::{self, Link, ReplyKind, SynFields, MAX_FRAME};
+use anyhow::{bail, Result};
+use datasets::blocklist::Blocklist;
+use serde::Serialize;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SelfCheckResult {
+    pub targets: Vec<IpAddr>,
+    pub control_port: u16,
+    /// Reference hosts that answered (SYN-ACK or RST) on 25 / on the control port.
+    pub answered_25: usize,
+    pub answered_control: usize,
+    pub passed: bool,
+    pub verdict: String,
+}
+
+pub fn run(targets: &[IpAddr], control: u16, wait: f64, block: &Blocklist, iface: Option<&str>, gw: Option<[u8; 6]>) -> Result<SelfCheckResult> {
+    for t in targets {
+        if let Some(r) = block.check(*t) {
+            bail!("self-check target {t} is excluded ({})", r.as_str());
+        }
+    }
+    let s4 = targets.iter().find_map(|t| if let IpAddr::V4(a) = t { Some(*a) } else { None });
+    let s6 = targets.iter().find_map(|t| if let IpAddr::V6(a) = t { Some(*a) } else { None });
+    let ni = netinfo::discover(s4, s6, iface, gw)?;
+    let rx = Receiver::open(ni.ifindex)?;
+    let mut tx = Sender::open(ni.ifindex)?;
+    let cookie = Cookie::new(rand::random(), rand::random());
+    let mut tmpl = [[0u8; MAX_FRAME]; 2];
+    if let Some(s) = ni.src4 {
+        wire::syn_template(&mut tmpl[0], &Link { src_mac: ni.mac, gw_mac: ni.gw4 }, s.into());
+    }
+    if let Some(s) = ni.src6 {
+        wire::syn_template(&mut tmpl[1], &Link { src_mac: ni.mac, gw_mac: ni.gw6 }, s.into());
+    }
+    let mut got25 = std::collections::HashSet::new();
+    let mut gotc = std::collections::HashSet::new();
+    let end = Instant::now() + Duration::from_secs_f64(wait);
+    let mut next_round = Instant::now();
+    let mut rounds = 0;
+    let mut buf = [0u8; 2048];
+    while Instant::now() < end {
+        if rounds < 3 && Instant::now() >= next_round {
+            for t in targets {
+                let (src, i) = match t {
+                    IpAddr::V4(_) => (ni.src4.map(IpAddr::V4), 0),
+                    IpAddr::V6(_) => (ni.src6.map(IpAddr::V6), 1),
+                };
+                let Some(src) = src else { continue };
+                for port in [25, control] {
+                    let (sport, seq) = cookie.probe(*t, port);
+                    let n = tx.n;
+                    tx.frames[n] = tmpl[i];
+                    tx.lens[n] = wire::fill_syn(&mut tx.frames[n], &SynFields { src, dst: *t, sport, dport: port, seq, ip_id: 1, tsval: 0 });
+                    tx.n += 1;
+                    if tx.n == crate::send::BATCH {
+                        tx.flush();
+                    }
+                }
+            }
+            tx.flush();
+            rounds += 1;
+            next_round = Instant::now() + Duration::from_millis(300);
+        }
+        let Some(f) = rx.recv(&mut buf) else { continue };
+        let Some(r) = wire::parse(f) else { continue };
+        if !cookie.valid(&r) || r.kind == ReplyKind::Icmp {
+            continue;
+        }
+        if r.tport == 25 {
+            got25.insert(r.target);
+        } else if r.tport == control {
+            gotc.insert(r.target);
+        }
+    }
+    let (a25, ac) = (got25.len(), gotc.len());
+    let (passed, verdict) = if a25 > 0 {
+        (true, format!("ok: {a25} of {} reference hosts answered on 25", targets.len()))
+    } else if ac > 0 {
+        (false, format!("this vantage cannot send on 25: {ac} reference hosts answered on port {control} but none on 25 — its own provider (or its firewall) blocks outbound 25, and every network would look filtered"))
+    } else {
+        (true, format!("inconclusive: no reference host answered on 25 or on port {control}"))
+    };
+    Ok(SelfCheckResult { targets: targets.to_vec(), control_port: control, answered_25: a25, answered_control: ac, passed, verdict })
+}
