@@ -9,7 +9,9 @@
 //! way by prefix and /48.
 
 use anyhow::{bail, Context, Result};
-use arrow_array::{ArrayRef, RecordBatch, StringArray, UInt32Array, UInt8Array};
+use arrow_array::builder::{StringBuilder, UInt32Builder, UInt8Builder};
+use arrow_array::{ArrayRef, RecordBatch};
+use std::fmt::Write as _;
 use datasets::blocklist::{Blocklist, Reason};
 use datasets::categories::Categories;
 use datasets::orgs::Orgs;
@@ -235,6 +237,7 @@ pub fn build(inp: &PlanInputs) -> Result<Plan> {
         inputs.push((p.display().to_string(), input::sha256_file(p)?));
         Ok(())
     };
+    let t0 = std::time::Instant::now();
     let pb = crate::progress::spinner(inp.progress, "loading routing data");
     let mut routes = RouteTable::default();
     for f in &inp.routes {
@@ -280,6 +283,7 @@ pub fn build(inp: &PlanInputs) -> Result<Plan> {
         record(f)?;
     }
     pb.finish_and_clear();
+    tracing::debug!("plan: inputs loaded in {:.2} s", t0.elapsed().as_secs_f64());
     if inp.select == Selection::Hosting && inp.categories.is_empty() {
         bail!("--select hosting needs --categories (an ASdb CSV or an `AS<n>,category` list)");
     }
@@ -297,6 +301,7 @@ pub fn build(inp: &PlanInputs) -> Result<Plan> {
         }
     }
     let mut v6_by_as: HashMap<u32, Vec<(Ipv6Addr, Ipv6Net)>> = HashMap::new();
+    // (v6 candidates are grouped here; sampling happens per AS below)
     for a in hits {
         if aliased.get_lpm(&Ipv6Net::from(a)).is_some() {
             *sum.excluded.entry(Reason::Aliased.as_str()).or_default() += 1;
@@ -326,25 +331,37 @@ pub fn build(inp: &PlanInputs) -> Result<Plan> {
         }
     }
     sum.asns_selected = asns.len();
+    tracing::debug!("plan: grouped by AS in {:.2} s", t0.elapsed().as_secs_f64());
     let pb = crate::progress::bar(inp.progress, asns.len() as u64, "sampling ASNs");
-    let mut targets = Vec::new();
-    for asn in &asns {
-        pb.inc(1);
-        let before = targets.len();
-        if let Some(pfx) = v4_by_as.get_mut(asn) {
+    // ASes are independent: sample them on two threads, each over a contiguous half, and
+    // concatenate in order (the result does not depend on the split).
+    let sample_as = |asn: u32, out: &mut Vec<Target>, s: &mut PlanSummary| {
+        let before = out.len();
+        if let Some(pfx) = v4_by_as.get(&asn) {
+            let mut pfx = pfx.clone();
             pfx.sort_unstable();
             // Whole prefixes inside an excluded range are dropped before sampling.
             let mut usable = Vec::with_capacity(pfx.len());
             for p in pfx.iter() {
                 match block.covers(IpNet::V4(*p)) {
-                    Some(r) => *sum.excluded_prefixes.entry(r.as_str()).or_default() += 1,
+                    Some(r) => *s.excluded_prefixes.entry(r.as_str()).or_default() += 1,
                     None => usable.push(*p),
                 }
             }
-            sum.prefixes += usable.len();
-            let seed = keyed(inp.seed, &[*asn as u128, 4]);
-            let excluded = &mut sum.excluded;
-            let got = sample_v4(&usable, inp.per_asn, seed, |a, net| {
+            s.prefixes += usable.len();
+            let seed = keyed(inp.seed, &[asn as u128, 4]);
+            let excluded = &mut s.excluded;
+            // Per-address checks only where needed: a more-specific prefix of another AS, or a
+            // blocked range, inside this prefix.
+            let nested: std::collections::HashSet<Ipv4Net> = usable
+                .iter()
+                .filter(|p| routes.v4.children(p).any(|(q, _)| q != **p) || block.any_within(IpNet::V4(**p)))
+                .copied()
+                .collect();
+            let mut got = sample_v4(&usable, inp.per_asn, seed, |a, net| {
+                if !nested.contains(net) {
+                    return true;
+                }
                 // The address must belong to this prefix, not a more-specific of another AS.
                 if routes.v4.get_lpm(&Ipv4Net::from(a)).map(|(p, _)| p) != Some(*net) {
                     return false;
@@ -357,24 +374,56 @@ pub fn build(inp: &PlanInputs) -> Result<Plan> {
                     None => true,
                 }
             });
-            sum.targets_v4 += got.len();
-            targets.extend(got.into_iter().map(|(a, n)| Target { ip: IpAddr::V4(a), asn: *asn, prefix: IpNet::V4(n) }));
+            s.targets_v4 += got.len();
+            got.sort_unstable_by_key(|(a, _)| *a);
+            out.extend(got.into_iter().map(|(a, n)| Target { ip: IpAddr::V4(a), asn, prefix: IpNet::V4(n) }));
         }
-        if let Some(c) = v6_by_as.remove(asn) {
-            let got = sample_v6(c, inp.per_asn, keyed(inp.seed, &[*asn as u128, 6]));
+        if let Some(c) = v6_by_as.get(&asn) {
+            let mut got = sample_v6(c.clone(), inp.per_asn, keyed(inp.seed, &[asn as u128, 6]));
             let mut pf: Vec<Ipv6Net> = got.iter().map(|(_, n)| *n).collect();
             pf.sort_unstable();
             pf.dedup();
-            sum.prefixes += pf.len();
-            sum.targets_v6 += got.len();
-            targets.extend(got.into_iter().map(|(a, n)| Target { ip: IpAddr::V6(a), asn: *asn, prefix: IpNet::V6(n) }));
+            s.prefixes += pf.len();
+            s.targets_v6 += got.len();
+            got.sort_unstable_by_key(|(a, _)| *a);
+            out.extend(got.into_iter().map(|(a, n)| Target { ip: IpAddr::V6(a), asn, prefix: IpNet::V6(n) }));
         }
-        if targets.len() > before {
-            sum.asns_with_targets += 1;
+        if out.len() > before {
+            s.asns_with_targets += 1;
         }
+        pb.inc(1);
+    };
+    let half = asns.len() / 2;
+    let (mut targets, s2, t2) = std::thread::scope(|sc| {
+        let h = sc.spawn(|| {
+            let (mut t, mut s) = (Vec::new(), PlanSummary::default());
+            for a in &asns[half..] {
+                sample_as(*a, &mut t, &mut s);
+            }
+            (s, t)
+        });
+        let mut t = Vec::new();
+        for a in &asns[..half] {
+            sample_as(*a, &mut t, &mut sum);
+        }
+        let (s2, t2) = h.join().expect("sampling thread");
+        (t, s2, t2)
+    });
+    targets.extend(t2);
+    sum.prefixes += s2.prefixes;
+    sum.targets_v4 += s2.targets_v4;
+    sum.targets_v6 += s2.targets_v6;
+    sum.asns_with_targets += s2.asns_with_targets;
+    for (k, v) in s2.excluded {
+        *sum.excluded.entry(k).or_default() += v;
+    }
+    for (k, v) in s2.excluded_prefixes {
+        *sum.excluded_prefixes.entry(k).or_default() += v;
     }
     pb.finish_and_clear();
-    targets.sort_unstable_by(|a, b| (a.asn, a.ip.is_ipv6(), a.ip).cmp(&(b.asn, b.ip.is_ipv6(), b.ip)));
+    // Already in (asn, family, address) order: ASes ascending, v4 then v6, each sorted.
+    tracing::debug!("plan: sampled in {:.2} s", t0.elapsed().as_secs_f64());
+    debug_assert!(targets.windows(2).all(|w| (w[0].asn, w[0].ip.is_ipv6(), w[0].ip) < (w[1].asn, w[1].ip.is_ipv6(), w[1].ip)));
     Ok(Plan { targets, summary: sum, orgs, categories, inputs })
 }
 
@@ -391,46 +440,91 @@ pub fn write(plan: &Plan, inp: &PlanInputs, out: &Path) -> Result<()> {
         ("port25.allow_reserved".into(), inp.allow_reserved.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",")),
     ];
     kv.sort();
+    // Addresses are unique: a dictionary would be built only to be abandoned. A plan is read
+    // once per crawl, so the fastest zstd level serves.
     let props = WriterProperties::builder()
-        .set_compression(parquet::basic::Compression::ZSTD(parquet::basic::ZstdLevel::try_new(3)?))
+        .set_compression(parquet::basic::Compression::ZSTD(parquet::basic::ZstdLevel::try_new(1)?))
+        .set_column_dictionary_enabled(parquet::schema::types::ColumnPath::from(schema::plan::IP), false)
         .set_key_value_metadata(Some(kv.into_iter().map(|(k, v)| parquet::file::metadata::KeyValue::new(k, v)).collect()))
         .build();
     let tmp = out.with_extension("inprogress");
     let f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let mut w = ArrowWriter::try_new(f, schema.clone(), Some(props))?;
+    // Two stages on two cores: this thread builds Arrow batches (text formatting), the other
+    // encodes and compresses them into Parquet.
+    let (btx, brx) = std::sync::mpsc::sync_channel::<RecordBatch>(2);
+    let writer = std::thread::spawn(move || -> Result<ArrowWriter<std::fs::File>> {
+        for b in brx {
+            w.write(&b)?;
+        }
+        Ok(w)
+    });
     let mut org_cache: HashMap<u32, (String, String, Option<(String, String)>)> = HashMap::new();
+    let mut text = String::with_capacity(64);
     for chunk in plan.targets.chunks(65_536) {
-        let mut ip = Vec::with_capacity(chunk.len());
-        let (mut ver, mut asn, mut pfx, mut oid, mut oname, mut cat, mut csrc) = (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+        let n = chunk.len();
+        let mut ip = StringBuilder::with_capacity(n, n * 14);
+        let mut pfx = StringBuilder::with_capacity(n, n * 16);
+        let (mut oid, mut oname, mut cat, mut csrc) = (StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
+        let (mut ver, mut asn) = (UInt8Builder::with_capacity(n), UInt32Builder::with_capacity(n));
         for t in chunk {
             let (id, name, c) = org_cache.entry(t.asn).or_insert_with(|| {
                 let (i, n) = plan.orgs.org_of(t.asn);
                 (i, n, plan.categories.category(t.asn))
             });
-            ip.push(t.ip.to_string());
-            ver.push(if t.ip.is_ipv4() { 4u8 } else { 6 });
-            asn.push(t.asn);
-            pfx.push(t.prefix.to_string());
-            oid.push(id.clone());
-            oname.push(name.clone());
-            cat.push(c.as_ref().map(|c| c.0.clone()));
-            csrc.push(c.as_ref().map(|c| c.1.clone()));
+            text.clear();
+            push_ip(&mut text, t.ip);
+            ip.append_value(&text);
+            text.clear();
+            push_ip(&mut text, t.prefix.network());
+            text.push('/');
+            text.push_str(itoa::Buffer::new().format(t.prefix.prefix_len()));
+            pfx.append_value(&text);
+            ver.append_value(if t.ip.is_ipv4() { 4u8 } else { 6 });
+            asn.append_value(t.asn);
+            oid.append_value(id.as_str());
+            oname.append_value(name.as_str());
+            cat.append_option(c.as_ref().map(|c| c.0.as_str()));
+            csrc.append_option(c.as_ref().map(|c| c.1.as_str()));
         }
         let cols: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from(ip)),
-            Arc::new(UInt8Array::from(ver)),
-            Arc::new(UInt32Array::from(asn)),
-            Arc::new(StringArray::from(pfx)),
-            Arc::new(StringArray::from(oid)),
-            Arc::new(StringArray::from(oname)),
-            Arc::new(StringArray::from(cat)),
-            Arc::new(StringArray::from(csrc)),
+            Arc::new(ip.finish()),
+            Arc::new(ver.finish()),
+            Arc::new(asn.finish()),
+            Arc::new(pfx.finish()),
+            Arc::new(oid.finish()),
+            Arc::new(oname.finish()),
+            Arc::new(cat.finish()),
+            Arc::new(csrc.finish()),
         ];
-        w.write(&RecordBatch::try_new(schema.clone(), cols)?)?;
+        if btx.send(RecordBatch::try_new(schema.clone(), cols)?).is_err() {
+            break; // the writer failed; its error is reported below
+        }
     }
+    drop(btx);
+    let w = writer.join().map_err(|_| anyhow::anyhow!("plan writer thread panicked"))??;
+    tracing::debug!("plan: batches encoded");
     w.close()?;
     std::fs::rename(&tmp, out).with_context(|| format!("renaming to {}", out.display()))?;
     Ok(())
+}
+
+/// Dotted-quad without the `fmt` machinery (millions of rows); IPv6 via Display.
+fn push_ip(s: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(a) => {
+            let mut b = itoa::Buffer::new();
+            for (i, o) in a.octets().iter().enumerate() {
+                if i > 0 {
+                    s.push('.');
+                }
+                s.push_str(b.format(*o));
+            }
+        }
+        IpAddr::V6(a) => {
+            let _ = write!(s, "{a}");
+        }
+    }
 }
 
 pub fn print_summary(s: &PlanSummary, out: &Path) {

@@ -95,6 +95,14 @@ impl Blocklist {
         }
     }
 
+    /// Does anything blocked lie inside `net` (so its addresses need checking one by one)?
+    pub fn any_within(&self, net: IpNet) -> bool {
+        match net {
+            IpNet::V4(n) => self.v4.children(&n).next().is_some(),
+            IpNet::V6(n) => self.v6.children(&n).next().is_some(),
+        }
+    }
+
     /// Why `ip` must not be probed, if it must not. An opt-out or exclusion nested inside
     /// allowed reserved space still applies.
     pub fn check(&self, ip: IpAddr) -> Option<Reason> {

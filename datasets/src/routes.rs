@@ -28,9 +28,13 @@ pub struct Origin {
     pub kind: OriginKind,
     /// The other origins of a multi-origin prefix or AS-set.
     pub others: Option<Box<[u32]>>,
-    /// Organization name the source gave (iptoasn, ip-location-db, mmdb), if any.
-    pub source_org: Option<Box<str>>,
+    /// Organization name the source gave (iptoasn, ip-location-db, mmdb): an index into
+    /// `RouteTable::org_names` (`NO_ORG` if none). Interned, since a full table repeats the
+    /// same ~75k names over millions of prefixes.
+    pub source_org: u32,
 }
+
+pub const NO_ORG: u32 = u32::MAX;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteFormat {
@@ -59,6 +63,8 @@ pub struct RouteTable {
     pub v6: PrefixMap<Ipv6Net, Origin>,
     /// Unrouted ranges skipped (iptoasn AS 0 rows).
     pub unrouted_ranges: usize,
+    pub org_names: Vec<Box<str>>,
+    org_index: std::collections::HashMap<Box<str>, u32>,
 }
 
 fn parse_asn(path: &Path, line: usize, s: &str) -> Result<u32> {
@@ -114,6 +120,22 @@ fn parse_addr(s: &str, v6_hint: bool) -> Option<IpAddr> {
 }
 
 impl RouteTable {
+    fn intern(&mut self, name: Option<&str>) -> u32 {
+        let Some(n) = name.filter(|n| !n.is_empty()) else { return NO_ORG };
+        if let Some(i) = self.org_index.get(n) {
+            return *i;
+        }
+        let i = self.org_names.len() as u32;
+        self.org_names.push(n.into());
+        self.org_index.insert(n.into(), i);
+        i
+    }
+
+    /// The organization name a routing source gave for an origin, if any.
+    pub fn source_org(&self, o: &Origin) -> Option<&str> {
+        self.org_names.get(o.source_org as usize).map(|s| &**s)
+    }
+
     pub fn insert(&mut self, net: IpNet, origin: Origin) {
         match net {
             IpNet::V4(n) => {
@@ -173,54 +195,70 @@ impl RouteTable {
         Ok(st)
     }
 
-    /// iptoasn (`start end asn cc descr`, TAB) and ip-location-db (`start,end,asn,org`, CSV with quotes).
+    /// iptoasn (`start end asn cc descr`, TAB) and ip-location-db (`start,end,asn,org`, CSV
+    /// with quotes): one record reader over the whole file, line numbers kept for errors.
     fn load_ranges(&mut self, path: &Path, opts: LoadOptions, sep: char) -> Result<LoadStats> {
         let mut st = LoadStats::default();
-        let mut unrouted = 0;
-        st.lines = for_each_line(path, |n, l| {
-            if l.trim().is_empty() || l.starts_with('#') {
-                return Ok(());
+        let mut rdr = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .delimiter(sep as u8)
+            .quoting(sep == ',')
+            .comment(Some(b'#'))
+            .from_reader(crate::input::open(path)?);
+        let mut rec = csv::StringRecord::new();
+        loop {
+            let line = rdr.position().line() as usize;
+            match rdr.read_record(&mut rec) {
+                Ok(false) => break,
+                Ok(true) => {}
+                Err(e) => match e.kind() {
+                    csv::ErrorKind::Io(_) => return Err(DatasetError::file(path, e.to_string())),
+                    _ => {
+                        st.bad(opts, DatasetError::line(path, line, format!("malformed line: {e}")))?;
+                        continue;
+                    }
+                },
             }
-            let fields: Vec<String> = if sep == ',' {
-                let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(l.as_bytes());
-                match rdr.records().next() {
-                    Some(Ok(r)) => r.iter().map(String::from).collect(),
-                    _ => return st.bad(opts, DatasetError::line(path, n, "malformed CSV line")),
-                }
-            } else {
-                l.split('\t').map(String::from).collect()
-            };
-            if fields.len() < 3 {
-                return st.bad(opts, DatasetError::line(path, n, format!("expected at least 3 fields, got {}", fields.len())));
+            st.lines = line;
+            let n = rec.position().map(|p| p.line() as usize).unwrap_or(line);
+            if rec.len() == 1 && rec[0].trim().is_empty() {
+                continue;
+            }
+            if rec.len() < 3 {
+                st.bad(opts, DatasetError::line(path, n, format!("expected at least 3 fields, got {}", rec.len())))?;
+                continue;
             }
             // Header lines of some distributions.
-            if n == 1 && fields[0].chars().any(|c| c.is_ascii_alphabetic()) && fields[0].parse::<IpAddr>().is_err() {
-                return Ok(());
+            if n == 1 && rec[0].chars().any(|c| c.is_ascii_alphabetic()) && rec[0].parse::<IpAddr>().is_err() {
+                continue;
             }
-            let v6 = fields[0].contains(':');
-            let (Some(a), Some(b)) = (parse_addr(&fields[0], v6), parse_addr(&fields[1], v6 || fields[1].contains(':'))) else {
-                return st.bad(opts, DatasetError::line(path, n, format!("bad address range `{}` - `{}`", fields[0], fields[1])));
+            let v6 = rec[0].contains(':');
+            let (Some(a), Some(b)) = (parse_addr(&rec[0], v6), parse_addr(&rec[1], v6 || rec[1].contains(':'))) else {
+                st.bad(opts, DatasetError::line(path, n, format!("bad address range `{}` - `{}`", &rec[0], &rec[1])))?;
+                continue;
             };
-            let asn = match parse_asn(path, n, &fields[2]) {
+            let asn = match parse_asn(path, n, &rec[2]) {
                 Ok(a) => a,
-                Err(e) => return st.bad(opts, e),
+                Err(e) => {
+                    st.bad(opts, e)?;
+                    continue;
+                }
             };
             let Some(nets) = range_to_cidrs(a, b) else {
-                return st.bad(opts, DatasetError::line(path, n, format!("range end before start or mixed families: {a} - {b}")));
+                st.bad(opts, DatasetError::line(path, n, format!("range end before start or mixed families: {a} - {b}")))?;
+                continue;
             };
             if asn == 0 {
-                unrouted += 1; // iptoasn: "Not routed"
-                return Ok(());
+                self.unrouted_ranges += 1; // iptoasn: "Not routed"
+                continue;
             }
-            let org = if sep == ',' { fields.get(3) } else { fields.get(4) };
-            let org: Option<Box<str>> = org.filter(|s| !s.is_empty()).map(|s| s.as_str().into());
+            let org = self.intern(rec.get(if sep == ',' { 3 } else { 4 }));
             for net in nets {
-                self.insert(net, Origin { asn, kind: OriginKind::Single, others: None, source_org: org.clone() });
+                self.insert(net, Origin { asn, kind: OriginKind::Single, others: None, source_org: org });
             }
             st.records += 1;
-            Ok(())
-        })?;
-        self.unrouted_ranges += unrouted;
+        }
         Ok(st)
     }
 
@@ -241,7 +279,8 @@ impl RouteTable {
             let net: IpNet = network.to_string().parse().map_err(|_| DatasetError::file(path, format!("bad network {network}")))?;
             let rec: Option<AsnRec> = item.decode().map_err(|e| DatasetError::file(path, format!("corrupt record: {e}")))?;
             let Some(AsnRec { autonomous_system_number: Some(asn), autonomous_system_organization: org }) = rec else { continue };
-            self.insert(net, Origin { asn, kind: OriginKind::Single, others: None, source_org: org.map(Into::into) });
+            let org = self.intern(org);
+            self.insert(net, Origin { asn, kind: OriginKind::Single, others: None, source_org: org });
             st.records += 1;
         }
         Ok(st)
@@ -276,7 +315,7 @@ fn parse_pfx2as_line(path: &Path, n: usize, l: &str) -> Result<(IpNet, Origin)> 
         return Err(DatasetError::line(path, n, "no origin AS"));
     }
     let others = if asns.len() > 1 { Some(asns[1..].to_vec().into_boxed_slice()) } else { None };
-    Ok((net, Origin { asn: asns[0], kind, others, source_org: None }))
+    Ok((net, Origin { asn: asns[0], kind, others, source_org: NO_ORG }))
 }
 
 #[cfg(test)]
@@ -322,7 +361,7 @@ mod tests {
         assert_eq!(t.lookup("1.0.0.6".parse().unwrap()).unwrap().1.asn, 13335);
         assert!(t.lookup("1.0.0.7".parse().unwrap()).is_none());
         assert_eq!(t.lookup("2001:200::1".parse().unwrap()).unwrap().1.asn, 2500);
-        assert_eq!(t.lookup("1.0.128.1".parse().unwrap()).unwrap().1.source_org.as_deref(), Some("TOT-NET TOT Public Company Limited"));
+        assert_eq!(t.source_org(t.lookup("1.0.128.1".parse().unwrap()).unwrap().1), Some("TOT-NET TOT Public Company Limited"));
     }
 
     #[test]
@@ -330,7 +369,7 @@ mod tests {
         let mut t = RouteTable::default();
         t.load(&fixture("asn-ipv4.csv"), None, LoadOptions::default()).unwrap();
         let (_, o) = t.lookup("1.0.0.1".parse().unwrap()).unwrap();
-        assert_eq!((o.asn, o.source_org.as_deref()), (13335, Some("Cloudflare, Inc.")));
+        assert_eq!((o.asn, t.source_org(o)), (13335, Some("Cloudflare, Inc.")));
         let mut t = RouteTable::default();
         t.load(&fixture("asn-ipv6-num.csv"), Some(RouteFormat::IpLocationDb), LoadOptions::default()).unwrap();
         assert_eq!(t.lookup("2001:200::5".parse().unwrap()).unwrap().1.asn, 2500);
@@ -365,7 +404,7 @@ mod mmdb_tests {
         let st = t.load(&p, None, LoadOptions::default()).unwrap();
         assert!(st.records >= 3, "{st:?}");
         let (net, o) = t.lookup("1.0.0.9".parse().unwrap()).unwrap();
-        assert_eq!((net.to_string().as_str(), o.asn, o.source_org.as_deref()), ("1.0.0.0/24", 13335, Some("CLOUDFLARENET")));
+        assert_eq!((net.to_string().as_str(), o.asn, t.source_org(o)), ("1.0.0.0/24", 13335, Some("CLOUDFLARENET")));
         assert_eq!(t.lookup("2001:4860::1".parse().unwrap()).unwrap().1.asn, 15169);
         assert_eq!(t.lookup("2.3.4.5".parse().unwrap()).unwrap().1.asn, 3215);
     }
