@@ -6,12 +6,13 @@
 //! their `Counts` merged (`Counts::merge`).
 
 use crate::infer::{classify, Exclusion, HostAcc, PortState, MAIL_PORTS};
-use crate::load::{ip_of, Hosts};
+use crate::load::{numeric, Hosts};
 use datasets::categories::Categories;
 use datasets::orgs::Orgs;
 use datasets::routes::RouteTable;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use hashbrown::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 /// Decision thresholds (printed in every report).
@@ -50,9 +51,11 @@ pub struct Counts {
     pub hosts: u64,
     pub informative: u64,
     pub filtered: u64,
-    pub states: BTreeMap<PortState, u64>,
-    pub excluded: BTreeMap<&'static str, u64>,
-    pub prefixes: BTreeSet<u32>,
+    /// Hosts per state, indexed by `PortState::index`.
+    pub states: [u64; 9],
+    /// Excluded hosts, indexed by `Exclusion::index` (all-ports, dead, uninformative).
+    pub excluded: [u64; 3],
+    pub prefixes: HashSet<u32>,
     /// ICMP responder (interned) → filtered hosts it answered for.
     pub responders: BTreeMap<u32, u64>,
     /// Per /24 (IPv6: /64) of informative hosts: (filtered, reachable).
@@ -65,11 +68,11 @@ impl Counts {
         self.hosts += o.hosts;
         self.informative += o.informative;
         self.filtered += o.filtered;
-        for (k, v) in &o.states {
-            *self.states.entry(*k).or_default() += v;
+        for (a, b) in self.states.iter_mut().zip(o.states) {
+            *a += b;
         }
-        for (k, v) in &o.excluded {
-            *self.excluded.entry(k).or_default() += v;
+        for (a, b) in self.excluded.iter_mut().zip(o.excluded) {
+            *a += b;
         }
         self.prefixes.extend(&o.prefixes);
         for (k, v) in &o.responders {
@@ -83,15 +86,15 @@ impl Counts {
         self.asns.extend(&o.asns);
     }
 
+    /// Tally one host (its AS is recorded when the group is created, not per host).
     fn add(&mut self, key: u128, h: &HostAcc, i: usize) {
         self.hosts += 1;
-        self.asns.insert(h.asn);
         match classify(h, i) {
-            Err(e) => *self.excluded.entry(e.as_str()).or_default() += 1,
+            Err(e) => self.excluded[e.index()] += 1,
             Ok(st) => {
                 self.informative += 1;
                 self.prefixes.insert(h.prefix);
-                *self.states.entry(st).or_default() += 1;
+                self.states[st.index()] += 1;
                 let net = if h.v6 { key >> 64 } else { key >> 8 };
                 let e = self.nets.entry(net).or_default();
                 if st.filtered() {
@@ -169,7 +172,7 @@ fn finish(level: &'static str, org_id: &str, asn: Option<u32>, family: &'static 
     let mut mechanism = String::new();
     let mut location = String::new();
     if c.filtered > 0 {
-        let (top, n) = c.states.iter().filter(|(s, _)| s.filtered()).max_by_key(|(_, n)| **n).map(|(s, n)| (*s, *n)).unwrap();
+        let (top, n) = PortState::ALL.iter().map(|s| (*s, c.states[s.index()])).filter(|(s, _)| s.filtered()).max_by_key(|(_, n)| *n).unwrap();
         mechanism = if n as f64 >= th.dominant * c.filtered as f64 { top.mechanism().to_string() } else { "mixed".into() };
         // Location: ICMP responders mapped to their AS; else filtered hosts beside reachable
         // ones in the same /24 point at host firewalls; else a single vantage cannot tell.
@@ -200,7 +203,7 @@ fn finish(level: &'static str, org_id: &str, asn: Option<u32>, family: &'static 
             location = "unknown".into();
         }
     }
-    let states = c.states.iter().map(|(s, n)| format!("{}={n}", s.as_str())).collect::<Vec<_>>().join(";");
+    let states = PortState::ALL.iter().filter(|s| c.states[s.index()] > 0).map(|s| format!("{}={}", s.as_str(), c.states[s.index()])).collect::<Vec<_>>().join(";");
     Row {
         level,
         provider: name,
@@ -220,9 +223,9 @@ fn finish(level: &'static str, org_id: &str, asn: Option<u32>, family: &'static 
         verdict,
         mechanism,
         location,
-        excluded_dead: c.excluded.get(Exclusion::Dead.as_str()).copied().unwrap_or(0),
-        excluded_all_ports: c.excluded.get(Exclusion::AllPortsResponder.as_str()).copied().unwrap_or(0),
-        excluded_uninformative: c.excluded.get(Exclusion::Uninformative.as_str()).copied().unwrap_or(0),
+        excluded_dead: c.excluded[Exclusion::Dead.index()],
+        excluded_all_ports: c.excluded[Exclusion::AllPortsResponder.index()],
+        excluded_uninformative: c.excluded[Exclusion::Uninformative.index()],
         states,
     }
 }
@@ -231,20 +234,24 @@ pub type GroupKey = (String, bool, u16); // (org id or "AS<n>", v6, port)
 
 /// Tally every host into its AS and its organization.
 pub fn tally(hosts: &Hosts, orgs: &Orgs, keep: &dyn Fn(u32) -> bool) -> (BTreeMap<(u32, bool, u16), Counts>, BTreeMap<GroupKey, Counts>) {
-    let mut by_as: BTreeMap<(u32, bool, u16), Counts> = BTreeMap::new();
+    let mut acc: HashMap<(u32, bool, u16), Counts> = HashMap::new();
     let mut org_cache: HashMap<u32, String> = HashMap::new();
-    for (key, h) in &hosts.hosts {
+    for (ip, h) in &hosts.hosts {
         if !keep(h.asn) {
             continue;
         }
+        let key = numeric(ip).unwrap_or(0);
         for (i, port) in MAIL_PORTS.iter().enumerate() {
             if h.mail[i].is_none() {
                 continue;
             }
-            by_as.entry((h.asn, h.v6, *port)).or_default().add(*key, h, i);
+            acc.entry((h.asn, h.v6, *port))
+                .or_insert_with(|| Counts { asns: BTreeSet::from([h.asn]), ..Default::default() })
+                .add(key, h, i);
         }
         org_cache.entry(h.asn).or_insert_with(|| orgs.org_of(h.asn).0);
     }
+    let by_as: BTreeMap<(u32, bool, u16), Counts> = acc.into_iter().collect();
     let mut by_org: BTreeMap<GroupKey, Counts> = BTreeMap::new();
     for ((asn, v6, port), c) in &by_as {
         by_org.entry((org_cache[asn].clone(), *v6, *port)).or_default().merge(c);
@@ -261,13 +268,13 @@ pub fn rows(by_as: &BTreeMap<(u32, bool, u16), Counts>, by_org: &BTreeMap<GroupK
 }
 
 /// A host line for `hosts.parquet`.
-pub struct HostRow {
-    pub ip: IpAddr,
-    pub h: HostAcc,
+pub struct HostRow<'a> {
+    pub ip: &'a str,
+    pub h: &'a HostAcc,
 }
 
-pub fn host_rows(hosts: &Hosts) -> impl Iterator<Item = HostRow> + '_ {
-    hosts.hosts.iter().map(|(k, h)| HostRow { ip: ip_of(*k, h.v6), h: h.clone() })
+pub fn host_rows(hosts: &Hosts) -> impl Iterator<Item = HostRow<'_>> + '_ {
+    hosts.hosts.iter().map(|(k, h)| HostRow { ip: k, h })
 }
 
 #[cfg(test)]

@@ -41,6 +41,20 @@ pub enum PortState {
 }
 
 impl PortState {
+    pub const ALL: [PortState; 9] = [
+        PortState::Open,
+        PortState::Closed,
+        PortState::RstInjected,
+        PortState::IcmpProhibited,
+        PortState::IcmpPortUnreachable,
+        PortState::IcmpOther,
+        PortState::Silent,
+        PortState::Unverified,
+        PortState::NotProbed,
+    ];
+    pub fn index(self) -> usize {
+        Self::ALL.iter().position(|s| *s == self).unwrap()
+    }
     pub fn as_str(self) -> &'static str {
         match self {
             PortState::Open => "open",
@@ -187,6 +201,9 @@ pub enum Exclusion {
 }
 
 impl Exclusion {
+    pub fn index(self) -> usize {
+        self as usize
+    }
     pub fn as_str(self) -> &'static str {
         match self {
             Exclusion::AllPortsResponder => "all-ports-responder",

@@ -3,11 +3,12 @@
 
 use crate::infer::{HostAcc, ReplyObs};
 use anyhow::{bail, Context, Result};
-use arrow_array::{Array, StringArray, UInt16Array, UInt32Array, UInt8Array};
+use arrow_array::{Array, RecordBatch, StringArray, UInt16Array, UInt32Array, UInt8Array};
 use datasets::schema::obs;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
-use std::collections::{BTreeMap, HashMap};
+use hashbrown::HashMap;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -74,38 +75,71 @@ impl Interner {
 }
 
 pub struct Hosts {
-    pub hosts: HashMap<u128, HostAcc>,
+    /// Keyed by the address as written in the crawl (no parsing per row).
+    pub hosts: HashMap<Box<str>, HostAcc>,
     pub strings: Interner,
     pub vantage: String,
     pub rows: u64,
 }
 
-fn key(ip: IpAddr) -> u128 {
-    match ip {
+/// A host's address as a number (v4 mapped into v6), for /24 and /64 grouping.
+pub fn numeric(ip: &str) -> Option<u128> {
+    Some(match ip.parse::<IpAddr>().ok()? {
         IpAddr::V4(a) => u128::from(a.to_ipv6_mapped()),
         IpAddr::V6(a) => u128::from(a),
-    }
+    })
 }
 
-pub fn ip_of(key: u128, v6: bool) -> IpAddr {
-    let a = std::net::Ipv6Addr::from(key);
-    if !v6 {
-        if let Some(v4) = a.to_ipv4_mapped() {
-            return IpAddr::V4(v4);
-        }
-    }
-    IpAddr::V6(a)
-}
+const COLS: &[&str] = &[obs::IP, obs::IP_VERSION, obs::ASN, obs::PREFIX, obs::PORT, obs::PORT_ROLE, obs::REPLY, obs::REPLY_TTL, obs::ICMP_TYPE, obs::ICMP_CODE, obs::ICMP_RESPONDER];
 
-const COLS: &[&str] = &[obs::VANTAGE, obs::IP, obs::IP_VERSION, obs::ASN, obs::PREFIX, obs::PORT, obs::PORT_ROLE, obs::REPLY, obs::REPLY_TTL, obs::ICMP_TYPE, obs::ICMP_CODE, obs::ICMP_RESPONDER];
-
-/// Stream every row of `files` into per-host accumulators.
+/// Stream every row of `files` into per-host accumulators. Two stages on two cores: a reader
+/// thread decodes Parquet (only the needed columns), this thread folds rows into hosts.
 pub fn load_hosts(files: &[PathBuf]) -> Result<Hosts> {
     let mut h = Hosts { hosts: HashMap::new(), strings: Interner::default(), vantage: String::new(), rows: 0 };
-    for f in files {
-        load_file(f, &mut h).with_context(|| format!("reading {}", f.display()))?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(PathBuf, String, RecordBatch)>>(4);
+    let files_owned = files.to_vec();
+    let reader = std::thread::spawn(move || {
+        for f in files_owned {
+            if let Err(e) = read_file(&f, &tx) {
+                let _ = tx.send(Err(e.context(format!("reading {}", f.display()))));
+                return;
+            }
+        }
+    });
+    for item in rx {
+        let (f, vantage, batch) = item?;
+        if h.vantage.is_empty() {
+            h.vantage = vantage;
+        }
+        fold_batch(&f, &batch, &mut h).with_context(|| format!("reading {}", f.display()))?;
     }
+    reader.join().map_err(|_| anyhow::anyhow!("reader thread panicked"))?;
     Ok(h)
+}
+
+fn read_file(f: &Path, tx: &std::sync::mpsc::SyncSender<Result<(PathBuf, String, RecordBatch)>>) -> Result<()> {
+    let file = std::fs::File::open(f)?;
+    let b = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| datasets::DatasetError::file(f, format!("not a complete Parquet file (truncated or still being written?): {e}")))?;
+    // The vantage is constant per file: the crawler puts it in the key-value metadata.
+    let vantage = b
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|k| k.key == "port25.vantage").and_then(|k| k.value.clone()))
+        .unwrap_or_else(|| "unknown".into());
+    let schema = b.parquet_schema();
+    let idx: Vec<usize> = COLS
+        .iter()
+        .map(|c| schema.columns().iter().position(|x| x.name() == *c).with_context(|| format!("{}: no `{c}` column (not a port25 crawl file?)", f.display())))
+        .collect::<Result<_>>()?;
+    let mask = ProjectionMask::leaves(schema, idx);
+    let reader = b.with_projection(mask).with_batch_size(65_536).build()?;
+    for batch in reader {
+        if tx.send(Ok((f.to_path_buf(), vantage.clone(), batch?))).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 macro_rules! col {
@@ -118,19 +152,8 @@ macro_rules! col {
     };
 }
 
-fn load_file(f: &Path, h: &mut Hosts) -> Result<()> {
-    let file = std::fs::File::open(f)?;
-    let b = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| datasets::DatasetError::file(f, format!("not a complete Parquet file (truncated or still being written?): {e}")))?;
-    let schema = b.parquet_schema();
-    let idx: Vec<usize> = COLS
-        .iter()
-        .map(|c| schema.columns().iter().position(|x| x.name() == *c).with_context(|| format!("{}: no `{c}` column (not a port25 crawl file?)", f.display())))
-        .collect::<Result<_>>()?;
-    let mask = ProjectionMask::leaves(schema, idx);
-    let reader = b.with_projection(mask).with_batch_size(65_536).build()?;
-    for batch in reader {
-        let batch = batch?;
-        let vantage = col!(batch, obs::VANTAGE, StringArray, f);
+fn fold_batch(f: &Path, batch: &RecordBatch, h: &mut Hosts) -> Result<()> {
+    {
         let ip = col!(batch, obs::IP, StringArray, f);
         let ver = col!(batch, obs::IP_VERSION, UInt8Array, f);
         let asn = col!(batch, obs::ASN, UInt32Array, f);
@@ -142,13 +165,12 @@ fn load_file(f: &Path, h: &mut Hosts) -> Result<()> {
         let ity = col!(batch, obs::ICMP_TYPE, UInt8Array, f);
         let icode = col!(batch, obs::ICMP_CODE, UInt8Array, f);
         let resp = col!(batch, obs::ICMP_RESPONDER, StringArray, f);
-        if h.vantage.is_empty() && batch.num_rows() > 0 {
-            h.vantage = vantage.value(0).to_string();
+        if h.hosts.capacity() == 0 {
+            // A crawl has a row per host and port (8 by default): size the map once.
+            h.hosts.reserve(batch.num_rows() * 4);
         }
         for i in 0..batch.num_rows() {
             let s = ip.value(i);
-            let a: IpAddr = s.parse().with_context(|| format!("{}: bad ip `{s}`", f.display()))?;
-            let k = key(a);
             let obs = ReplyObs {
                 reply: match reply.value(i) {
                     "synack" => 1,
@@ -161,13 +183,8 @@ fn load_file(f: &Path, h: &mut Hosts) -> Result<()> {
                 icmp_code: if icode.is_null(i) { 0 } else { icode.value(i) },
                 responder: if resp.is_null(i) { u32::MAX } else { h.strings.id(resp.value(i)) },
             };
-            let acc = match h.hosts.get_mut(&k) {
-                Some(a) => a,
-                None => {
-                    let pid = h.strings.id(prefix.value(i));
-                    h.hosts.entry(k).or_insert_with(|| HostAcc::new(asn.value(i), pid, ver.value(i) == 6))
-                }
-            };
+            let strings = &mut h.strings;
+            let acc = h.hosts.entry_ref(s).or_insert_with(|| HostAcc::new(asn.value(i), strings.id(prefix.value(i)), ver.value(i) == 6));
             acc.add(port.value(i), role.value(i), &obs);
             h.rows += 1;
         }

@@ -45,7 +45,7 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-pub fn write_hosts(path: &Path, hosts: impl Iterator<Item = HostRow>, strings: &[String]) -> Result<u64> {
+pub fn write_hosts<'a>(path: &Path, hosts: impl Iterator<Item = HostRow<'a>>, strings: &[String]) -> Result<u64> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("ip", DataType::Utf8, false),
         Field::new("ip_version", DataType::UInt8, false),
@@ -69,7 +69,7 @@ pub fn write_hosts(path: &Path, hosts: impl Iterator<Item = HostRow>, strings: &
         n += chunk.len() as u64;
         let st = |i: usize| -> ArrayRef { Arc::new(StringArray::from_iter_values(chunk.iter().map(|r| r.h.state(i).as_str()))) };
         let cols: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from_iter_values(chunk.iter().map(|r| r.ip.to_string()))),
+            Arc::new(StringArray::from_iter_values(chunk.iter().map(|r| r.ip))),
             Arc::new(UInt8Array::from_iter_values(chunk.iter().map(|r| if r.h.v6 { 6 } else { 4 }))),
             Arc::new(UInt32Array::from_iter_values(chunk.iter().map(|r| r.h.asn))),
             Arc::new(StringArray::from_iter_values(chunk.iter().map(|r| strings[r.h.prefix as usize].as_str()))),
@@ -78,8 +78,8 @@ pub fn write_hosts(path: &Path, hosts: impl Iterator<Item = HostRow>, strings: &
             st(0),
             st(1),
             st(2),
-            Arc::new(BooleanArray::from_iter(chunk.iter().map(|r| Some(classify(&r.h, 0).is_ok())))),
-            Arc::new(StringArray::from_iter(chunk.iter().map(|r| classify(&r.h, 0).err().map(|e| e.as_str())))),
+            Arc::new(BooleanArray::from_iter(chunk.iter().map(|r| Some(classify(r.h, 0).is_ok())))),
+            Arc::new(StringArray::from_iter(chunk.iter().map(|r| classify(r.h, 0).err().map(|e| e.as_str())))),
         ];
         w.write(&RecordBatch::try_new(schema.clone(), cols)?)?;
     }

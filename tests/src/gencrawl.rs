@@ -43,7 +43,11 @@ pub fn generate(out: &Path, rows: u64, ases: u32, files: u32) -> Result<()> {
     std::fs::write(out.join("routes.pfx2as"), routes)?;
     std::fs::write(out.join("as-org2info.jsonl"), orgs)?;
     let schema = observation_schema();
-    let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?)).set_max_row_group_row_count(Some(1 << 20)).build();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        .set_max_row_group_row_count(Some(1 << 20))
+        .set_key_value_metadata(Some(vec![parquet::file::metadata::KeyValue::new("port25.vantage".to_string(), "gen".to_string())]))
+        .build();
     let per_file = hosts.div_ceil(files as u64);
     let mut rng = ChaCha8Rng::seed_from_u64(42);
     let mut h = 0u64;
