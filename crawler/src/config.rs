@@ -88,6 +88,7 @@ pub struct Scan {
     pub cooldown: f64,
     pub interface: Option<String>,
     pub gateway_mac: Option<String>,
+    pub source_ip: Vec<IpAddr>,
     pub rows_per_file: usize,
 }
 
@@ -105,6 +106,7 @@ impl Default for Scan {
             cooldown: 8.0,
             interface: None,
             gateway_mac: None,
+            source_ip: vec![],
             rows_per_file: 1_000_000,
         }
     }

@@ -143,6 +143,9 @@ struct ScanArgs {
     /// Gateway MAC (otherwise read from the kernel's neighbour table).
     #[arg(long)]
     gateway_mac: Option<String>,
+    /// Source address(es), one per family (otherwise the kernel's route source).
+    #[arg(long, default_value = "none")]
+    source_ip: List<std::net::IpAddr>,
     #[arg(long, default_value = "default")]
     vantage: String,
     #[arg(long, num_args = 1..)]
@@ -266,6 +269,7 @@ fn run(cmd: Cmd, progress: bool) -> Result<i32> {
                 cooldown: a.cooldown,
                 interface: a.interface,
                 gateway_mac: a.gateway_mac,
+                source_ip: a.source_ip.0,
                 vantage: a.vantage,
                 exclude: a.exclude,
                 opt_out: a.opt_out,

@@ -88,7 +88,7 @@ fn if_mac(ifname: &str) -> Result<[u8; 6]> {
 }
 
 /// Discover how to reach `sample4` / `sample6` (any planned target of each family).
-pub fn discover(sample4: Option<Ipv4Addr>, sample6: Option<Ipv6Addr>, iface: Option<&str>, gw_override: Option<[u8; 6]>) -> Result<NetInfo> {
+pub fn discover(sample4: Option<Ipv4Addr>, sample6: Option<Ipv6Addr>, iface: Option<&str>, gw_override: Option<[u8; 6]>, source: &[IpAddr]) -> Result<NetInfo> {
     let r4 = sample4.map(|a| route_to(a.into())).transpose()?;
     let r6 = sample6.map(|a| route_to(a.into())).transpose()?;
     let ifname = match (iface, &r4, &r6) {
@@ -117,11 +117,14 @@ pub fn discover(sample4: Option<Ipv4Addr>, sample6: Option<Ipv6Addr>, iface: Opt
             (Some(_), _) => bail!("targets are on-link (no gateway): the crawler sends through a router; pass --gateway-mac"),
         }
     };
+    // --source-ip overrides the kernel's choice (e.g. a dedicated scan address with reverse DNS).
+    let src4 = source.iter().find_map(|a| if let IpAddr::V4(v) = a { Some(*v) } else { None });
+    let src6 = source.iter().find_map(|a| if let IpAddr::V6(v) = a { Some(*v) } else { None });
     Ok(NetInfo {
         gw4: gw_of(&r4)?,
         gw6: gw_of(&r6)?,
-        src4: r4.as_ref().and_then(|r| if let IpAddr::V4(a) = r.src { Some(a) } else { None }),
-        src6: r6.as_ref().and_then(|r| if let IpAddr::V6(a) = r.src { Some(a) } else { None }),
+        src4: src4.or_else(|| r4.as_ref().and_then(|r| if let IpAddr::V4(a) = r.src { Some(a) } else { None })),
+        src6: src6.or_else(|| r6.as_ref().and_then(|r| if let IpAddr::V6(a) = r.src { Some(a) } else { None })),
         ifname,
         ifindex,
         mac,

@@ -130,6 +130,7 @@ pub fn run(a: &RunArgs, stop: Arc<AtomicBool>) -> Result<i32> {
         cooldown: s.cooldown,
         interface: s.interface.clone(),
         gateway_mac: s.gateway_mac.clone(),
+        source_ip: s.source_ip.clone(),
         vantage: c.crawl.vantage.clone(),
         exclude: c.inputs.exclude.clone(),
         opt_out: c.inputs.opt_out.clone(),

@@ -9,7 +9,7 @@
 
 use crate::netinfo::{self, NetInfo};
 use crate::pace::{KeyedLimits, Pacer};
-use crate::receive::Receiver;
+use crate::receive::{Receiver, RxBatch, RX_FRAME};
 use crate::record::{Observation, Recorder};
 use crate::send::Sender;
 use crate::targets::{Order, PortPlan, Role, Targets};
@@ -41,6 +41,8 @@ pub struct ScanConfig {
     pub cooldown: f64,
     pub interface: Option<String>,
     pub gateway_mac: Option<String>,
+    /// Source addresses (one per family) instead of the kernel's choice.
+    pub source_ip: Vec<IpAddr>,
     pub vantage: String,
     pub exclude: Vec<PathBuf>,
     pub opt_out: Vec<PathBuf>,
@@ -146,20 +148,32 @@ fn rfc3339(us: i64) -> String {
 
 /// The receive loop: parse, validate, attribute, record the first answer of each probe.
 fn receive_loop(sh: &Shared, rx: &Receiver, tx: &crossbeam_channel::Sender<Observation>) {
-    let mut buf = [0u8; 2048];
+    let mut batch = RxBatch::new();
+    while !sh.stop_rx.load(Relaxed) {
+        let n = rx.recv_batch(&mut batch);
+        for i in 0..n {
+            if !handle_frame(sh, &batch.bufs[i][..batch.lens[i].min(RX_FRAME)], batch.stamps[i], tx) {
+                return;
+            }
+        }
+    }
+}
+
+/// Parse, validate, attribute and record one frame; false when the recorder is gone.
+#[inline]
+fn handle_frame(sh: &Shared, frame: &[u8], stamp_us: i64, tx: &crossbeam_channel::Sender<Observation>) -> bool {
     let slots = sh.ports.slots();
     let fixed = sh.ports.fixed.len() as u64;
-    while !sh.stop_rx.load(Relaxed) {
-        let Some(frame) = rx.recv(&mut buf) else { continue };
-        let Some(r) = wire::parse(frame) else { continue };
+    {
+        let Some(r) = wire::parse(frame) else { return true };
         sh.c.frames.fetch_add(1, Relaxed);
         if !sh.cookie.valid(&r) {
             sh.c.invalid.fetch_add(1, Relaxed);
-            continue;
+            return true;
         }
         let Some(t) = sh.targets.find(r.target) else {
             sh.c.invalid.fetch_add(1, Relaxed);
-            continue;
+            return true;
         };
         let ip = sh.targets.ip(t);
         let slot = match sh.ports.fixed.iter().position(|(p, _)| *p == r.tport) {
@@ -168,19 +182,18 @@ fn receive_loop(sh: &Shared, rx: &Receiver, tx: &crossbeam_channel::Sender<Obser
         };
         let Some(slot) = slot else {
             sh.c.invalid.fetch_add(1, Relaxed);
-            continue;
+            return true;
         };
         let probe = t as u64 * slots + slot;
         if !sh.mark(probe) {
             sh.c.dup.fetch_add(1, Relaxed);
-            continue;
+            return true;
         }
         sh.c.valid.fetch_add(1, Relaxed);
-        let now = sh.elapsed_us();
+        // Arrival time: the kernel's stamp, mapped onto the crawl's clock (start + elapsed).
+        let now = if stamp_us > 0 { stamp_us - sh.start_us } else { sh.elapsed_us() };
         let o = Observation { probe, attempts: sh.pass.load(Relaxed) + 1, sent_us: sh.sent_us(probe, now), reply: Some(r), recv_us: sh.start_us + now };
-        if tx.send(o).is_err() {
-            return;
-        }
+        tx.send(o).is_ok()
     }
 }
 
@@ -350,7 +363,7 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
     let sample4 = targets.v4.first().map(|a| std::net::Ipv4Addr::from(*a));
     let sample6 = targets.v6.first().map(|a| std::net::Ipv6Addr::from(*a));
     let gw = cfg.gateway_mac.as_deref().map(netinfo::parse_mac).transpose()?;
-    let ni: NetInfo = netinfo::discover(sample4, sample6, cfg.interface.as_deref(), gw)?;
+    let ni: NetInfo = netinfo::discover(sample4, sample6, cfg.interface.as_deref(), gw, &cfg.source_ip)?;
     // Open raw sockets first: the scan fails fast without privileges, before any output.
     let receiver = Receiver::open(ni.ifindex)?;
     let sender = Sender::open(ni.ifindex)?;
@@ -380,7 +393,10 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
     }
     let mut recorder = Recorder::new(&partition, &name_prefix, &crawl_id, &cfg.vantage, targets.clone(), ports.clone(), kv, cfg.rows_per_file)?;
 
+    // One anchor for both clocks: monotonic elapsed time maps onto wall time from here, and
+    // kernel receive stamps (wall time) map back onto it.
     let start = Instant::now();
+    let start_us = unix_us();
     let sh = Arc::new(Shared {
         targets: targets.clone(),
         ports: ports.clone(),
@@ -389,7 +405,7 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
         sent_tick: (0..total).map(|_| AtomicU32::new(0)).collect(),
         pass: AtomicU8::new(0),
         start,
-        start_us: started,
+        start_us,
         c: Counters::default(),
         stop_rx: AtomicBool::new(false),
     });

@@ -34,7 +34,7 @@ pub fn run(targets: &[IpAddr], control: u16, wait: f64, block: &Blocklist, iface
     }
     let s4 = targets.iter().find_map(|t| if let IpAddr::V4(a) = t { Some(*a) } else { None });
     let s6 = targets.iter().find_map(|t| if let IpAddr::V6(a) = t { Some(*a) } else { None });
-    let ni = netinfo::discover(s4, s6, iface, gw)?;
+    let ni = netinfo::discover(s4, s6, iface, gw, &[])?;
     let rx = Receiver::open(ni.ifindex)?;
     let mut tx = Sender::open(ni.ifindex)?;
     let cookie = Cookie::new(rand::random(), rand::random());
@@ -50,7 +50,7 @@ pub fn run(targets: &[IpAddr], control: u16, wait: f64, block: &Blocklist, iface
     let end = Instant::now() + Duration::from_secs_f64(wait);
     let mut next_round = Instant::now();
     let mut rounds = 0;
-    let mut buf = [0u8; 2048];
+    let mut batch = crate::receive::RxBatch::new();
     while Instant::now() < end {
         if rounds < 3 && Instant::now() >= next_round {
             for t in targets {
@@ -74,15 +74,16 @@ pub fn run(targets: &[IpAddr], control: u16, wait: f64, block: &Blocklist, iface
             rounds += 1;
             next_round = Instant::now() + Duration::from_millis(300);
         }
-        let Some(f) = rx.recv(&mut buf) else { continue };
-        let Some(r) = wire::parse(f) else { continue };
-        if !cookie.valid(&r) || r.kind == ReplyKind::Icmp {
-            continue;
-        }
-        if r.tport == 25 {
-            got25.insert(r.target);
-        } else if r.tport == control {
-            gotc.insert(r.target);
+        for i in 0..rx.recv_batch(&mut batch) {
+            let Some(r) = wire::parse(&batch.bufs[i][..batch.lens[i].min(crate::receive::RX_FRAME)]) else { continue };
+            if !cookie.valid(&r) || r.kind == ReplyKind::Icmp {
+                continue;
+            }
+            if r.tport == 25 {
+                got25.insert(r.target);
+            } else if r.tport == control {
+                gotc.insert(r.target);
+            }
         }
     }
     let (a25, ac) = (got25.len(), gotc.len());

@@ -387,6 +387,17 @@ mod tests {
     }
 
     #[test]
+    fn ip_location_db_malformed_lines() {
+        let p = fixture("asn-ipv4-bad.csv");
+        let e = RouteTable::default().load(&p, None, LoadOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("asn-ipv4-bad.csv:2:") && e.contains("bad address range"), "{e}");
+        let mut t = RouteTable::default();
+        let st = t.load(&p, None, LoadOptions { skip_bad_lines: true }).unwrap();
+        assert_eq!((st.records, st.skipped_bad), (2, 2));
+        assert_eq!(t.lookup("1.0.4.1".parse().unwrap()).unwrap().1.asn, 38803);
+    }
+
+    #[test]
     fn mmdb_reader_errors_cleanly_on_garbage() {
         let mut t = RouteTable::default();
         let e = t.load(&fixture("bad.pfx2as"), Some(RouteFormat::Mmdb), LoadOptions::default()).unwrap_err();

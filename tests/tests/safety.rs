@@ -126,17 +126,25 @@ fn forged_replies_are_counted_and_never_recorded() {
     assert!(scan.wait().unwrap().success());
     let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(find_manifest(&lab.path("data"))).unwrap()).unwrap();
     let failed = m["summary"]["validation_failed"].as_u64().unwrap();
-    println!("forged {} replies; validation failures counted: {failed}", per_kind * 3);
+    println!("forged {} replies; validation failures counted: {failed}; scan summary {}", per_kind * 3, m["summary"]);
     assert!(failed >= (per_kind * 3) as u64, "only {failed} validation failures for {} forged replies", per_kind * 3);
-    // Nothing forged was recorded: every row still matches the ground truth.
+    // Nothing forged was recorded: no row holds a reply the ground truth does not predict.
+    // (Silence where a reply was due is a miss, not a forgery: the forger's burst can overflow
+    // the kernel's queues while another lab test runs; misses stay within the suite's 0.5 %.)
     let truth = truth_hosts(&ds);
     let rows = read_rows(&lab.path("data"), &["reply", "reply_ttl", "icmp_type", "icmp_code", "icmp_responder", "ip", "port"]);
-    let bad: Vec<_> = rows
-        .iter()
-        .filter(|r| {
-            let t = truth_for(&truth[r[5].as_ref().unwrap()], r[6].as_ref().unwrap().parse().unwrap());
-            !matches(&t, r) && !is_lossy(&t)
-        })
-        .collect();
-    assert!(bad.is_empty(), "rows that match no truth (forgeries recorded?): {:?}", &bad[..bad.len().min(5)]);
+    let (mut forged, mut missed) = (vec![], 0);
+    for r in &rows {
+        let t = truth_for(&truth[r[5].as_ref().unwrap()], r[6].as_ref().unwrap().parse().unwrap());
+        if matches(&t, r) {
+            continue;
+        }
+        if r[0].as_deref() == Some("none") {
+            missed += 1;
+        } else {
+            forged.push(r.clone());
+        }
+    }
+    assert!(forged.is_empty(), "replies recorded that the lab never sent (forgeries?): {:?}", &forged[..forged.len().min(5)]);
+    assert!(missed as f64 <= 0.005 * rows.len() as f64, "{missed} of {} probes missed their reply", rows.len());
 }
