@@ -48,19 +48,22 @@ ip netns exec "$C" nft delete table inet sink
 zb=$(printf '%s\n' "${zs[@]}" | sort -n | tail -1); cb=$(printf '%s\n' "${cs[@]}" | sort -n | tail -1)
 echo "sink, best of 3: zmap $zb pps, crawler $cb pps, ratio crawler/zmap = $(python3 -c "print(f'{$cb/$zb:.2f}')")"
 
-echo "== 2. responsive scan (2 s cooldown each, one probe per target)"
+for T in 1 2; do
+echo "== 2. responsive scan, $T sender thread(s) each (2 s cooldown, one probe per target)"
+zt=(); ct=()
 for i in 1 2 3; do
-  /usr/bin/time -o "$W/t" -f "%e" ip netns exec "$V" "${ZMAP[@]}" -c 2 -o "$W/zmap.csv" -f saddr >/dev/null 2>&1; t=$(cat "$W/t")
+  /usr/bin/time -o "$W/t" -f "%e" ip netns exec "$V" "${ZMAP[@]}" -T $T -c 2 -o "$W/zmap.csv" -f saddr >/dev/null 2>&1; t=$(cat "$W/t")
   zf=$(wc -l < "$W/zmap.csv")
   echo "zmap    run $i: $t s, open found $zf/$OPEN, RSTs recorded 0 (default output keeps SYN-ACKs only)"
   rm -rf "$W/resp"
-  /usr/bin/time -o "$W/t" -f "%e" ip netns exec "$V" "$CR" --quiet scan --plan "$W/plan.parquet" --out "$W/resp" "${ONE[@]}" --retries 0 --cooldown 2 >/dev/null; u=$(cat "$W/t")
+  /usr/bin/time -o "$W/t" -f "%e" ip netns exec "$V" "$CR" --quiet scan --plan "$W/plan.parquet" --out "$W/resp" "${ONE[@]}" --senders $T --retries 0 --cooldown 2 >/dev/null; u=$(cat "$W/t")
   read -r cf cr <<<"$(duckdb -noheader -csv -c "select count(*) filter (where reply='synack'), count(*) filter (where reply='rst') from '$W/resp/*/*/*.parquet'" | tr ',' ' ')"
   echo "crawler run $i: $u s, open found $cf/$OPEN, RSTs recorded $cr/$RSTS, every probe a row"
   zt+=("$t"); ct+=("$u")
 done
 zb=$(printf '%s\n' "${zt[@]}" | sort -n | head -1); cb=$(printf '%s\n' "${ct[@]}" | sort -n | head -1)
-echo "responsive, best of 3: zmap $zb s, crawler $cb s, ratio crawler/zmap = $(python3 -c "print(f'{$cb/$zb:.2f}')")"
+echo "responsive, $T thread(s), best of 3: zmap $zb s, crawler $cb s, ratio crawler/zmap = $(python3 -c "print(f'{$cb/$zb:.2f}')")"
+done
 
 echo "== 3. memory of a 1 M-probe crawl (131072 targets x 8 ports, default retries)"
 rm -rf "$W/full"

@@ -90,6 +90,7 @@ pub struct Scan {
     pub gateway_mac: Option<String>,
     pub source_ip: Vec<IpAddr>,
     pub rows_per_file: usize,
+    pub senders: usize,
 }
 
 impl Default for Scan {
@@ -108,6 +109,7 @@ impl Default for Scan {
             gateway_mac: None,
             source_ip: vec![],
             rows_per_file: 1_000_000,
+            senders: 1,
         }
     }
 }

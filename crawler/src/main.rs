@@ -165,6 +165,9 @@ struct ScanArgs {
     shard: (u64, u64),
     #[arg(long, default_value_t = 1_000_000)]
     rows_per_file: usize,
+    /// Sender threads, each with its own raw socket (like ZMap's -T).
+    #[arg(long, default_value_t = 1)]
+    senders: usize,
 }
 
 #[derive(Subcommand)]
@@ -278,6 +281,7 @@ fn run(cmd: Cmd, progress: bool) -> Result<i32> {
                 seed: a.seed,
                 shard: a.shard,
                 rows_per_file: a.rows_per_file,
+                senders: a.senders,
                 resume: false,
                 crawl_date: None,
                 progress,

@@ -139,6 +139,7 @@ pub fn run(a: &RunArgs, stop: Arc<AtomicBool>) -> Result<i32> {
         seed: Some(seed),
         shard: a.shard,
         rows_per_file: s.rows_per_file,
+        senders: s.senders,
         resume: a.resume,
         crawl_date: Some(crawl_date.clone()),
         progress: a.progress,

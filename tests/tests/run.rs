@@ -162,7 +162,8 @@ fn shards_are_disjoint_and_their_union_is_the_whole_crawl() {
     let ds = lab.datasets();
     let scan = "rate = 20000";
     let whole = lab.path("whole.toml");
-    std::fs::write(&whole, config(&ds, &lab.path("whole"), "{date}-whole", scan, &[])).unwrap();
+    // The whole crawl with two sender threads: their disjoint strides must cover the order too.
+    std::fs::write(&whole, config(&ds, &lab.path("whole"), "{date}-whole", "rate = 20000\nsenders = 2", &[])).unwrap();
     let o = run_in(&lab.state.vantage, &whole, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let sharded = lab.path("sharded.toml");
@@ -184,7 +185,8 @@ fn shards_are_disjoint_and_their_union_is_the_whole_crawl() {
     let w = probes(&lab.path("whole"));
     let union: HashSet<_> = seen;
     let wk: HashSet<_> = w.keys().cloned().collect();
-    println!("unsharded crawl {} probes; 3 shards {} probes; union equal: {}", wk.len(), total, union == wk);
+    println!("unsharded crawl (2 senders) {} probes; 3 shards {} probes; union equal: {}", wk.len(), total, union == wk);
+    assert!(w.values().all(|n| *n == 1), "a probe recorded twice with two senders");
     assert_eq!(union, wk, "the shards' union differs from the unsharded crawl");
     // Analysis reads all shards of the crawl together.
     let o = Command::new(analysis())
