@@ -218,6 +218,23 @@ fn main() {
     std::process::exit(code);
 }
 
+/// Run `job` on a blocking thread while the control plane (tokio) waits for Ctrl-C; the
+/// packet loops only read the flag it sets.
+fn with_interrupt<T: Send + 'static>(hint: &'static str, job: impl FnOnce(Arc<AtomicBool>) -> Result<T> + Send + 'static) -> Result<T> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("crawler: interrupted, recording what was received ({hint})");
+                s2.store(true, Ordering::SeqCst);
+            }
+        });
+        tokio::task::spawn_blocking(move || job(stop)).await?
+    })
+}
+
 fn run(cmd: Cmd, progress: bool) -> Result<i32> {
     match cmd {
         Cmd::Plan(a) => {
@@ -244,18 +261,7 @@ fn run(cmd: Cmd, progress: bool) -> Result<i32> {
         }
         Cmd::Run { config, resume, shard, print_config, skip_self_check } => {
             let args = run::RunArgs { config, resume, shard, print_config, skip_self_check, progress };
-            let stop = Arc::new(AtomicBool::new(false));
-            let s2 = stop.clone();
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(async move {
-                tokio::spawn(async move {
-                    if tokio::signal::ctrl_c().await.is_ok() {
-                        eprintln!("crawler: interrupted, recording what was received (resume with --resume)");
-                        s2.store(true, Ordering::SeqCst);
-                    }
-                });
-                tokio::task::spawn_blocking(move || run::run(&args, stop)).await?
-            })
+            with_interrupt("resume with --resume", move |stop| run::run(&args, stop))
         }
         Cmd::Scan(a) => {
             let cfg = scan::ScanConfig {
@@ -287,19 +293,7 @@ fn run(cmd: Cmd, progress: bool) -> Result<i32> {
                 progress,
                 manifest_extra: serde_json::Value::Null,
             };
-            let stop = Arc::new(AtomicBool::new(false));
-            let s2 = stop.clone();
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let summary = rt.block_on(async move {
-                // Signals on the control plane; the packet loops only read the flag.
-                tokio::spawn(async move {
-                    if tokio::signal::ctrl_c().await.is_ok() {
-                        eprintln!("crawler: interrupted, recording what was received");
-                        s2.store(true, Ordering::SeqCst);
-                    }
-                });
-                tokio::task::spawn_blocking(move || scan::run(&cfg, stop)).await?
-            })?;
+            let summary = with_interrupt("silent probes were not recorded", move |stop| scan::run(&cfg, stop))?;
             scan::print_summary(&summary);
             Ok(if summary.interrupted { 130 } else { 0 })
         }
