@@ -3,7 +3,7 @@
 
 use crate::aggregate::{HostRow, Row, Thresholds};
 use crate::charts;
-use crate::infer::{classify, MAIL_PORTS};
+use crate::infer::classify;
 use crate::trend::Trend;
 use anyhow::{Context, Result};
 use arrow_array::{ArrayRef, BooleanArray, RecordBatch, StringArray, UInt32Array, UInt8Array};
@@ -187,7 +187,6 @@ tr.v-mixed td{{background:#fff4d6}}tr.v-open td{{background:#e3f4e1}}tr.v-insuff
     }
     let _ = write!(html, "<p>Software: {}. Per-ASN numbers: asns.csv; per-host states: hosts.parquet.</p></body></html>\n", meta.software);
     std::fs::write(dir.join("report.html"), html)?;
-    let _ = MAIL_PORTS;
     Ok(())
 }
 

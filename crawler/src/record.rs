@@ -133,6 +133,8 @@ pub struct Recorder {
     seq: u32,
     pub files: Vec<PathBuf>,
     pub rows: u64,
+    /// Rows per reply kind: synack, rst, icmp, none.
+    pub by_reply: [u64; 4],
     text: String,
 }
 
@@ -155,6 +157,7 @@ impl Recorder {
             seq: 0,
             files: vec![],
             rows: 0,
+            by_reply: [0; 4],
             text: String::with_capacity(64),
         })
     }
@@ -177,6 +180,12 @@ impl Recorder {
         b.role.append_value(role.as_str());
         b.attempts.append_value(o.attempts);
         b.sent_at.append_value(o.sent_us);
+        self.by_reply[match &o.reply {
+            Some(r) if r.kind == ReplyKind::SynAck => 0,
+            Some(r) if r.kind == ReplyKind::Rst => 1,
+            Some(_) => 2,
+            None => 3,
+        }] += 1;
         match &o.reply {
             None => {
                 b.reply.append_value(reply::NONE);
@@ -278,10 +287,10 @@ impl Recorder {
         Ok(())
     }
 
-    /// Flush, close the last file and return the files written.
-    pub fn finish(mut self) -> Result<(Vec<PathBuf>, u64)> {
+    /// Flush, close the last file and return the files written, rows, rows per reply kind.
+    pub fn finish(mut self) -> Result<(Vec<PathBuf>, u64, [u64; 4])> {
         self.flush_batch()?;
         self.close_file()?;
-        Ok((self.files, self.rows))
+        Ok((self.files, self.rows, self.by_reply))
     }
 }

@@ -563,7 +563,7 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
     }
     drop(otx);
     let recorder = writer.join().map_err(|_| anyhow::anyhow!("record thread panicked"))??;
-    let (files, rows) = recorder.finish()?;
+    let (files, rows, by_reply) = recorder.finish()?;
     tracing::debug!("scan: output complete {:.3} s after the cooldown", (unix_us() - start_us - now) as f64 / 1e6);
     let c = &sh.c;
     let mut skipped = BTreeMap::new();
@@ -588,7 +588,7 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
         duplicates: c.dup.load(Relaxed),
         skipped,
         rows,
-        rows_by_reply: BTreeMap::new(),
+        rows_by_reply: ["synack", "rst", "icmp", "none"].iter().zip(by_reply).map(|(k, v)| (k.to_string(), v)).collect(),
         files: files.iter().map(|f| f.file_name().unwrap().to_string_lossy().into_owned()).collect(),
         resumed: cfg.resume,
         rows_before_resume: rows_before,
@@ -656,7 +656,7 @@ pub fn print_summary(s: &ScanSummary) {
     if !s.skipped.is_empty() {
         println!("  skipped at send time: {:?}", s.skipped);
     }
-    println!("  {} rows in {} file(s) under {}", s.rows, s.files.len(), s.partition.display());
+    println!("  {} rows in {} file(s) under {}: {:?}", s.rows, s.files.len(), s.partition.display(), s.rows_by_reply);
     if s.resumed {
         println!("  resumed: {} rows were recorded by the interrupted run(s) and kept", s.rows_before_resume);
     }
