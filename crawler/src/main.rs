@@ -66,6 +66,20 @@ fn parse_shard(s: &str) -> std::result::Result<(u64, u64), String> {
     Ok((i, n))
 }
 
+/// Where probes must never go; the same lists at plan time and again at send time.
+#[derive(Args, Debug)]
+struct Exclusions {
+    /// Prefixes never to probe (one a line).
+    #[arg(long, num_args = 1..)]
+    exclude: Vec<PathBuf>,
+    /// Opt-out lists (one prefix or address a line).
+    #[arg(long, num_args = 1..)]
+    opt_out: Vec<PathBuf>,
+    /// Special-purpose prefixes that may be probed anyway (the lab: 198.18.0.0/15,2001:db8::/32).
+    #[arg(long, default_value = "none")]
+    allow_reserved: List<IpNet>,
+}
+
 #[derive(Args, Debug)]
 struct PlanArgs {
     /// Routing data: RouteViews/CAIDA pfx2as, iptoasn TSV, ip-location-db CSV, GeoLite2-ASN mmdb (plain or .gz).
@@ -93,15 +107,8 @@ struct PlanArgs {
     per_asn: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Prefixes never to plan (one a line).
-    #[arg(long, num_args = 1..)]
-    exclude: Vec<PathBuf>,
-    /// Opt-out lists (one prefix or address a line).
-    #[arg(long, num_args = 1..)]
-    opt_out: Vec<PathBuf>,
-    /// Special-purpose prefixes that may be planned anyway (the lab: 198.18.0.0/15,2001:db8::/32).
-    #[arg(long, default_value = "none")]
-    allow_reserved: List<IpNet>,
+    #[command(flatten)]
+    lists: Exclusions,
     /// Skip and count malformed input lines instead of stopping at the first.
     #[arg(long)]
     skip_bad_lines: bool,
@@ -148,12 +155,8 @@ struct ScanArgs {
     source_ip: List<std::net::IpAddr>,
     #[arg(long, default_value = "default")]
     vantage: String,
-    #[arg(long, num_args = 1..)]
-    exclude: Vec<PathBuf>,
-    #[arg(long, num_args = 1..)]
-    opt_out: Vec<PathBuf>,
-    #[arg(long, default_value = "none")]
-    allow_reserved: List<IpNet>,
+    #[command(flatten)]
+    lists: Exclusions,
     /// Crawl id (default: the start time, e.g. 20261127T120000Z).
     #[arg(long)]
     crawl_id: Option<String>,
@@ -245,12 +248,12 @@ fn run(cmd: Cmd, progress: bool) -> Result<i32> {
                 categories: a.categories,
                 hitlist: a.hitlist,
                 aliased: a.aliased,
-                exclude: a.exclude,
-                opt_out: a.opt_out,
+                exclude: a.lists.exclude,
+                opt_out: a.lists.opt_out,
                 select: a.select,
                 per_asn: a.per_asn,
                 seed: a.seed,
-                allow_reserved: a.allow_reserved.0,
+                allow_reserved: a.lists.allow_reserved.0,
                 skip_bad_lines: a.skip_bad_lines,
                 progress,
             };
@@ -267,27 +270,29 @@ fn run(cmd: Cmd, progress: bool) -> Result<i32> {
             let cfg = scan::ScanConfig {
                 plan: a.plan,
                 out: a.out,
-                ports: a.ports.0,
-                control_ports: a.control_ports.0,
-                random_ports: a.random_ports,
-                rate: a.rate,
-                asn_rate: a.asn_rate,
-                net_rate: a.net_rate,
-                retries: a.retries,
-                retry_delay: a.retry_delay,
-                cooldown: a.cooldown,
-                interface: a.interface,
-                gateway_mac: a.gateway_mac,
-                source_ip: a.source_ip.0,
+                scan: config::Scan {
+                    ports: a.ports.0,
+                    control_ports: a.control_ports.0,
+                    random_ports: a.random_ports,
+                    rate: a.rate,
+                    asn_rate: a.asn_rate,
+                    net_rate: a.net_rate,
+                    retries: a.retries,
+                    retry_delay: a.retry_delay,
+                    cooldown: a.cooldown,
+                    interface: a.interface,
+                    gateway_mac: a.gateway_mac,
+                    source_ip: a.source_ip.0,
+                    rows_per_file: a.rows_per_file,
+                    senders: a.senders,
+                },
                 vantage: a.vantage,
-                exclude: a.exclude,
-                opt_out: a.opt_out,
-                allow_reserved: a.allow_reserved.0,
+                exclude: a.lists.exclude,
+                opt_out: a.lists.opt_out,
+                allow_reserved: a.lists.allow_reserved.0,
                 crawl_id: a.crawl_id,
                 seed: a.seed,
                 shard: a.shard,
-                rows_per_file: a.rows_per_file,
-                senders: a.senders,
                 resume: false,
                 crawl_date: None,
                 progress,

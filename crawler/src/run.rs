@@ -115,22 +115,10 @@ pub fn run(a: &RunArgs, stop: Arc<AtomicBool>) -> Result<i32> {
         serde_json::to_value(&r)?
     };
 
-    let s = &c.scan;
     let cfg = ScanConfig {
         plan: plan_path,
         out: c.crawl.out.clone(),
-        ports: s.ports.clone(),
-        control_ports: s.control_ports.clone(),
-        random_ports: s.random_ports,
-        rate: s.rate,
-        asn_rate: s.asn_rate,
-        net_rate: s.net_rate,
-        retries: s.retries,
-        retry_delay: s.retry_delay,
-        cooldown: s.cooldown,
-        interface: s.interface.clone(),
-        gateway_mac: s.gateway_mac.clone(),
-        source_ip: s.source_ip.clone(),
+        scan: c.scan.clone(),
         vantage: c.crawl.vantage.clone(),
         exclude: c.inputs.exclude.clone(),
         opt_out: c.inputs.opt_out.clone(),
@@ -138,8 +126,6 @@ pub fn run(a: &RunArgs, stop: Arc<AtomicBool>) -> Result<i32> {
         crawl_id: Some(crawl_id.clone()),
         seed: Some(seed),
         shard: a.shard,
-        rows_per_file: s.rows_per_file,
-        senders: s.senders,
         resume: a.resume,
         crawl_date: Some(crawl_date.clone()),
         progress: a.progress,

@@ -30,19 +30,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub struct ScanConfig {
     pub plan: PathBuf,
     pub out: PathBuf,
-    pub ports: Vec<u16>,
-    pub control_ports: Vec<u16>,
-    pub random_ports: u16,
-    pub rate: u64,
-    pub asn_rate: u64,
-    pub net_rate: u64,
-    pub retries: u8,
-    pub retry_delay: f64,
-    pub cooldown: f64,
-    pub interface: Option<String>,
-    pub gateway_mac: Option<String>,
-    /// Source addresses (one per family) instead of the kernel's choice.
-    pub source_ip: Vec<IpAddr>,
+    /// Ports, rates, retries, interface: the `[scan]` table of a crawl config.
+    pub scan: crate::config::Scan,
     pub vantage: String,
     pub exclude: Vec<PathBuf>,
     pub opt_out: Vec<PathBuf>,
@@ -50,9 +39,6 @@ pub struct ScanConfig {
     pub crawl_id: Option<String>,
     pub seed: Option<u64>,
     pub shard: (u64, u64),
-    pub rows_per_file: usize,
-    /// Sender threads (each with its own raw socket).
-    pub senders: usize,
     /// Continue an interrupted crawl: keep what complete files hold, probe only the rest.
     pub resume: bool,
     /// The partition's date (a resumed crawl keeps its first day's).
@@ -354,19 +340,19 @@ fn sleep_unless(stop: &AtomicBool, d: Duration) {
 
 pub fn port_plan(cfg: &ScanConfig, key: (u64, u64)) -> Result<PortPlan> {
     let mut fixed: Vec<(u16, Role)> = Vec::new();
-    for p in &cfg.ports {
+    for p in &cfg.scan.ports {
         fixed.push((*p, if *p == 25 { Role::Target } else { Role::Mail }));
     }
-    for p in &cfg.control_ports {
+    for p in &cfg.scan.control_ports {
         if fixed.iter().any(|(q, _)| q == p) {
             bail!("port {p} is both a probe port and a control port");
         }
         fixed.push((*p, Role::Control));
     }
-    if fixed.is_empty() && cfg.random_ports == 0 {
+    if fixed.is_empty() && cfg.scan.random_ports == 0 {
         bail!("no ports to probe");
     }
-    Ok(PortPlan { fixed, random: cfg.random_ports, key })
+    Ok(PortPlan { fixed, random: cfg.scan.random_ports, key })
 }
 
 /// Run a scan; `stop` is set by Ctrl-C (the scan then records what it has and exits).
@@ -387,8 +373,8 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
 
     let sample4 = targets.v4.first().map(|a| std::net::Ipv4Addr::from(*a));
     let sample6 = targets.v6.first().map(|a| std::net::Ipv6Addr::from(*a));
-    let gw = cfg.gateway_mac.as_deref().map(netinfo::parse_mac).transpose()?;
-    let ni: NetInfo = netinfo::discover(sample4, sample6, cfg.interface.as_deref(), gw, &cfg.source_ip)?;
+    let gw = cfg.scan.gateway_mac.as_deref().map(netinfo::parse_mac).transpose()?;
+    let ni: NetInfo = netinfo::discover(sample4, sample6, cfg.scan.interface.as_deref(), gw, &cfg.scan.source_ip)?;
     // Open raw sockets first: the scan fails fast without privileges, before any output.
     tracing::debug!("scan: plan and route discovery done after {:.3} s", (unix_us() - started) as f64 / 1e6);
     let receiver = Receiver::open(ni.ifindex)?;
@@ -417,7 +403,7 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
     if !cfg.resume && (earlier || partition.join(manifest_name(cfg.shard)).exists()) {
         bail!("crawl {} already has shard {}/{} in {} (use --resume, or another crawl id)", crawl_id, cfg.shard.0, cfg.shard.1, partition.display());
     }
-    let mut recorder = Recorder::new(&partition, &name_prefix, &crawl_id, &cfg.vantage, targets.clone(), ports.clone(), kv, cfg.rows_per_file)?;
+    let mut recorder = Recorder::new(&partition, &name_prefix, &crawl_id, &cfg.vantage, targets.clone(), ports.clone(), kv, cfg.scan.rows_per_file)?;
 
     // One anchor for both clocks: monotonic elapsed time maps onto wall time from here, and
     // kernel receive stamps (wall time) map back onto it.
@@ -484,11 +470,11 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
     if let Some(s) = ni.src6 {
         wire::syn_template(&mut tmpl6, &link6, s.into());
     }
-    let pacer = Pacer::new(cfg.rate);
-    let limits = KeyedLimits::new(cfg.asn_rate, cfg.net_rate);
+    let pacer = Pacer::new(cfg.scan.rate);
+    let limits = KeyedLimits::new(cfg.scan.asn_rate, cfg.scan.net_rate);
     let order = Order::new(targets.len() as u64, slots, seed);
     let mut senders = vec![sender];
-    for _ in 1..cfg.senders.max(1) {
+    for _ in 1..cfg.scan.senders.max(1) {
         senders.push(Sender::open(ni.ifindex)?);
     }
     let mut ctxs: Vec<SendCtx> = senders
@@ -533,16 +519,16 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
     run_pass(&mut ctxs, true);
     let first_pass_pps = sh.c.sent.load(Relaxed) as f64 / t0.elapsed().as_secs_f64().max(1e-9);
     tracing::debug!("scan: first pass took {:.3} s (started {:.3} s after launch)", t0.elapsed().as_secs_f64(), (start_us - started) as f64 / 1e6);
-    for r in 1..=cfg.retries {
+    for r in 1..=cfg.scan.retries {
         if stop.load(Relaxed) {
             break;
         }
         // Retry only what is still silent, after the replies to the last pass had time to land.
-        sleep_unless(&stop, Duration::from_secs_f64(cfg.retry_delay));
+        sleep_unless(&stop, Duration::from_secs_f64(cfg.scan.retry_delay));
         sh.pass.store(r, Relaxed);
         run_pass(&mut ctxs, false);
     }
-    sleep_unless(&stop, Duration::from_secs_f64(cfg.cooldown));
+    sleep_unless(&stop, Duration::from_secs_f64(cfg.scan.cooldown));
     sh.stop_rx.store(true, Relaxed);
     rx_thread.join().map_err(|_| anyhow::anyhow!("receive thread panicked"))?;
     drop(progress.1);
