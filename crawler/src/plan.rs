@@ -301,7 +301,6 @@ pub fn build(inp: &PlanInputs) -> Result<Plan> {
         }
     }
     let mut v6_by_as: HashMap<u32, Vec<(Ipv6Addr, Ipv6Net)>> = HashMap::new();
-    // (v6 candidates are grouped here; sampling happens per AS below)
     for a in hits {
         if aliased.get_lpm(&Ipv6Net::from(a)).is_some() {
             *sum.excluded.entry(Reason::Aliased.as_str()).or_default() += 1;

@@ -216,7 +216,7 @@ enum Outcome {
 impl SendCtx<'_> {
     /// Queue probe `p` into the batch (or defer/skip it); flush full batches.
     #[inline]
-    fn try_probe(&mut self, p: u64, first_pass: bool) -> Outcome {
+    fn try_probe(&mut self, p: u64) -> Outcome {
         let sh = self.sh;
         let slots = sh.ports.slots();
         let t = (p / slots) as usize;
@@ -246,7 +246,6 @@ impl SendCtx<'_> {
         if !self.limits.allow(sh.targets.asn[t], ip) {
             return Outcome::Deferred;
         }
-        let _ = first_pass;
         let (port, _) = sh.ports.port(ip, p % slots);
         let (sport, seq) = sh.cookie.probe(ip, port);
         let now = sh.elapsed_us();
@@ -282,11 +281,11 @@ impl SendCtx<'_> {
     }
 
     /// Retry deferred probes; at most `budget` attempts so fresh probes keep flowing.
-    fn service_deferred(&mut self, budget: usize, first_pass: bool) -> usize {
+    fn service_deferred(&mut self, budget: usize) -> usize {
         let mut sent = 0;
         for _ in 0..budget.min(self.deferred.len()) {
             let p = self.deferred.pop_front().unwrap();
-            match self.try_probe(p, first_pass) {
+            match self.try_probe(p) {
                 Outcome::Deferred => self.deferred.push_back(p),
                 Outcome::Queued => sent += 1,
                 Outcome::Skipped => {}
@@ -296,7 +295,7 @@ impl SendCtx<'_> {
     }
 
     /// One pass over the send order; sender `k` of `n` takes positions k, k+n, k+2n, ...
-    fn pass(&mut self, order: &Order, first_pass: bool, k: u64, n: u64) {
+    fn pass(&mut self, order: &Order, k: u64, n: u64) {
         let mut last_house = Instant::now();
         for i in (k..order.len()).step_by(n as usize) {
             if self.stop.load(Relaxed) {
@@ -306,11 +305,11 @@ impl SendCtx<'_> {
             if self.sh.is_answered(p) {
                 continue;
             }
-            if let Outcome::Deferred = self.try_probe(p, first_pass) {
+            if let Outcome::Deferred = self.try_probe(p) {
                 self.deferred.push_back(p);
             }
             if !self.deferred.is_empty() && (i & 63) == 0 {
-                self.service_deferred(64, first_pass);
+                self.service_deferred(64);
             }
             if (i & 0xfff) == 0 {
                 self.adapt_batch();
@@ -322,7 +321,7 @@ impl SendCtx<'_> {
         }
         // Drain what the keyed limits held back, waiting for their budgets to refill.
         while !self.deferred.is_empty() && !self.stop.load(Relaxed) {
-            if self.service_deferred(self.deferred.len(), first_pass) == 0 {
+            if self.service_deferred(self.deferred.len()) == 0 {
                 self.flush();
                 std::thread::sleep(Duration::from_millis(2));
             }
@@ -497,16 +496,16 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
         .collect();
     // Several sender threads (ZMap's -T): each its own socket and a disjoint stride of the
     // order; pacing and keyed limits are shared (governor's limiters are thread-safe).
-    let run_pass = |ctxs: &mut Vec<SendCtx>, first: bool| {
+    let run_pass = |ctxs: &mut Vec<SendCtx>| {
         let n = ctxs.len() as u64;
         if n == 1 {
-            ctxs[0].pass(&order, first, 0, 1);
+            ctxs[0].pass(&order, 0, 1);
             return;
         }
         std::thread::scope(|s| {
             for (k, c) in ctxs.iter_mut().enumerate() {
                 let order = &order;
-                s.spawn(move || c.pass(order, first, k as u64, n));
+                s.spawn(move || c.pass(order, k as u64, n));
             }
         });
     };
@@ -516,7 +515,7 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
     let rows_before = done.len() as u64;
     drop(done);
     let t0 = Instant::now();
-    run_pass(&mut ctxs, true);
+    run_pass(&mut ctxs);
     let first_pass_pps = sh.c.sent.load(Relaxed) as f64 / t0.elapsed().as_secs_f64().max(1e-9);
     tracing::debug!("scan: first pass took {:.3} s (started {:.3} s after launch)", t0.elapsed().as_secs_f64(), (start_us - started) as f64 / 1e6);
     for r in 1..=cfg.scan.retries {
@@ -526,7 +525,7 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
         // Retry only what is still silent, after the replies to the last pass had time to land.
         sleep_unless(&stop, Duration::from_secs_f64(cfg.scan.retry_delay));
         sh.pass.store(r, Relaxed);
-        run_pass(&mut ctxs, false);
+        run_pass(&mut ctxs);
     }
     sleep_unless(&stop, Duration::from_secs_f64(cfg.scan.cooldown));
     sh.stop_rx.store(true, Relaxed);

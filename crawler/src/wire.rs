@@ -210,6 +210,27 @@ fn quoted_tcp(b: &[u8]) -> Option<(u16, u16, u32)> {
     Some((u16::from_be_bytes([b[0], b[1]]), u16::from_be_bytes([b[2], b[3]]), u32::from_be_bytes([b[4], b[5], b[6], b[7]])))
 }
 
+/// An ICMP error quoting our SYN to `target` (quoted: our port, its port, our sequence number).
+fn icmp_reply(target: IpAddr, quoted: (u16, u16, u32), ttl: u8, ip_id: Option<u16>, icmp_type: u8, icmp_code: u8, responder: IpAddr) -> Reply {
+    let (sport, dport, seq) = quoted;
+    Reply {
+        kind: ReplyKind::Icmp,
+        target,
+        tport: dport,
+        our_port: sport,
+        ack_or_seq: seq,
+        ttl,
+        ip_id,
+        tcp_flags: 0,
+        window: 0,
+        mss: None,
+        options: OptionKinds::default(),
+        icmp_type,
+        icmp_code,
+        responder,
+    }
+}
+
 /// Parse an Ethernet frame into a reply to one of our SYNs, if it can be one.
 pub fn parse(frame: &[u8]) -> Option<Reply> {
     let eth = EthernetPacket::new(frame)?;
@@ -240,23 +261,8 @@ pub fn parse(frame: &[u8]) -> Option<Reply> {
                         return None;
                     }
                     let ihl = inner.get_header_length() as usize * 4;
-                    let (sport, dport, seq) = quoted_tcp(payload.get(8 + ihl..)?)?;
-                    Some(Reply {
-                        kind: ReplyKind::Icmp,
-                        target: IpAddr::V4(inner.get_destination()),
-                        tport: dport,
-                        our_port: sport,
-                        ack_or_seq: seq,
-                        ttl: ip.get_ttl(),
-                        ip_id: Some(ip.get_identification()),
-                        tcp_flags: 0,
-                        window: 0,
-                        mss: None,
-                        options: OptionKinds::default(),
-                        icmp_type: ty,
-                        icmp_code: icmp.get_icmp_code().0,
-                        responder: src,
-                    })
+                    let quoted = quoted_tcp(payload.get(8 + ihl..)?)?;
+                    Some(icmp_reply(IpAddr::V4(inner.get_destination()), quoted, ip.get_ttl(), Some(ip.get_identification()), ty, icmp.get_icmp_code().0, src))
                 }
                 _ => None,
             }
@@ -279,23 +285,8 @@ pub fn parse(frame: &[u8]) -> Option<Reply> {
                     if inner.get_next_header() != IpNextHeaderProtocols::Tcp {
                         return None;
                     }
-                    let (sport, dport, seq) = quoted_tcp(payload.get(48..)?)?;
-                    Some(Reply {
-                        kind: ReplyKind::Icmp,
-                        target: IpAddr::V6(inner.get_destination()),
-                        tport: dport,
-                        our_port: sport,
-                        ack_or_seq: seq,
-                        ttl: ip.get_hop_limit(),
-                        ip_id: None,
-                        tcp_flags: 0,
-                        window: 0,
-                        mss: None,
-                        options: OptionKinds::default(),
-                        icmp_type: ty,
-                        icmp_code: icmp.get_icmpv6_code().0,
-                        responder: src,
-                    })
+                    let quoted = quoted_tcp(payload.get(48..)?)?;
+                    Some(icmp_reply(IpAddr::V6(inner.get_destination()), quoted, ip.get_hop_limit(), None, ty, icmp.get_icmpv6_code().0, src))
                 }
                 _ => None,
             }

@@ -11,8 +11,8 @@ fn content(l: &str) -> &str {
     l.split('#').next().unwrap_or("").trim()
 }
 
-/// One address a line (hitlist layout).
-pub fn load_addresses(path: &Path, opts: LoadOptions) -> Result<(Vec<IpAddr>, LoadStats)> {
+/// Every non-comment line of `path` through `parse`; `Err(msg)` is a bad line.
+fn load_list<T>(path: &Path, opts: LoadOptions, parse: impl Fn(&str) -> std::result::Result<T, String>) -> Result<(Vec<T>, LoadStats)> {
     let mut st = LoadStats::default();
     let mut out = Vec::new();
     st.lines = for_each_line(path, |n, l| {
@@ -20,40 +20,31 @@ pub fn load_addresses(path: &Path, opts: LoadOptions) -> Result<(Vec<IpAddr>, Lo
         if t.is_empty() {
             return Ok(());
         }
-        match t.parse::<IpAddr>() {
-            Ok(a) => {
-                out.push(a);
+        match parse(t) {
+            Ok(v) => {
+                out.push(v);
                 st.records += 1;
                 Ok(())
             }
-            Err(_) => st.bad(opts, DatasetError::line(path, n, format!("not an IP address: `{t}`"))),
+            Err(msg) => st.bad(opts, DatasetError::line(path, n, msg)),
         }
     })?;
     Ok((out, st))
 }
 
+/// One address a line (hitlist layout).
+pub fn load_addresses(path: &Path, opts: LoadOptions) -> Result<(Vec<IpAddr>, LoadStats)> {
+    load_list(path, opts, |t| t.parse::<IpAddr>().map_err(|_| format!("not an IP address: `{t}`")))
+}
+
 /// One prefix (or bare address = host prefix) a line; host bits set are an error, since a
 /// typo in an opt-out list must not silently shrink or grow what is excluded.
 pub fn load_prefixes(path: &Path, opts: LoadOptions) -> Result<(Vec<IpNet>, LoadStats)> {
-    let mut st = LoadStats::default();
-    let mut out = Vec::new();
-    st.lines = for_each_line(path, |n, l| {
-        let t = content(l);
-        if t.is_empty() {
-            return Ok(());
-        }
-        let parsed = t.parse::<IpNet>().or_else(|_| t.parse::<IpAddr>().map(IpNet::from));
-        match parsed {
-            Ok(net) if net.trunc() == net => {
-                out.push(net);
-                st.records += 1;
-                Ok(())
-            }
-            Ok(net) => st.bad(opts, DatasetError::line(path, n, format!("`{t}` has host bits set (did you mean {}?)", net.trunc()))),
-            Err(_) => st.bad(opts, DatasetError::line(path, n, format!("not a CIDR prefix or address: `{t}`"))),
-        }
-    })?;
-    Ok((out, st))
+    load_list(path, opts, |t| match t.parse::<IpNet>().or_else(|_| t.parse::<IpAddr>().map(IpNet::from)) {
+        Ok(net) if net.trunc() == net => Ok(net),
+        Ok(net) => Err(format!("`{t}` has host bits set (did you mean {}?)", net.trunc())),
+        Err(_) => Err(format!("not a CIDR prefix or address: `{t}`")),
+    })
 }
 
 #[cfg(test)]

@@ -148,7 +148,7 @@ impl RouteTable {
     }
 
     pub fn len(&self) -> usize {
-        self.v4.iter().count() + self.v6.iter().count()
+        self.v4.len() + self.v6.len()
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
