@@ -4,6 +4,8 @@
 #  1. send rate into a sink (the core router drops everything from the vantage),
 #     measured identically for both from the vantage interface's TX counter;
 #  2. responsive scan: wall time, open ports found vs the ground truth, RSTs recorded;
+#  (1 and 2 are run for each tool's default sender threads and for matched thread counts,
+#  interleaved, RUNS times each (default 5), and compared by their medians)
 #  3. peak memory of a 1 M-probe crawl (131,072 targets x 8 ports).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +32,15 @@ txrate() { # command... ; prints "packets seconds pps"
   rm -f "$W/stop"; ip netns exec "$V" python3 benches/txrate.py eth0 "$W/stop" > "$W/tx" & local s=$!
   sleep 0.3; ip netns exec "$V" "$@" >/dev/null 2>&1; sleep 0.2; touch "$W/stop"; wait $s; cat "$W/tx"
 }
-echo "== 1. send rate into a sink"
+RUNS=${RUNS:-5}
+med() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
+# Three pairings, each run interleaved (zmap, crawler, zmap, ...) so drifts in the lab hit both:
+# each tool with its own default threads (ZMap 2.1.1: 1 sender; crawler: one per core, at most
+# 4, as ZMap >= 3.0), then matched thread counts.
+PAIRS=("default::" "1 thread each:-T 1:--senders 1" "2 threads each:-T 2:--senders 2")
+
+echo "== 1. send rate into a sink ($RUNS interleaved runs per pairing, median)"
 ip netns exec "$C" nft -f - <<'NFT'
 table inet sink {
   chain pre {
@@ -39,30 +49,33 @@ table inet sink {
   }
 }
 NFT
-for i in 1 2 3; do
-  z=$(txrate "${ZMAP[@]}" -c 0 -o /dev/null); echo "zmap    run $i: $z (packets s pps)"
-  rm -rf "$W/sink"; c=$(txrate "$CR" --quiet scan --plan "$W/plan.parquet" --out "$W/sink" "${ONE[@]}" --retries 0 --cooldown 0); echo "crawler run $i: $c (packets s pps)"
-  zs+=("${z##* }"); cs+=("${c##* }")
+for pair in "${PAIRS[@]}"; do
+  IFS=: read -r name zt ct <<<"$pair"; zs=(); cs=()
+  for i in $(seq "$RUNS"); do
+    z=$(txrate "${ZMAP[@]}" $zt -c 0 -o /dev/null)
+    rm -rf "$W/sink"; c=$(txrate "$CR" --quiet scan --plan "$W/plan.parquet" --out "$W/sink" "${ONE[@]}" $ct --retries 0 --cooldown 0)
+    echo "  [$name] run $i: zmap $z | crawler $c (packets s pps)"
+    zs+=("${z##* }"); cs+=("${c##* }")
+  done
+  zm=$(med "${zs[@]}"); cm=$(med "${cs[@]}")
+  echo "sink [$name], median of $RUNS: zmap $zm pps, crawler $cm pps, ratio crawler/zmap = $(ratio "$cm" "$zm")"
 done
 ip netns exec "$C" nft delete table inet sink
-zb=$(printf '%s\n' "${zs[@]}" | sort -n | tail -1); cb=$(printf '%s\n' "${cs[@]}" | sort -n | tail -1)
-echo "sink, best of 3: zmap $zb pps, crawler $cb pps, ratio crawler/zmap = $(python3 -c "print(f'{$cb/$zb:.2f}')")"
 
-for T in 1 2; do
-echo "== 2. responsive scan, $T sender thread(s) each (2 s cooldown, one probe per target)"
-zt=(); ct=()
-for i in 1 2 3; do
-  /usr/bin/time -o "$W/t" -f "%e" ip netns exec "$V" "${ZMAP[@]}" -T $T -c 2 -o "$W/zmap.csv" -f saddr >/dev/null 2>&1; t=$(cat "$W/t")
-  zf=$(wc -l < "$W/zmap.csv")
-  echo "zmap    run $i: $t s, open found $zf/$OPEN, RSTs recorded 0 (default output keeps SYN-ACKs only)"
-  rm -rf "$W/resp"
-  /usr/bin/time -o "$W/t" -f "%e" ip netns exec "$V" "$CR" --quiet scan --plan "$W/plan.parquet" --out "$W/resp" "${ONE[@]}" --senders $T --retries 0 --cooldown 2 >/dev/null; u=$(cat "$W/t")
-  read -r cf cr <<<"$(duckdb -noheader -csv -c "select count(*) filter (where reply='synack'), count(*) filter (where reply='rst') from '$W/resp/*/*/*.parquet'" | tr ',' ' ')"
-  echo "crawler run $i: $u s, open found $cf/$OPEN, RSTs recorded $cr/$RSTS, every probe a row"
-  zt+=("$t"); ct+=("$u")
-done
-zb=$(printf '%s\n' "${zt[@]}" | sort -n | head -1); cb=$(printf '%s\n' "${ct[@]}" | sort -n | head -1)
-echo "responsive, $T thread(s), best of 3: zmap $zb s, crawler $cb s, ratio crawler/zmap = $(python3 -c "print(f'{$cb/$zb:.2f}')")"
+echo "== 2. responsive scan (2 s cooldown, one probe per target; $RUNS interleaved runs per pairing, median)"
+for pair in "${PAIRS[@]}"; do
+  IFS=: read -r name zt ct <<<"$pair"; zs=(); cs=()
+  for i in $(seq "$RUNS"); do
+    /usr/bin/time -o "$W/t" -f "%e" ip netns exec "$V" "${ZMAP[@]}" $zt -c 2 -o "$W/zmap.csv" -f saddr >/dev/null 2>&1; t=$(cat "$W/t")
+    zf=$(wc -l < "$W/zmap.csv")
+    rm -rf "$W/resp"
+    /usr/bin/time -o "$W/t" -f "%e" ip netns exec "$V" "$CR" --quiet scan --plan "$W/plan.parquet" --out "$W/resp" "${ONE[@]}" $ct --retries 0 --cooldown 2 >/dev/null; u=$(cat "$W/t")
+    read -r cf cr <<<"$(duckdb -noheader -csv -c "select count(*) filter (where reply='synack'), count(*) filter (where reply='rst') from '$W/resp/*/*/*.parquet'" | tr ',' ' ')"
+    echo "  [$name] run $i: zmap $t s, open found $zf/$OPEN, RSTs recorded 0 | crawler $u s, open found $cf/$OPEN, RSTs recorded $cr/$RSTS, every probe a row"
+    zs+=("$t"); cs+=("$u")
+  done
+  zm=$(med "${zs[@]}"); cm=$(med "${cs[@]}")
+  echo "responsive [$name], median of $RUNS: zmap $zm s, crawler $cm s, ratio crawler/zmap = $(ratio "$cm" "$zm") (best: zmap $(printf '%s\n' "${zs[@]}" | sort -g | head -1) s, crawler $(printf '%s\n' "${cs[@]}" | sort -g | head -1) s)"
 done
 
 echo "== 3. memory of a 1 M-probe crawl (131072 targets x 8 ports, default retries)"

@@ -109,7 +109,7 @@ impl Default for Scan {
             gateway_mac: None,
             source_ip: vec![],
             rows_per_file: 1_000_000,
-            senders: 1,
+            senders: 0,
         }
     }
 }

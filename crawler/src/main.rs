@@ -168,8 +168,9 @@ struct ScanArgs {
     shard: (u64, u64),
     #[arg(long, default_value_t = 1_000_000)]
     rows_per_file: usize,
-    /// Sender threads, each with its own raw socket (like ZMap's -T).
-    #[arg(long, default_value_t = 1)]
+    /// Sender threads, each with its own raw socket (like ZMap's -T); 0: one per core, at most
+    /// 4 (ZMap's default since 3.0).
+    #[arg(long, default_value_t = 0)]
     senders: usize,
 }
 

@@ -11,7 +11,6 @@
 use anyhow::{bail, Context, Result};
 use arrow_array::builder::{StringBuilder, UInt32Builder, UInt8Builder};
 use arrow_array::{ArrayRef, RecordBatch};
-use std::fmt::Write as _;
 use datasets::blocklist::{Blocklist, Reason};
 use datasets::categories::Categories;
 use datasets::orgs::Orgs;
@@ -472,10 +471,10 @@ pub fn write(plan: &Plan, inp: &PlanInputs, out: &Path) -> Result<()> {
                 (i, n, plan.categories.category(t.asn))
             });
             text.clear();
-            push_ip(&mut text, t.ip);
+            datasets::schema::push_ip(&mut text, t.ip);
             ip.append_value(&text);
             text.clear();
-            push_ip(&mut text, t.prefix.network());
+            datasets::schema::push_ip(&mut text, t.prefix.network());
             text.push('/');
             text.push_str(itoa::Buffer::new().format(t.prefix.prefix_len()));
             pfx.append_value(&text);
@@ -506,24 +505,6 @@ pub fn write(plan: &Plan, inp: &PlanInputs, out: &Path) -> Result<()> {
     w.close()?;
     std::fs::rename(&tmp, out).with_context(|| format!("renaming to {}", out.display()))?;
     Ok(())
-}
-
-/// Dotted-quad without the `fmt` machinery (millions of rows); IPv6 via Display.
-fn push_ip(s: &mut String, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(a) => {
-            let mut b = itoa::Buffer::new();
-            for (i, o) in a.octets().iter().enumerate() {
-                if i > 0 {
-                    s.push('.');
-                }
-                s.push_str(b.format(*o));
-            }
-        }
-        IpAddr::V6(a) => {
-            let _ = write!(s, "{a}");
-        }
-    }
 }
 
 pub fn print_summary(s: &PlanSummary, out: &Path) {

@@ -9,12 +9,12 @@ use anyhow::{Context, Result};
 use arrow_array::builder::{StringBuilder, TimestampMicrosecondBuilder, UInt16Builder, UInt32Builder, UInt8Builder};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::SchemaRef;
-use datasets::schema::{self, reply};
+use datasets::schema::{self, obs, reply};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
-use std::fmt::Write as _;
+use parquet::schema::types::ColumnPath;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -171,7 +171,7 @@ impl Recorder {
         b.crawl_id.append_value(&self.crawl_id);
         b.vantage.append_value(&self.vantage);
         self.text.clear();
-        let _ = write!(self.text, "{ip}");
+        schema::push_ip(&mut self.text, ip);
         b.ip.append_value(&self.text);
         b.ip_version.append_value(if ip.is_ipv4() { 4 } else { 6 });
         b.asn.append_value(self.targets.asn[t]);
@@ -219,18 +219,19 @@ impl Recorder {
                     b.icmp_type.append_value(r.icmp_type);
                     b.icmp_code.append_value(r.icmp_code);
                     self.text.clear();
-                    let _ = write!(self.text, "{}", r.responder);
+                    schema::push_ip(&mut self.text, r.responder);
                     b.responder.append_value(&self.text);
                 } else {
                     b.flags.append_value(r.tcp_flags);
                     b.window.append_value(r.window);
                     b.mss.append_option(r.mss);
                     self.text.clear();
+                    let mut num = itoa::Buffer::new();
                     for (i, k) in r.options.as_slice().iter().enumerate() {
                         if i > 0 {
                             self.text.push(',');
                         }
-                        let _ = write!(self.text, "{k}");
+                        self.text.push_str(num.format(*k));
                     }
                     b.options.append_value(&self.text);
                     b.icmp_type.append_null();
@@ -258,8 +259,13 @@ impl Recorder {
             let name = format!("{}-{:05}.parquet", self.name_prefix, self.seq);
             let fin = self.dir.join(&name);
             let tmp = self.dir.join(format!(".{name}.inprogress"));
-            let props = WriterProperties::builder()
-                .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+            let mut props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?));
+            // Columns whose values are (nearly) all distinct: a dictionary only costs hashing
+            // every value before the writer gives up on it.
+            for c in [obs::IP, obs::SENT_AT, obs::RECEIVED_AT, obs::RTT_US, obs::REPLY_IPID] {
+                props = props.set_column_dictionary_enabled(ColumnPath::from(c), false);
+            }
+            let props = props
                 .set_max_row_group_row_count(Some(65_536))
                 .set_key_value_metadata(Some(self.kv.clone()))
                 .build();

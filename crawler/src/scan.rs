@@ -9,7 +9,7 @@
 
 use crate::netinfo::{self, NetInfo};
 use crate::pace::{KeyedLimits, Pacer};
-use crate::receive::{Receiver, RxBatch, RX_FRAME};
+use crate::receive::Receiver;
 use crate::record::{Observation, Recorder};
 use crate::send::Sender;
 use crate::targets::{Order, PortPlan, Role, Targets};
@@ -62,6 +62,8 @@ pub struct ScanSummary {
     pub frames_received: u64,
     pub replies_valid: u64,
     pub validation_failed: u64,
+    /// Replies the kernel dropped because the receive ring was full (should be 0).
+    pub receive_drops: u64,
     pub duplicates: u64,
     pub skipped: BTreeMap<String, u64>,
     pub rows: u64,
@@ -135,16 +137,26 @@ fn rfc3339(us: i64) -> String {
 }
 
 /// The receive loop: parse, validate, attribute, record the first answer of each probe.
-fn receive_loop(sh: &Shared, rx: &Receiver, tx: &crossbeam_channel::Sender<Observation>) {
-    let mut batch = RxBatch::new();
-    while !sh.stop_rx.load(Relaxed) {
-        let n = rx.recv_batch(&mut batch);
-        for i in 0..n {
-            if !handle_frame(sh, &batch.bufs[i][..batch.lens[i].min(RX_FRAME)], batch.stamps[i], tx) {
-                return;
-            }
-        }
+/// Returns the kernel's count of replies dropped because the ring was full.
+fn receive_loop(sh: &Shared, mut rx: Receiver, tx: &crossbeam_channel::Sender<Observation>) -> u64 {
+    let mut drops = 0;
+    let mut open = true;
+    while open && !sh.stop_rx.load(Relaxed) {
+        // Blocks until a block of replies is full or retired; the timeout bounds how long the
+        // stop flag waits.
+        rx.next_block(20, |frame, stamp| {
+            open = handle_frame(sh, frame, stamp, tx);
+            open
+        });
+        drops += rx.stats().1;
     }
+    // What the last blocks still hold arrived within the cooldown: record it too.
+    while open && rx.next_block(0, |frame, stamp| {
+        open = handle_frame(sh, frame, stamp, tx);
+        open
+    }) > 0
+    {}
+    drops + rx.stats().1
 }
 
 /// Parse, validate, attribute and record one frame; false when the recorder is gone.
@@ -155,15 +167,12 @@ fn handle_frame(sh: &Shared, frame: &[u8], stamp_us: i64, tx: &crossbeam_channel
     {
         let Some(r) = wire::parse(frame) else { return true };
         sh.c.frames.fetch_add(1, Relaxed);
-        if !sh.cookie.valid(&r) {
-            sh.c.invalid.fetch_add(1, Relaxed);
-            return true;
-        }
-        let Some(t) = sh.targets.find(r.target) else {
+        let n = sh.targets.len();
+        let Some(t) = sh.cookie.index(&r, |i| (i as usize) < n && sh.targets.ip(i as usize) == r.target) else {
             sh.c.invalid.fetch_add(1, Relaxed);
             return true;
         };
-        let ip = sh.targets.ip(t);
+        let (t, ip) = (t as usize, r.target);
         let slot = match sh.ports.fixed.iter().position(|(p, _)| *p == r.tport) {
             Some(s) => Some(s as u64),
             None => (fixed..slots).find(|s| sh.ports.port(ip, *s).0 == r.tport),
@@ -207,6 +216,9 @@ struct SendCtx<'a> {
 /// a silent network 64 sends ~390 kpps against ~290 kpps for 16).
 const RESPONSIVE_BATCH: usize = 16;
 
+/// Probes from which the final silence sweep is split over two recorders.
+const SPLIT_SWEEP: u64 = 1 << 16;
+
 enum Outcome {
     Queued,
     Deferred,
@@ -247,7 +259,7 @@ impl SendCtx<'_> {
             return Outcome::Deferred;
         }
         let (port, _) = sh.ports.port(ip, p % slots);
-        let (sport, seq) = sh.cookie.probe(ip, port);
+        let (sport, seq) = sh.cookie.probe(ip, port, t as u32);
         let now = sh.elapsed_us();
         sh.sent_tick[p as usize].store(now as u32, Relaxed);
         let i = self.tx.n;
@@ -337,6 +349,16 @@ fn sleep_unless(stop: &AtomicBool, d: Duration) {
     }
 }
 
+/// `--senders`: 0 picks one per core, at most 4, as ZMap does. At high rates the kernel's
+/// work for each SYN (and, on a small scanner, for its reply) runs in the sending thread, so a
+/// second sender puts the second core to work; under a rate limit the extra thread just waits.
+pub fn sender_threads(requested: usize) -> usize {
+    match requested {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()).min(4),
+        n => n,
+    }
+}
+
 pub fn port_plan(cfg: &ScanConfig, key: (u64, u64)) -> Result<PortPlan> {
     let mut fixed: Vec<(u16, Role)> = Vec::new();
     for p in &cfg.scan.ports {
@@ -357,6 +379,7 @@ pub fn port_plan(cfg: &ScanConfig, key: (u64, u64)) -> Result<PortPlan> {
 /// Run a scan; `stop` is set by Ctrl-C (the scan then records what it has and exits).
 pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
     let started = unix_us();
+    let rx_setup = std::thread::spawn(Receiver::create);
     let plan_sha = datasets::input::sha256_file(&cfg.plan)?;
     let plan_meta = datasets::schema::parquet_metadata(&cfg.plan)?;
     let targets = Arc::new(Targets::load(&cfg.plan, cfg.shard)?);
@@ -365,6 +388,7 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
     }
     let block = crate::plan::blocklist(&cfg.allow_reserved, &cfg.opt_out, &cfg.exclude, Default::default())?;
     let seed = cfg.seed.unwrap_or_else(rand::random);
+    let n_senders = sender_threads(cfg.scan.senders);
     let secret: (u64, u64) = (rand::random(), rand::random());
     let ports = Arc::new(port_plan(cfg, (seed, seed.rotate_left(29) ^ 0x7261_6e64)).context("ports")?);
     let slots = ports.slots();
@@ -376,7 +400,8 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
     let ni: NetInfo = netinfo::discover(sample4, sample6, cfg.scan.interface.as_deref(), gw, &cfg.scan.source_ip)?;
     // Open raw sockets first: the scan fails fast without privileges, before any output.
     tracing::debug!("scan: plan and route discovery done after {:.3} s", (unix_us() - started) as f64 / 1e6);
-    let receiver = Receiver::open(ni.ifindex)?;
+    let mut receiver = rx_setup.join().map_err(|_| anyhow::anyhow!("receive set-up panicked"))??;
+    receiver.bind(ni.ifindex)?;
     let sender = Sender::open(ni.ifindex)?;
 
     let crawl_date = cfg.crawl_date.clone().unwrap_or_else(|| chrono::DateTime::from_timestamp_micros(started).unwrap().format("%Y-%m-%d").to_string());
@@ -384,7 +409,7 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
     let partition = cfg.out.join(format!("crawl_date={crawl_date}")).join(format!("crawl_id={crawl_id}"));
     let params = serde_json::json!({
         "config": cfg, "seed": seed, "plan_sha256": plan_sha, "plan_metadata": plan_meta.iter().cloned().collect::<BTreeMap<_,_>>(),
-        "software": crate::SOFTWARE, "interface": ni.ifname, "source_v4": ni.src4, "source_v6": ni.src6, "started_at": rfc3339(started),
+        "software": crate::SOFTWARE, "sender_threads": n_senders, "interface": ni.ifname, "source_v4": ni.src4, "source_v6": ni.src6, "started_at": rfc3339(started),
     });
     let kv = vec![
         ("port25.kind".to_string(), "observations".to_string()),
@@ -402,7 +427,8 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
     if !cfg.resume && (earlier || partition.join(manifest_name(cfg.shard)).exists()) {
         bail!("crawl {} already has shard {}/{} in {} (use --resume, or another crawl id)", crawl_id, cfg.shard.0, cfg.shard.1, partition.display());
     }
-    let mut recorder = Recorder::new(&partition, &name_prefix, &crawl_id, &cfg.vantage, targets.clone(), ports.clone(), kv, cfg.scan.rows_per_file)?;
+    let new_recorder = |prefix: &str| Recorder::new(&partition, prefix, &crawl_id, &cfg.vantage, targets.clone(), ports.clone(), kv.clone(), cfg.scan.rows_per_file);
+    let mut recorder = new_recorder(&name_prefix)?;
 
     // One anchor for both clocks: monotonic elapsed time maps onto wall time from here, and
     // kernel receive stamps (wall time) map back onto it.
@@ -420,7 +446,7 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
         c: Counters::default(),
         stop_rx: AtomicBool::new(false),
     });
-    let (otx, orx) = crossbeam_channel::bounded::<Observation>(1 << 16);
+    let (otx, orx) = crossbeam_channel::bounded::<Observation>(1 << 15);
     let writer = std::thread::Builder::new().name("record".into()).spawn(move || -> Result<Recorder> {
         for o in orx {
             recorder.push(&o)?;
@@ -430,7 +456,7 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
     let rx_thread = {
         let sh = sh.clone();
         let otx = otx.clone();
-        std::thread::Builder::new().name("receive".into()).spawn(move || receive_loop(&sh, &receiver, &otx))?
+        std::thread::Builder::new().name("receive".into()).spawn(move || receive_loop(&sh, receiver, &otx))?
     };
     let pb = crate::progress::bar(cfg.progress, total, "probing");
     let progress = {
@@ -473,7 +499,7 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
     let limits = KeyedLimits::new(cfg.scan.asn_rate, cfg.scan.net_rate);
     let order = Order::new(targets.len() as u64, slots, seed);
     let mut senders = vec![sender];
-    for _ in 1..cfg.scan.senders.max(1) {
+    for _ in 1..n_senders {
         senders.push(Sender::open(ni.ifindex)?);
     }
     let mut ctxs: Vec<SendCtx> = senders
@@ -529,7 +555,7 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
     }
     sleep_unless(&stop, Duration::from_secs_f64(cfg.scan.cooldown));
     sh.stop_rx.store(true, Relaxed);
-    rx_thread.join().map_err(|_| anyhow::anyhow!("receive thread panicked"))?;
+    let receive_drops = rx_thread.join().map_err(|_| anyhow::anyhow!("receive thread panicked"))?;
     drop(progress.1);
     let _ = progress.0.join();
     pb.finish_and_clear();
@@ -539,16 +565,40 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
     let attempts = sh.pass.load(Relaxed) + 1;
     let now = sh.elapsed_us();
     let sent_total = sh.c.sent.load(Relaxed);
+    let silent = |p: u64| Observation { probe: p, attempts, sent_us: sh.sent_us(p, now), reply: None, recv_us: 0 };
+    let mut second = None;
     if !interrupted {
-        for p in 0..total {
-            if !sh.is_answered(p) {
-                otx.send(Observation { probe: p, attempts, sent_us: sh.sent_us(p, now), reply: None, recv_us: 0 })?;
+        // The cores are idle once the cooldown is over: a large sweep is split, this thread
+        // feeding the first half to the record thread while a second recorder writes the
+        // other half to its own file (on the 131,072-probe lab, 70 ms of the scan's tail).
+        let half = if total >= SPLIT_SWEEP { total / 2 } else { total };
+        second = std::thread::scope(|s| -> Result<Option<Recorder>> {
+            let h = (half < total).then(|| {
+                s.spawn(|| -> Result<Recorder> {
+                    let mut r = new_recorder(&format!("{shard_tag}{:08x}", rand::random::<u32>()))?;
+                    for p in (half..total).filter(|p| !sh.is_answered(*p)) {
+                        r.push(&silent(p))?;
+                    }
+                    Ok(r)
+                })
+            });
+            for p in (0..half).filter(|p| !sh.is_answered(*p)) {
+                if otx.send(silent(p)).is_err() {
+                    break; // the record thread failed; its error is reported below
+                }
             }
-        }
+            h.map(|h| h.join().map_err(|_| anyhow::anyhow!("record thread panicked"))?).transpose()
+        })?;
     }
     drop(otx);
     let recorder = writer.join().map_err(|_| anyhow::anyhow!("record thread panicked"))??;
-    let (files, rows, by_reply) = recorder.finish()?;
+    let (mut files, mut rows, mut by_reply) = recorder.finish()?;
+    if let Some(r) = second {
+        let (f, n, b) = r.finish()?;
+        files.extend(f);
+        rows += n;
+        by_reply.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+    }
     tracing::debug!("scan: output complete {:.3} s after the cooldown", (unix_us() - start_us - now) as f64 / 1e6);
     let c = &sh.c;
     let mut skipped = BTreeMap::new();
@@ -570,6 +620,7 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
         frames_received: c.frames.load(Relaxed),
         replies_valid: c.valid.load(Relaxed),
         validation_failed: c.invalid.load(Relaxed),
+        receive_drops,
         duplicates: c.dup.load(Relaxed),
         skipped,
         rows,
@@ -635,8 +686,8 @@ fn write_manifest(partition: &Path, shard: (u64, u64), params: &serde_json::Valu
 pub fn print_summary(s: &ScanSummary) {
     println!("crawl {} ({}): {} targets, {} probes planned", s.crawl_id, s.crawl_date, s.targets, s.probes_planned);
     println!(
-        "  sent {} (first pass {:.0} pps), valid replies {}, validation failures {}, duplicates {}, send errors {}",
-        s.sent, s.first_pass_pps, s.replies_valid, s.validation_failed, s.duplicates, s.send_errors
+        "  sent {} (first pass {:.0} pps), valid replies {}, validation failures {}, duplicates {}, send errors {}, receive drops {}",
+        s.sent, s.first_pass_pps, s.replies_valid, s.validation_failed, s.duplicates, s.send_errors, s.receive_drops
     );
     if !s.skipped.is_empty() {
         println!("  skipped at send time: {:?}", s.skipped);

@@ -35,7 +35,7 @@ pub fn run(targets: &[IpAddr], control: u16, wait: f64, block: &Blocklist, iface
     let s4 = targets.iter().find_map(|t| if let IpAddr::V4(a) = t { Some(*a) } else { None });
     let s6 = targets.iter().find_map(|t| if let IpAddr::V6(a) = t { Some(*a) } else { None });
     let ni = netinfo::discover(s4, s6, iface, gw, &[])?;
-    let rx = Receiver::open(ni.ifindex)?;
+    let mut rx = Receiver::open(ni.ifindex)?;
     let mut tx = Sender::open(ni.ifindex)?;
     let cookie = Cookie::new(rand::random(), rand::random());
     let mut tmpl = [[0u8; MAX_FRAME]; 2];
@@ -50,17 +50,16 @@ pub fn run(targets: &[IpAddr], control: u16, wait: f64, block: &Blocklist, iface
     let end = Instant::now() + Duration::from_secs_f64(wait);
     let mut next_round = Instant::now();
     let mut rounds = 0;
-    let mut batch = crate::receive::RxBatch::new();
     while Instant::now() < end {
         if rounds < 3 && Instant::now() >= next_round {
-            for t in targets {
+            for (ti, t) in targets.iter().enumerate() {
                 let (src, i) = match t {
                     IpAddr::V4(_) => (ni.src4.map(IpAddr::V4), 0),
                     IpAddr::V6(_) => (ni.src6.map(IpAddr::V6), 1),
                 };
                 let Some(src) = src else { continue };
                 for port in [25, control] {
-                    let (sport, seq) = cookie.probe(*t, port);
+                    let (sport, seq) = cookie.probe(*t, port, ti as u32);
                     let n = tx.n;
                     tx.frames[n] = tmpl[i];
                     tx.lens[n] = wire::fill_syn(&mut tx.frames[n], &SynFields { src, dst: *t, sport, dport: port, seq, ip_id: 1, tsval: 0 });
@@ -74,17 +73,18 @@ pub fn run(targets: &[IpAddr], control: u16, wait: f64, block: &Blocklist, iface
             rounds += 1;
             next_round = Instant::now() + Duration::from_millis(300);
         }
-        for i in 0..rx.recv_batch(&mut batch) {
-            let Some(r) = wire::parse(&batch.bufs[i][..batch.lens[i].min(crate::receive::RX_FRAME)]) else { continue };
-            if !cookie.valid(&r) || r.kind == ReplyKind::Icmp {
-                continue;
+        rx.next_block(20, |frame, _| {
+            if let Some(r) = wire::parse(frame) {
+                if cookie.index(&r, |i| targets.get(i as usize) == Some(&r.target)).is_some() && r.kind != ReplyKind::Icmp {
+                    if r.tport == 25 {
+                        got25.insert(r.target);
+                    } else if r.tport == control {
+                        gotc.insert(r.target);
+                    }
+                }
             }
-            if r.tport == 25 {
-                got25.insert(r.target);
-            } else if r.tport == control {
-                gotc.insert(r.target);
-            }
-        }
+            true
+        });
     }
     let (a25, ac) = (got25.len(), gotc.len());
     let (passed, verdict) = if a25 > 0 {

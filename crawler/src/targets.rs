@@ -106,10 +106,13 @@ impl Targets {
 
     /// Load a plan file; keep shard `shard` of `shards` (disjoint by plan row).
     pub fn load(path: &Path, shard: (u64, u64)) -> Result<Targets> {
-        let reader = schema::open_parquet(path, 65_536)?;
-        let mut rows: Vec<(IpAddr, u32, u32)> = Vec::new();
+        let reader = schema::open_parquet_columns(path, 65_536, Some(&[plan::IP, plan::ASN, plan::PREFIX]))?;
+        // (address, asn, prefix index) per family: sorting plain integers keeps loading a
+        // large plan off the scan's start-up time.
+        let mut v4: Vec<(u32, u32, u32)> = Vec::new();
+        let mut v6: Vec<(u128, u32, u32)> = Vec::new();
         let mut prefixes: Vec<String> = Vec::new();
-        let mut pidx: std::collections::HashMap<String, u32> = Default::default();
+        let mut pidx: hashbrown::HashMap<String, u32> = Default::default();
         let mut row = 0u64;
         for batch in reader {
             let batch = batch.with_context(|| format!("{}: reading plan", path.display()))?;
@@ -123,29 +126,37 @@ impl Targets {
                     continue;
                 }
                 let a: IpAddr = ip.value(i).parse().with_context(|| format!("{}: row {row}: bad ip `{}`", path.display(), ip.value(i)))?;
-                let p = pfx.value(i);
-                let id = match pidx.get(p) {
-                    Some(id) => *id,
-                    None => {
-                        prefixes.push(p.to_string());
-                        pidx.insert(p.to_string(), prefixes.len() as u32 - 1);
-                        prefixes.len() as u32 - 1
-                    }
-                };
+                let next = prefixes.len() as u32;
+                let id = *pidx.entry_ref(pfx.value(i)).or_insert(next);
+                if id == next {
+                    prefixes.push(pfx.value(i).to_string());
+                }
                 if asn.is_null(i) {
                     bail!("{}: row {row}: missing asn", path.display());
                 }
-                rows.push((a, asn.value(i), id));
+                match a {
+                    IpAddr::V4(a) => v4.push((u32::from(a), asn.value(i), id)),
+                    IpAddr::V6(a) => v6.push((u128::from(a), asn.value(i), id)),
+                }
             }
         }
-        rows.sort_unstable_by_key(|r| (r.0.is_ipv6(), r.0));
-        rows.dedup_by_key(|r| r.0);
-        let mut t = Targets { v4: vec![], v6: vec![], asn: Vec::with_capacity(rows.len()), prefix_idx: Vec::with_capacity(rows.len()), prefixes };
-        for (a, asn, p) in rows {
-            match a {
-                IpAddr::V4(v) => t.v4.push(u32::from(v)),
-                IpAddr::V6(v) => t.v6.push(u128::from(v)),
-            }
+        // The cookie carries a target's index in 32 bits.
+        if v4.len() + v6.len() > u32::MAX as usize {
+            bail!("{}: {} targets; one crawl (or shard) takes at most {}", path.display(), v4.len() + v6.len(), u32::MAX);
+        }
+        v4.sort_unstable_by_key(|r| r.0);
+        v4.dedup_by_key(|r| r.0);
+        v6.sort_unstable_by_key(|r| r.0);
+        v6.dedup_by_key(|r| r.0);
+        let n = v4.len() + v6.len();
+        let mut t = Targets { v4: Vec::with_capacity(v4.len()), v6: Vec::with_capacity(v6.len()), asn: Vec::with_capacity(n), prefix_idx: Vec::with_capacity(n), prefixes };
+        for (a, asn, p) in v4 {
+            t.v4.push(a);
+            t.asn.push(asn);
+            t.prefix_idx.push(p);
+        }
+        for (a, asn, p) in v6 {
+            t.v6.push(a);
             t.asn.push(asn);
             t.prefix_idx.push(p);
         }

@@ -103,15 +103,48 @@ pub fn observation_schema() -> SchemaRef {
     ]))
 }
 
+/// Append an address in the schemas' text form (dotted quad, RFC 5952 IPv6). The dotted quad
+/// skips the `fmt` machinery: plan and crawl files hold millions of them.
+pub fn push_ip(s: &mut String, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(a) => {
+            let mut b = itoa::Buffer::new();
+            for (i, o) in a.octets().iter().enumerate() {
+                if i > 0 {
+                    s.push('.');
+                }
+                s.push_str(b.format(*o));
+            }
+        }
+        std::net::IpAddr::V6(a) => {
+            use std::fmt::Write;
+            let _ = write!(s, "{a}");
+        }
+    }
+}
+
 /// Open a Parquet file for reading record batches, with an error that names the file and
 /// says what is wrong (a crawl killed mid-write leaves a file without its footer).
 pub fn open_parquet(
     path: &std::path::Path,
     batch_size: usize,
 ) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader, crate::DatasetError> {
+    open_parquet_columns(path, batch_size, None)
+}
+
+/// `open_parquet`, decoding only the named columns (all when `None`).
+pub fn open_parquet_columns(
+    path: &std::path::Path,
+    batch_size: usize,
+    columns: Option<&[&str]>,
+) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader, crate::DatasetError> {
     let f = std::fs::File::open(path).map_err(|e| crate::DatasetError::io(path, e))?;
-    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+    let mut b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
         .map_err(|e| crate::DatasetError::file(path, format!("not a complete Parquet file (truncated or still being written?): {e}")))?;
+    if let Some(cols) = columns {
+        let mask = parquet::arrow::ProjectionMask::columns(b.parquet_schema(), cols.iter().copied());
+        b = b.with_projection(mask);
+    }
     b.with_batch_size(batch_size).build().map_err(|e| crate::DatasetError::file(path, e.to_string()))
 }
 
@@ -126,4 +159,17 @@ pub fn parquet_metadata(path: &std::path::Path) -> Result<Vec<(String, String)>,
         .key_value_metadata()
         .map(|kv| kv.iter().map(|k| (k.key.clone(), k.value.clone().unwrap_or_default())).collect())
         .unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn push_ip_matches_display() {
+        for a in ["0.0.0.0", "198.18.255.7", "255.255.255.255", "2001:db8::1", "::ffff:192.0.2.1", "2001:db8:0:1::"] {
+            let ip: std::net::IpAddr = a.parse().unwrap();
+            let mut s = String::new();
+            super::push_ip(&mut s, ip);
+            assert_eq!(s, ip.to_string());
+        }
+    }
 }
