@@ -91,6 +91,8 @@ pub struct Scan {
     pub source_ip: Vec<IpAddr>,
     pub rows_per_file: usize,
     pub senders: usize,
+    /// Slots of the send log (ring of recent sends); 0: one per probe up to 2^20.
+    pub send_log: usize,
 }
 
 impl Default for Scan {
@@ -110,6 +112,7 @@ impl Default for Scan {
             source_ip: vec![],
             rows_per_file: 1_000_000,
             senders: 0,
+            send_log: 0,
         }
     }
 }

@@ -13,6 +13,7 @@ mod record;
 mod scan;
 mod selfcheck;
 mod send;
+mod sendlog;
 mod targets;
 mod validate;
 mod wire;
@@ -172,6 +173,11 @@ struct ScanArgs {
     /// 4 (ZMap's default since 3.0).
     #[arg(long, default_value_t = 0)]
     senders: usize,
+    /// Slots of the send log, the ring of recent sends whose slot a SYN carries (8 bytes
+    /// each); 0: one per probe, at most 2^20. A final attempt's slot waits out the cooldown
+    /// before reuse, so a small log caps the last pass at SLOTS / cooldown probes per second.
+    #[arg(long, default_value_t = 0)]
+    send_log: usize,
 }
 
 #[derive(Subcommand)]
@@ -286,6 +292,7 @@ fn run(cmd: Cmd, progress: bool) -> Result<i32> {
                     source_ip: a.source_ip.0,
                     rows_per_file: a.rows_per_file,
                     senders: a.senders,
+                    send_log: a.send_log,
                 },
                 vantage: a.vantage,
                 exclude: a.lists.exclude,

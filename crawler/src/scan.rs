@@ -4,14 +4,17 @@
 //! and random ports per host, retries of silent probes only, IPv6, and the reply details
 //! (TTL, IP-ID, window, options, ICMP type/code/responder) that tell a filter from a host.
 //!
-//! Per-probe state is one bit (answered) and a 32-bit send timestamp (µs, wrapping; RTTs
-//! and send times are exact while a reply comes within 71 minutes of its probe).
+//! Per-probe state is one bit (answered). Send times live in a fixed-size ring of recent sends
+//! (`sendlog`) whose slot each SYN carries in its sequence number, so RTTs and `sent_at` are
+//! exact (µs) for replies and for silence alike, while memory does not grow with the plan
+//! beyond the bitmap.
 
 use crate::netinfo::{self, NetInfo};
 use crate::pace::{KeyedLimits, Pacer};
 use crate::receive::Receiver;
 use crate::record::{Observation, Recorder};
 use crate::send::Sender;
+use crate::sendlog::SendLog;
 use crate::targets::{Order, PortPlan, Role, Targets};
 use crate::validate::Cookie;
 use crate::wire::{self, Link, SynFields, MAX_FRAME};
@@ -22,7 +25,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -62,8 +65,12 @@ pub struct ScanSummary {
     pub frames_received: u64,
     pub replies_valid: u64,
     pub validation_failed: u64,
+    /// Answers to an attempt whose send-log slot had been reused; not recorded.
+    pub stale_replies: u64,
     /// Replies the kernel dropped because the receive ring was full (should be 0).
     pub receive_drops: u64,
+    /// Probes without a row because their final attempt was not in the send log (should be 0).
+    pub unlogged: u64,
     pub duplicates: u64,
     pub skipped: BTreeMap<String, u64>,
     pub rows: u64,
@@ -86,6 +93,7 @@ struct Counters {
     frames: AtomicU64,
     valid: AtomicU64,
     invalid: AtomicU64,
+    stale: AtomicU64,
     dup: AtomicU64,
     skipped_reserved: AtomicU64,
     skipped_optout: AtomicU64,
@@ -98,7 +106,9 @@ struct Shared {
     ports: Arc<PortPlan>,
     cookie: Cookie,
     answered: Vec<AtomicU64>,
-    sent_tick: Vec<AtomicU32>,
+    log: SendLog,
+    /// A final attempt's slot is not reused before this much time (µs) has passed.
+    cooldown_us: u32,
     pass: AtomicU8,
     start: Instant,
     start_us: i64,
@@ -120,11 +130,14 @@ impl Shared {
     fn mark(&self, p: u64) -> bool {
         self.answered[(p >> 6) as usize].fetch_or(1 << (p & 63), Relaxed) & (1 << (p & 63)) == 0
     }
-    /// Absolute send time of a probe, from its wrapping tick, seen at elapsed `now`.
+    /// Absolute send time from a wrapping send tick, seen at elapsed `now`.
     #[inline]
-    fn sent_us(&self, p: u64, now: i64) -> i64 {
-        let age = (now as u32).wrapping_sub(self.sent_tick[p as usize].load(Relaxed));
+    fn sent_us(&self, tick: u32, now: i64) -> i64 {
+        let age = (now as u32).wrapping_sub(tick);
         self.start_us + now - age as i64
+    }
+    fn silence(&self, probe: u64, tick: u32, now: i64) -> Observation {
+        Observation { probe, attempts: self.pass.load(Relaxed) + 1, sent_us: self.sent_us(tick, now), reply: None, recv_us: 0 }
     }
 }
 
@@ -163,25 +176,27 @@ fn receive_loop(sh: &Shared, mut rx: Receiver, tx: &crossbeam_channel::Sender<Ob
 #[inline]
 fn handle_frame(sh: &Shared, frame: &[u8], stamp_us: i64, tx: &crossbeam_channel::Sender<Observation>) -> bool {
     let slots = sh.ports.slots();
-    let fixed = sh.ports.fixed.len() as u64;
     {
         let Some(r) = wire::parse(frame) else { return true };
         sh.c.frames.fetch_add(1, Relaxed);
-        let n = sh.targets.len();
-        let Some(t) = sh.cookie.index(&r, |i| (i as usize) < n && sh.targets.ip(i as usize) == r.target) else {
-            sh.c.invalid.fetch_add(1, Relaxed);
+        // The send-log slot the reply names must hold a probe of this address and port.
+        let found = std::cell::Cell::new(None);
+        let names_probe = |s: u32| match sh.log.get(s) {
+            Some((probe, tick)) if sh.targets.ip((probe / slots) as usize) == r.target && sh.ports.port(r.target, probe % slots).0 == r.tport => {
+                found.set(Some((probe, tick)));
+                true
+            }
+            _ => false,
+        };
+        let attempts = sh.pass.load(Relaxed) + 1;
+        if sh.cookie.index(&r, attempts, names_probe).is_none() {
+            // Our port and a slot in range, but the slot went to another send since: a (late)
+            // answer to an earlier attempt, not a forgery (that has a 2^-32 chance of a slot).
+            let stale = sh.cookie.index(&r, attempts, |s| (s as u64) < sh.log.len()).is_some();
+            if stale { &sh.c.stale } else { &sh.c.invalid }.fetch_add(1, Relaxed);
             return true;
-        };
-        let (t, ip) = (t as usize, r.target);
-        let slot = match sh.ports.fixed.iter().position(|(p, _)| *p == r.tport) {
-            Some(s) => Some(s as u64),
-            None => (fixed..slots).find(|s| sh.ports.port(ip, *s).0 == r.tport),
-        };
-        let Some(slot) = slot else {
-            sh.c.invalid.fetch_add(1, Relaxed);
-            return true;
-        };
-        let probe = t as u64 * slots + slot;
+        }
+        let (probe, tick) = found.get().expect("set by the accepting check");
         if !sh.mark(probe) {
             sh.c.dup.fetch_add(1, Relaxed);
             return true;
@@ -189,7 +204,7 @@ fn handle_frame(sh: &Shared, frame: &[u8], stamp_us: i64, tx: &crossbeam_channel
         sh.c.valid.fetch_add(1, Relaxed);
         // Arrival time: the kernel's stamp, mapped onto the crawl's clock (start + elapsed).
         let now = if stamp_us > 0 { stamp_us - sh.start_us } else { sh.elapsed_us() };
-        let o = Observation { probe, attempts: sh.pass.load(Relaxed) + 1, sent_us: sh.sent_us(probe, now), reply: Some(r), recv_us: sh.start_us + now };
+        let o = Observation { probe, attempts: sh.pass.load(Relaxed) + 1, sent_us: sh.sent_us(tick, now), reply: Some(r), recv_us: sh.start_us + now };
         tx.send(o).is_ok()
     }
 }
@@ -205,6 +220,11 @@ struct SendCtx<'a> {
     src4: Option<IpAddr>,
     src6: Option<IpAddr>,
     deferred: std::collections::VecDeque<u64>,
+    /// Probes accepted for the next batch; frames are built when it goes out.
+    queued: [u64; crate::send::BATCH],
+    nq: usize,
+    /// Where probes whose final attempt's slot is reused are recorded as silent.
+    out: crossbeam_channel::Sender<Observation>,
     stop: &'a AtomicBool,
     /// Frames per `sendmmsg` now: at most the pacer's, smaller while many replies come back.
     batch: usize,
@@ -245,11 +265,11 @@ impl SendCtx<'_> {
             }
             return Outcome::Skipped;
         }
-        let (src, tmpl) = match ip {
-            IpAddr::V4(_) => (self.src4, &self.tmpl4),
-            IpAddr::V6(_) => (self.src6, &self.tmpl6),
+        let src = match ip {
+            IpAddr::V4(_) => self.src4,
+            IpAddr::V6(_) => self.src6,
         };
-        let Some(src) = src else {
+        if src.is_none() {
             if sh.mark(p) {
                 sh.c.skipped_nosource.fetch_add(1, Relaxed);
             }
@@ -258,18 +278,68 @@ impl SendCtx<'_> {
         if !self.limits.allow(sh.targets.asn[t], ip) {
             return Outcome::Deferred;
         }
-        let (port, _) = sh.ports.port(ip, p % slots);
-        let (sport, seq) = sh.cookie.probe(ip, port, t as u32);
-        let now = sh.elapsed_us();
-        sh.sent_tick[p as usize].store(now as u32, Relaxed);
-        let i = self.tx.n;
-        self.tx.frames[i] = **tmpl;
-        self.tx.lens[i] = wire::fill_syn(&mut self.tx.frames[i], &SynFields { src, dst: ip, sport, dport: port, seq, ip_id: (seq >> 16) as u16, tsval: (now / 1000) as u32 });
-        self.tx.n += 1;
-        if self.tx.n >= self.batch {
+        self.queued[self.nq] = p;
+        self.nq += 1;
+        if self.nq >= self.batch {
             self.flush();
         }
         Outcome::Queued
+    }
+
+    /// Before send `counter` reuses a slot that holds a final attempt, that probe must have
+    /// had its cooldown: wait for it if need be, then record it as silent unless answered.
+    fn retire(&mut self, counter: u64) {
+        let sh = self.sh;
+        let Some(old) = counter.checked_sub(sh.log.len()) else { return };
+        if !sh.log.is_final(old) {
+            return;
+        }
+        let Some((q, tick)) = sh.log.get(sh.log.slot(old)) else { return };
+        if sh.is_answered(q) {
+            return;
+        }
+        while (sh.elapsed_us() as u32).wrapping_sub(tick) < sh.cooldown_us && !self.stop.load(Relaxed) {
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        if sh.mark(q) {
+            let _ = self.out.send(sh.silence(q, tick, sh.elapsed_us()));
+        }
+    }
+
+    /// Build and send the queued probes: each gets the next send-log slot, carried in its
+    /// sequence number.
+    fn flush(&mut self) {
+        let n = self.nq;
+        if n == 0 {
+            return;
+        }
+        self.pacer.wait(n);
+        let sh = self.sh;
+        let slots = sh.ports.slots();
+        let c0 = sh.log.reserve(n as u64);
+        for c in c0..c0 + n as u64 {
+            self.retire(c);
+        }
+        let now = sh.elapsed_us();
+        let attempt = sh.pass.load(Relaxed);
+        for j in 0..n {
+            let (p, c) = (self.queued[j], c0 + j as u64);
+            let ip = sh.targets.ip((p / slots) as usize);
+            let (src, tmpl) = match ip {
+                IpAddr::V4(_) => (self.src4, &self.tmpl4),
+                IpAddr::V6(_) => (self.src6, &self.tmpl6),
+            };
+            let (port, _) = sh.ports.port(ip, p % slots);
+            let (sport, seq) = sh.cookie.probe(ip, port, sh.log.slot(c), attempt);
+            sh.log.put(c, p, now as u32);
+            self.tx.frames[j] = **tmpl;
+            let src = src.expect("queued only with a source address");
+            self.tx.lens[j] = wire::fill_syn(&mut self.tx.frames[j], &SynFields { src, dst: ip, sport, dport: port, seq, ip_id: (seq >> 16) as u16, tsval: (now / 1000) as u32 });
+        }
+        self.tx.n = n;
+        self.nq = 0;
+        let sent = self.tx.flush();
+        sh.c.sent.fetch_add(sent as u64, Relaxed);
     }
 
     /// Small batches while a large share of probes gets answered, full batches otherwise.
@@ -281,15 +351,6 @@ impl SendCtx<'_> {
             self.batch = if busy { self.pacer.batch.min(RESPONSIVE_BATCH) } else { self.pacer.batch };
             self.adapt = (sent, valid);
         }
-    }
-
-    fn flush(&mut self) {
-        if self.tx.n == 0 {
-            return;
-        }
-        self.pacer.wait(self.tx.n);
-        let n = self.tx.flush();
-        self.sh.c.sent.fetch_add(n as u64, Relaxed);
     }
 
     /// Retry deferred probes; at most `budget` attempts so fresh probes keep flowing.
@@ -373,6 +434,9 @@ pub fn port_plan(cfg: &ScanConfig, key: (u64, u64)) -> Result<PortPlan> {
     if fixed.is_empty() && cfg.scan.random_ports == 0 {
         bail!("no ports to probe");
     }
+    if cfg.scan.random_ports as usize > crate::targets::MAX_RANDOM_PORTS {
+        bail!("at most {} random ports per host", crate::targets::MAX_RANDOM_PORTS);
+    }
     Ok(PortPlan { fixed, random: cfg.scan.random_ports, key })
 }
 
@@ -439,14 +503,15 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
         ports: ports.clone(),
         cookie: Cookie::new(secret.0, secret.1),
         answered: (0..total.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
-        sent_tick: (0..total).map(|_| AtomicU32::new(0)).collect(),
+        log: SendLog::new(match cfg.scan.send_log { 0 => crate::sendlog::default_size(total, cfg.scan.retries as u64 + 1), n => n }),
+        cooldown_us: (cfg.scan.cooldown * 1e6).min(u32::MAX as f64 / 2.0) as u32,
         pass: AtomicU8::new(0),
         start,
         start_us,
         c: Counters::default(),
         stop_rx: AtomicBool::new(false),
     });
-    let (otx, orx) = crossbeam_channel::bounded::<Observation>(1 << 15);
+    let (otx, orx) = crossbeam_channel::bounded::<Observation>(1 << 13);
     let writer = std::thread::Builder::new().name("record".into()).spawn(move || -> Result<Recorder> {
         for o in orx {
             recorder.push(&o)?;
@@ -515,6 +580,9 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
             src4: ni.src4.map(Into::into),
             src6: ni.src6.map(Into::into),
             deferred: std::collections::VecDeque::with_capacity(4096),
+            queued: [0; crate::send::BATCH],
+            nq: 0,
+            out: otx.clone(),
             stop: &stop,
             batch: pacer.batch,
             adapt: (0, 0),
@@ -541,6 +609,9 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
     let rows_before = done.len() as u64;
     drop(done);
     let t0 = Instant::now();
+    if cfg.scan.retries == 0 {
+        sh.log.start_final_pass();
+    }
     run_pass(&mut ctxs);
     let first_pass_pps = sh.c.sent.load(Relaxed) as f64 / t0.elapsed().as_secs_f64().max(1e-9);
     tracing::debug!("scan: first pass took {:.3} s (started {:.3} s after launch)", t0.elapsed().as_secs_f64(), (start_us - started) as f64 / 1e6);
@@ -551,6 +622,9 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
         // Retry only what is still silent, after the replies to the last pass had time to land.
         sleep_unless(&stop, Duration::from_secs_f64(cfg.scan.retry_delay));
         sh.pass.store(r, Relaxed);
+        if r == cfg.scan.retries {
+            sh.log.start_final_pass();
+        }
         run_pass(&mut ctxs);
     }
     sleep_unless(&stop, Duration::from_secs_f64(cfg.scan.cooldown));
@@ -562,34 +636,44 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
 
     // Every probe that never got an answer is a row too: silence is a measurement.
     let interrupted = stop.load(Relaxed);
-    let attempts = sh.pass.load(Relaxed) + 1;
     let now = sh.elapsed_us();
     let sent_total = sh.c.sent.load(Relaxed);
-    let silent = |p: u64| Observation { probe: p, attempts, sent_us: sh.sent_us(p, now), reply: None, recv_us: 0 };
     let mut second = None;
+    let mut unlogged = 0;
     if !interrupted {
-        // The cores are idle once the cooldown is over: a large sweep is split, this thread
-        // feeding the first half to the record thread while a second recorder writes the
-        // other half to its own file (on the 131,072-probe lab, 70 ms of the scan's tail).
-        let half = if total >= SPLIT_SWEEP { total / 2 } else { total };
+        // Final attempts still in the send log: whatever is unanswered now is silent. The cores
+        // are idle once the cooldown is over, so a large sweep is split: this thread feeds the
+        // first half to the record thread while a second recorder writes the other half to its
+        // own file (on the 131,072-probe lab, 70 ms of the scan's tail).
+        let w = sh.log.final_window();
+        let mid = if w.end - w.start >= SPLIT_SWEEP { w.start + (w.end - w.start) / 2 } else { w.end };
+        let silent = |c: u64| sh.log.get(sh.log.slot(c)).filter(|(q, _)| sh.mark(*q)).map(|(q, tick)| sh.silence(q, tick, now));
         second = std::thread::scope(|s| -> Result<Option<Recorder>> {
-            let h = (half < total).then(|| {
+            let h = (mid < w.end).then(|| {
                 s.spawn(|| -> Result<Recorder> {
                     let mut r = new_recorder(&format!("{shard_tag}{:08x}", rand::random::<u32>()))?;
-                    for p in (half..total).filter(|p| !sh.is_answered(*p)) {
-                        r.push(&silent(p))?;
+                    for o in (mid..w.end).filter_map(silent) {
+                        r.push(&o)?;
                     }
                     Ok(r)
                 })
             });
-            for p in (0..half).filter(|p| !sh.is_answered(*p)) {
-                if otx.send(silent(p)).is_err() {
+            for o in (w.start..mid).filter_map(silent) {
+                if otx.send(o).is_err() {
                     break; // the record thread failed; its error is reported below
                 }
             }
             h.map(|h| h.join().map_err(|_| anyhow::anyhow!("record thread panicked"))?).transpose()
         })?;
+        // Every probe was either answered, skipped, or finally sent in the last pass.
+        unlogged = (0..total).filter(|p| !sh.is_answered(*p)).count() as u64;
+        if unlogged > 0 {
+            tracing::error!("{unlogged} probes have no record of their final attempt (a bug); they are missing from the output");
+        }
     }
+    // The senders hold the record channel too; it closes when they are gone.
+    let send_errors = ctxs.iter().map(|c| c.tx.errors).sum();
+    drop(ctxs);
     drop(otx);
     let recorder = writer.join().map_err(|_| anyhow::anyhow!("record thread panicked"))??;
     let (mut files, mut rows, mut by_reply) = recorder.finish()?;
@@ -616,11 +700,13 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
         targets: targets.len() as u64,
         probes_planned: total,
         sent: sent_total,
-        send_errors: ctxs.iter().map(|c| c.tx.errors).sum(),
+        send_errors,
         frames_received: c.frames.load(Relaxed),
         replies_valid: c.valid.load(Relaxed),
         validation_failed: c.invalid.load(Relaxed),
+        stale_replies: c.stale.load(Relaxed),
         receive_drops,
+        unlogged,
         duplicates: c.dup.load(Relaxed),
         skipped,
         rows,
@@ -686,8 +772,8 @@ fn write_manifest(partition: &Path, shard: (u64, u64), params: &serde_json::Valu
 pub fn print_summary(s: &ScanSummary) {
     println!("crawl {} ({}): {} targets, {} probes planned", s.crawl_id, s.crawl_date, s.targets, s.probes_planned);
     println!(
-        "  sent {} (first pass {:.0} pps), valid replies {}, validation failures {}, duplicates {}, send errors {}, receive drops {}",
-        s.sent, s.first_pass_pps, s.replies_valid, s.validation_failed, s.duplicates, s.send_errors, s.receive_drops
+        "  sent {} (first pass {:.0} pps), valid replies {}, validation failures {}, duplicates {}, stale {}, send errors {}, receive drops {}",
+        s.sent, s.first_pass_pps, s.replies_valid, s.validation_failed, s.duplicates, s.stale_replies, s.send_errors, s.receive_drops
     );
     if !s.skipped.is_empty() {
         println!("  skipped at send time: {:?}", s.skipped);

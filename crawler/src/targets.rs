@@ -50,25 +50,38 @@ impl PortPlan {
         self.fixed.len() as u64 + self.random as u64
     }
     /// Port and role of slot `s` for a host; random high ports are drawn per host from the
-    /// ephemeral range (almost surely closed: a SYN-ACK there exposes an all-ports responder).
+    /// ephemeral range (almost surely closed: a SYN-ACK there exposes an all-ports responder),
+    /// distinct from the fixed ports and from the host's other random ports.
     #[inline]
     pub fn port(&self, ip: IpAddr, s: u64) -> (u16, Role) {
         if let Some(p) = self.fixed.get(s as usize) {
             return *p;
         }
-        let mut h = SipHasher13::new_with_keys(self.key.0, self.key.1);
-        match ip {
-            IpAddr::V4(a) => h.write_u32(u32::from(a)),
-            IpAddr::V6(a) => h.write_u128(u128::from(a)),
+        // Draw this host's random ports in slot order, each moved past the ports taken before.
+        let first = self.fixed.len() as u64;
+        let mut taken = [0u16; MAX_RANDOM_PORTS];
+        for r in first..=s {
+            let mut h = SipHasher13::new_with_keys(self.key.0, self.key.1);
+            match ip {
+                IpAddr::V4(a) => h.write_u32(u32::from(a)),
+                IpAddr::V6(a) => h.write_u128(u128::from(a)),
+            }
+            h.write_u64(r);
+            let mut port = RANDOM_BASE + (h.finish() % RANDOM_SPAN as u64) as u16;
+            let before = &taken[..(r - first) as usize];
+            while self.fixed.iter().any(|(p, _)| *p == port) || before.contains(&port) {
+                port = RANDOM_BASE + ((port - RANDOM_BASE + 1) % RANDOM_SPAN);
+            }
+            taken[(r - first) as usize] = port;
         }
-        h.write_u64(s);
-        let mut port = 32768 + (h.finish() % 28232) as u16;
-        while self.fixed.iter().any(|(p, _)| *p == port) {
-            port += 1;
-        }
-        (port, Role::Random)
+        (taken[(s - first) as usize], Role::Random)
     }
 }
+
+/// Random ports: Linux's default ephemeral range, 32768..=60999.
+const RANDOM_BASE: u16 = 32768;
+const RANDOM_SPAN: u16 = 28232;
+pub const MAX_RANDOM_PORTS: usize = 64;
 
 /// The plan, sorted by address per family, with per-target AS and prefix.
 pub struct Targets {
@@ -216,5 +229,17 @@ mod tests {
         let first_host = o.probe(0) / 8;
         let pos: Vec<u64> = (0..o.len()).filter(|i| o.probe(*i) / 8 == first_host).collect();
         assert!(pos.last().unwrap() - pos[0] < WINDOW * 8);
+    }
+
+    #[test]
+    fn a_hosts_ports_are_distinct() {
+        // 40 random ports per host make collisions of independent draws near certain.
+        let plan = PortPlan { fixed: vec![(25, Role::Target), (32768, Role::Control)], random: 40, key: (7, 9) };
+        for i in 0..2000u32 {
+            let ip = IpAddr::V4(Ipv4Addr::from(0xc612_0000 + i));
+            let ports: std::collections::HashSet<u16> = (0..plan.slots()).map(|s| plan.port(ip, s).0).collect();
+            assert_eq!(ports.len() as u64, plan.slots(), "{ip}");
+            assert!((2..plan.slots()).all(|s| (32768..=60999).contains(&plan.port(ip, s).0)));
+        }
     }
 }

@@ -4,12 +4,11 @@
 //! seq+1; an RST may acknowledge seq+1 or carry seq+0 (some stacks do); an ICMP error must
 //! quote our source port and sequence number.
 //!
-//! The sequence number is the hash XOR the target's index in the plan, so a reply also names
-//! its target without a lookup: the receive path recovers the index and accepts the reply only
-//! if that index's address is the reply's source. A forger still has to hit one 32-bit value
-//! (and the keyed source port), so validation is as strong as with the bare hash (~47 bits),
-//! and the receive loop skips a binary search over the plan whose cache misses were most of its
-//! cost (measured: 80 % of `handle_frame` on the 131,072-target lab).
+//! The sequence number is the hash XOR an index — the scan's send-log slot (`sendlog`) — so a
+//! reply also says which send it answers without a lookup: the receive path recovers the index
+//! and accepts the reply only if that slot holds a probe of the reply's address and port. A
+//! forger still has to hit one 32-bit value (and the keyed source port), so validation is as
+//! strong as with the bare hash (~47 bits).
 
 use crate::wire::{Reply, ReplyKind};
 use siphasher::sip::SipHasher13;
@@ -41,21 +40,31 @@ impl Cookie {
         h.finish()
     }
 
-    /// (source port, sequence number) of the SYN to `dst:dport`, target `index` of the plan.
     #[inline]
-    pub fn probe(&self, dst: IpAddr, dport: u16, index: u32) -> (u16, u32) {
-        let h = self.hash(dst, dport);
-        (SPORT_BASE + ((h >> 32) as u32 % SPORT_SPAN) as u16, h as u32 ^ index)
+    fn sport(h: u64, attempt: u8) -> u16 {
+        SPORT_BASE + (((h >> 32) as u32).wrapping_add(attempt as u32 * 7919) % SPORT_SPAN) as u16
     }
 
-    /// The plan index of the target `r` answers for, if it answers a SYN we sent; `is(i)` says
-    /// whether index `i` exists and is the reply's target.
+    /// (source port, sequence number) of attempt `attempt` (0 = first) at `dst:dport`, carrying
+    /// `index`. Each attempt gets its own source port: a retry with another sequence number on
+    /// the same 4-tuple would meet whatever state the first SYN left in the host (a half-open
+    /// connection answers it with an ACK, or an RST if it falls in the window) instead of a
+    /// fresh answer.
     #[inline]
-    pub fn index(&self, r: &Reply, is: impl Fn(u32) -> bool) -> Option<u32> {
-        let (sport, h) = self.probe(r.target, r.tport, 0);
-        if r.our_port != sport {
+    pub fn probe(&self, dst: IpAddr, dport: u16, index: u32, attempt: u8) -> (u16, u32) {
+        let h = self.hash(dst, dport);
+        (Self::sport(h, attempt), h as u32 ^ index)
+    }
+
+    /// The index `r` carries, if it answers one of our first `attempts` SYNs; `is(i)` says
+    /// whether index `i` exists and names the reply's target and port.
+    #[inline]
+    pub fn index(&self, r: &Reply, attempts: u8, is: impl Fn(u32) -> bool) -> Option<u32> {
+        let h = self.hash(r.target, r.tport);
+        if !(0..attempts.max(1)).any(|a| r.our_port == Self::sport(h, a)) {
             return None;
         }
+        let h = h as u32;
         let seq_of = |seq: u32| Some(seq ^ h).filter(|i| is(*i));
         match r.kind {
             ReplyKind::SynAck => seq_of(r.ack_or_seq.wrapping_sub(1)),
@@ -78,8 +87,14 @@ mod tests {
         let t: IpAddr = "198.18.0.1".parse().unwrap();
         let other: IpAddr = "198.18.0.2".parse().unwrap();
         // Index 7 is t, index 8 is `other`.
-        let valid = |c: &Cookie, r: Reply| c.index(&r, |i| (i == 7 && r.target == t) || (i == 8 && r.target == other));
-        let (sp, seq) = c.probe(t, 25, 7);
+        let valid = |c: &Cookie, r: Reply| c.index(&r, 1, |i| (i == 7 && r.target == t) || (i == 8 && r.target == other));
+        let (sp, seq) = c.probe(t, 25, 7, 0);
+        // A retry leaves from another port; its replies validate once it has been sent.
+        let (sp2, seq2) = c.probe(t, 25, 7, 1);
+        assert_ne!(sp, sp2);
+        assert_eq!(seq, seq2);
+        assert_eq!(c.index(&reply(ReplyKind::SynAck, t, 25, sp2, seq.wrapping_add(1)), 1, |i| i == 7), None);
+        assert_eq!(c.index(&reply(ReplyKind::SynAck, t, 25, sp2, seq.wrapping_add(1)), 2, |i| i == 7), Some(7));
         assert!((32768..=60999).contains(&sp));
         assert_eq!(valid(&c, reply(ReplyKind::SynAck, t, 25, sp, seq.wrapping_add(1))), Some(7));
         assert_eq!(valid(&c, reply(ReplyKind::Rst, t, 25, sp, seq)), Some(7));

@@ -187,3 +187,33 @@ fn crawl_and_report_match_the_lab_ground_truth() {
     let left = lab.down();
     assert!(left.is_empty());
 }
+
+/// A send log far smaller than the crawl: slots of final attempts are reused, so senders wait
+/// out each probe's cooldown and record it as silent before reusing its slot. Every probe must
+/// still be one row, matching the ground truth as well as with the default log.
+#[test]
+fn a_small_send_log_keeps_every_probe_and_its_cooldown() {
+    if !require_root("e2e") {
+        return;
+    }
+    let lab = Lab::up("default");
+    let ds = lab.datasets();
+    demo::plan(&ds, &lab.path("plan.parquet"), 400, true).unwrap();
+    let data = lab.path("data");
+    let t0 = std::time::Instant::now();
+    let flags = ["--asn-rate", "0", "--net-rate", "0", "--retry-delay", "1", "--cooldown", "1", "--rate", "20000", "--send-log", "2048", "--seed", "3"];
+    demo::scan(&lab.state, &ds, &lab.path("plan.parquet"), &data, &flags).unwrap();
+    let took = t0.elapsed().as_secs_f64();
+    check_observations(&lab, &data);
+    let m = std::fs::read_to_string(find_manifest(&data)).unwrap();
+    let m: serde_json::Value = serde_json::from_str(&m).unwrap();
+    let s = &m["summary"];
+    println!("send log of 2048 slots: {} sends, {} silent rows, scan {took:.1} s", s["sent"], s["rows_by_reply"]["none"]);
+    assert_eq!(s["unlogged"], 0);
+    // The last pass reused slots of its own final attempts, so it was held to 2048 probes per
+    // cooldown (1 s): at least (silent rows - 2048) / 2048 s on top of the earlier passes.
+    let silent = s["rows_by_reply"]["none"].as_u64().unwrap();
+    assert!(silent > 4096, "too few silent probes ({silent}) to exercise slot reuse");
+    assert!(took >= (silent - 2048) as f64 / 2048.0, "final pass faster than its cooldowns allow: {took:.1} s");
+    assert!(lab.down().is_empty());
+}

@@ -82,18 +82,6 @@ fn capture_shows_no_probe_outside_the_plan_and_the_rate_holds() {
     assert_eq!(m["summary"]["skipped"]["opt-out"].as_u64().unwrap() as usize, planned_optout, "opt-out skips counted");
 }
 
-fn find_manifest(dir: &std::path::Path) -> std::path::PathBuf {
-    for d in std::fs::read_dir(dir).unwrap() {
-        for c in std::fs::read_dir(d.unwrap().path()).unwrap() {
-            let p = c.unwrap().path().join("manifest.json");
-            if p.exists() {
-                return p;
-            }
-        }
-    }
-    panic!("no manifest.json under {}", dir.display());
-}
-
 #[test]
 fn forged_replies_are_counted_and_never_recorded() {
     if !require_root("forged") {

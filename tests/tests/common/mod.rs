@@ -179,3 +179,16 @@ pub fn matches(truth: &serde_json::Value, row: &[Option<String>]) -> bool {
 pub fn is_lossy(truth: &serde_json::Value) -> bool {
     truth["lossy"].as_bool().unwrap_or(false)
 }
+
+/// The `manifest.json` of the single crawl under a data directory.
+pub fn find_manifest(dir: &std::path::Path) -> std::path::PathBuf {
+    for d in std::fs::read_dir(dir).unwrap() {
+        for c in std::fs::read_dir(d.unwrap().path()).unwrap() {
+            let p = c.unwrap().path().join("manifest.json");
+            if p.exists() {
+                return p;
+            }
+        }
+    }
+    panic!("no manifest.json under {}", dir.display());
+}
