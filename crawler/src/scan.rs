@@ -298,7 +298,10 @@ impl SendCtx<'_> {
         if sh.is_answered(q) {
             return;
         }
-        while (sh.elapsed_us() as u32).wrapping_sub(tick) < sh.cooldown_us && !self.stop.load(Relaxed) {
+        while (sh.elapsed_us() as u32).wrapping_sub(tick) < sh.cooldown_us {
+            if self.stop.load(Relaxed) {
+                return; // interrupted: silence is not recorded (a resumed crawl probes it again)
+            }
             std::thread::sleep(Duration::from_micros(500));
         }
         if sh.mark(q) {
