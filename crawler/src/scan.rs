@@ -371,13 +371,29 @@ impl SendCtx<'_> {
     }
 
     /// One pass over the send order; sender `k` of `n` takes positions k, k+n, k+2n, ...
+    /// The probes `AHEAD` positions on are computed early and their targets prefetched.
     fn pass(&mut self, order: &Order, k: u64, n: u64) {
+        const AHEAD: u64 = 16;
         let mut last_house = Instant::now();
-        for i in (k..order.len()).step_by(n as usize) {
+        let count = order.len().saturating_sub(k).div_ceil(n);
+        let slots = self.sh.ports.slots();
+        let mut ahead = [0u64; AHEAD as usize];
+        let fetch = |m: u64, ahead: &mut [u64; AHEAD as usize]| {
+            let p = order.probe(k + m * n);
+            self.sh.targets.prefetch((p / slots) as usize);
+            ahead[(m % AHEAD) as usize] = p;
+        };
+        for m in 0..AHEAD.min(count) {
+            fetch(m, &mut ahead);
+        }
+        for m in 0..count {
             if self.stop.load(Relaxed) {
                 break;
             }
-            let p = order.probe(i);
+            let (i, p) = (k + m * n, ahead[(m % AHEAD) as usize]);
+            if m + AHEAD < count {
+                fetch(m + AHEAD, &mut ahead);
+            }
             if self.sh.is_answered(p) {
                 continue;
             }

@@ -108,6 +108,23 @@ impl Targets {
             IpAddr::V6(Ipv6Addr::from(self.v6[i - self.v4.len()]))
         }
     }
+    /// Ask the CPU to fetch a target's address and AS ahead of use: the send order visits
+    /// targets at random, so without it each probe waits on cache misses (measured: most of
+    /// the send loop's own time on the 131,072-target lab).
+    #[inline]
+    pub fn prefetch(&self, t: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            let a = if t < self.v4.len() { self.v4.as_ptr().wrapping_add(t) as *const i8 } else { self.v6.as_ptr().wrapping_add(t - self.v4.len()) as *const i8 };
+            // SAFETY: prefetching is a hint; it never faults, even on a bad address.
+            unsafe {
+                _mm_prefetch(a, _MM_HINT_T0);
+                _mm_prefetch(self.asn.as_ptr().wrapping_add(t) as *const i8, _MM_HINT_T0);
+            }
+        }
+    }
+
     /// Index of a target by address (binary search; the receive path's lookup).
     #[inline]
     pub fn find(&self, ip: IpAddr) -> Option<usize> {
