@@ -191,7 +191,7 @@ fn handle_frame(sh: &Shared, frame: &[u8], stamp_us: i64, tx: &crossbeam_channel
         let attempts = sh.pass.load(Relaxed) + 1;
         if sh.cookie.index(&r, attempts, names_probe).is_none() {
             // Our port and a slot in range, but the slot went to another send since: a (late)
-            // answer to an earlier attempt, not a forgery (that has a 2^-32 chance of a slot).
+            // answer to an earlier attempt (a forgery lands in range with odds slots / 2^32).
             let stale = sh.cookie.index(&r, attempts, |s| (s as u64) < sh.log.len()).is_some();
             if stale { &sh.c.stale } else { &sh.c.invalid }.fetch_add(1, Relaxed);
             return true;
