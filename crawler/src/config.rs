@@ -172,7 +172,7 @@ impl CrawlConfig {
         }
         key("scan.ports", !self.scan.ports.is_empty() && !self.scan.ports.contains(&0), "needs at least one port, none 0")?;
         key("scan.retry_delay", self.scan.retry_delay >= 0.0 && self.scan.retry_delay.is_finite(), "must be >= 0")?;
-        key("scan.cooldown", self.scan.cooldown >= 0.0 && self.scan.cooldown.is_finite(), "must be >= 0")?;
+        key("scan.cooldown", (0.0..=1800.0).contains(&self.scan.cooldown), "must be between 0 and 1800 seconds")?;
         key("scan.rows_per_file", self.scan.rows_per_file > 0, "must be at least 1")?;
         if let Some(m) = &self.scan.gateway_mac {
             crate::netinfo::parse_mac(m).map_err(|e| anyhow::anyhow!("key `scan.gateway_mac`: {e}"))?;

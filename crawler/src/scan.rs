@@ -236,6 +236,9 @@ struct SendCtx<'a> {
 /// a silent network 64 sends ~390 kpps against ~290 kpps for 16).
 const RESPONSIVE_BATCH: usize = 16;
 
+/// A final attempt still unanswered after this long (µs) is recorded as silent during the pass.
+const OLD_FINAL_US: u32 = 30 * 60 * 1_000_000;
+
 /// Probes from which the final silence sweep is split over two recorders.
 const SPLIT_SWEEP: u64 = 1 << 16;
 
@@ -306,6 +309,24 @@ impl SendCtx<'_> {
         }
         if sh.mark(q) {
             let _ = self.out.send(sh.silence(q, tick, sh.elapsed_us()));
+        }
+    }
+
+    /// Every few seconds: drop idle keyed-limit cells; and (first sender only) record as silent
+    /// the final attempts that have waited in the send log for `OLD_FINAL_US`. Send ticks
+    /// wrap after 71 minutes, so in a slow crawl (2^20 sends taking longer than that) a final
+    /// attempt left in the log until the end would get a wrong `sent_at`.
+    fn housekeeping(&mut self, k: u64) {
+        self.limits.housekeeping();
+        if k != 0 {
+            return;
+        }
+        let sh = self.sh;
+        let now = sh.elapsed_us();
+        for (q, tick) in sh.log.final_older_than(now as u32, sh.cooldown_us.max(OLD_FINAL_US)) {
+            if sh.mark(q) {
+                let _ = self.out.send(sh.silence(q, tick, now));
+            }
         }
     }
 
@@ -406,13 +427,17 @@ impl SendCtx<'_> {
             if (i & 0xfff) == 0 {
                 self.adapt_batch();
             }
-            if (i & 0xffff) == 0 && last_house.elapsed() > Duration::from_secs(5) {
-                self.limits.housekeeping();
+            if (i & 0x3ff) == 0 && last_house.elapsed() > Duration::from_secs(5) {
+                self.housekeeping(k);
                 last_house = Instant::now();
             }
         }
         // Drain what the keyed limits held back, waiting for their budgets to refill.
         while !self.deferred.is_empty() && !self.stop.load(Relaxed) {
+            if last_house.elapsed() > Duration::from_secs(5) {
+                self.housekeeping(k);
+                last_house = Instant::now();
+            }
             if self.service_deferred(self.deferred.len()) == 0 {
                 self.flush();
                 std::thread::sleep(Duration::from_millis(2));
@@ -452,6 +477,11 @@ pub fn port_plan(cfg: &ScanConfig, key: (u64, u64)) -> Result<PortPlan> {
     }
     if fixed.is_empty() && cfg.scan.random_ports == 0 {
         bail!("no ports to probe");
+    }
+    // Send times are kept as 32-bit µs ticks (71 minutes); replies later than 30 minutes are
+    // not waited for.
+    if !(0.0..=1800.0).contains(&cfg.scan.cooldown) {
+        bail!("--cooldown must be between 0 and 1800 seconds");
     }
     if cfg.scan.random_ports as usize > crate::targets::MAX_RANDOM_PORTS {
         bail!("at most {} random ports per host", crate::targets::MAX_RANDOM_PORTS);
@@ -523,7 +553,7 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
         cookie: Cookie::new(secret.0, secret.1),
         answered: (0..total.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
         log: SendLog::new(match cfg.scan.send_log { 0 => crate::sendlog::default_size(total, cfg.scan.retries as u64 + 1), n => n }),
-        cooldown_us: (cfg.scan.cooldown * 1e6).min(u32::MAX as f64 / 2.0) as u32,
+        cooldown_us: (cfg.scan.cooldown * 1e6).min(OLD_FINAL_US as f64) as u32,
         pass: AtomicU8::new(0),
         start,
         start_us,

@@ -73,6 +73,12 @@ impl SendLog {
         counter >= self.final_from.load(Relaxed)
     }
 
+    /// (probe, tick) of the final attempts in the ring sent more than `age_us` before `now`
+    /// (ticks wrap: meaningful for ages under 71 minutes).
+    pub fn final_older_than(&self, now: u32, age_us: u32) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.final_window().filter_map(move |c| self.get(self.slot(c))).filter(move |(_, t)| now.wrapping_sub(*t) > age_us)
+    }
+
     /// The final attempts still in the ring, as a counter range.
     pub fn final_window(&self) -> std::ops::Range<u64> {
         let hi = self.next.load(Relaxed);
@@ -104,6 +110,9 @@ mod tests {
         assert_eq!(l.get(0), Some((202, 9)));
         assert_eq!(l.get(5), Some((105, 7)));
         assert_eq!(l.get(8), None);
+        // Of the final attempts (ticks 9), those older than 5 µs at tick 20; none at tick 12.
+        assert_eq!(l.final_older_than(20, 5).map(|(p, _)| p).collect::<Vec<_>>(), vec![200, 201, 202, 203]);
+        assert_eq!(l.final_older_than(12, 5).count(), 0);
         assert_eq!(default_size(3, 3), 1024);
         assert_eq!(default_size(29_952, 3), 1 << 17);
         assert_eq!(default_size(1_048_577, 1), 1 << 20);
