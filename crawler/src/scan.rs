@@ -152,7 +152,6 @@ fn rfc3339(us: i64) -> String {
 /// The receive loop: parse, validate, attribute, record the first answer of each probe.
 /// Returns the kernel's count of replies dropped because the ring was full.
 fn receive_loop(sh: &Shared, mut rx: Receiver, tx: &crossbeam_channel::Sender<Observation>) -> u64 {
-    let mut drops = 0;
     let mut open = true;
     while open && !sh.stop_rx.load(Relaxed) {
         // Blocks until a block of replies is full or retired; the timeout bounds how long the
@@ -161,7 +160,6 @@ fn receive_loop(sh: &Shared, mut rx: Receiver, tx: &crossbeam_channel::Sender<Ob
             open = handle_frame(sh, frame, stamp, tx);
             open
         });
-        drops += rx.stats().1;
     }
     // What the last blocks still hold arrived within the cooldown: record it too.
     while open && rx.next_block(0, |frame, stamp| {
@@ -169,44 +167,41 @@ fn receive_loop(sh: &Shared, mut rx: Receiver, tx: &crossbeam_channel::Sender<Ob
         open
     }) > 0
     {}
-    drops + rx.stats().1
+    // The kernel counts drops from the socket's start until the counter is read: read once.
+    rx.stats().1
 }
 
 /// Parse, validate, attribute and record one frame; false when the recorder is gone.
 #[inline]
 fn handle_frame(sh: &Shared, frame: &[u8], stamp_us: i64, tx: &crossbeam_channel::Sender<Observation>) -> bool {
     let slots = sh.ports.slots();
-    {
-        let Some(r) = wire::parse(frame) else { return true };
-        sh.c.frames.fetch_add(1, Relaxed);
-        // The send-log slot the reply names must hold a probe of this address and port.
-        let found = std::cell::Cell::new(None);
-        let names_probe = |s: u32| match sh.log.get(s) {
-            Some((probe, tick)) if sh.targets.ip((probe / slots) as usize) == r.target && sh.ports.port(r.target, probe % slots).0 == r.tport => {
-                found.set(Some((probe, tick)));
-                true
-            }
-            _ => false,
-        };
-        let attempts = sh.pass.load(Relaxed) + 1;
-        if sh.cookie.index(&r, attempts, names_probe).is_none() {
-            // Our port and a slot in range, but the slot went to another send since: a (late)
-            // answer to an earlier attempt (a forgery lands in range with odds slots / 2^32).
-            let stale = sh.cookie.index(&r, attempts, |s| (s as u64) < sh.log.len()).is_some();
-            if stale { &sh.c.stale } else { &sh.c.invalid }.fetch_add(1, Relaxed);
-            return true;
-        }
-        let (probe, tick) = found.get().expect("set by the accepting check");
-        if !sh.mark(probe) {
-            sh.c.dup.fetch_add(1, Relaxed);
-            return true;
-        }
-        sh.c.valid.fetch_add(1, Relaxed);
-        // Arrival time: the kernel's stamp, mapped onto the crawl's clock (start + elapsed).
-        let now = if stamp_us > 0 { stamp_us - sh.start_us } else { sh.elapsed_us() };
-        let o = Observation { probe, attempts: sh.pass.load(Relaxed) + 1, sent_us: sh.sent_us(tick, now), reply: Some(r), recv_us: sh.start_us + now };
-        tx.send(o).is_ok()
+    let Some(r) = wire::parse(frame) else { return true };
+    sh.c.frames.fetch_add(1, Relaxed);
+    // The send-log slot the reply names must hold a probe of this address and port.
+    let attempts = sh.pass.load(Relaxed) + 1;
+    let Some(slots_named) = sh.cookie.candidates(&r, attempts) else {
+        sh.c.invalid.fetch_add(1, Relaxed);
+        return true;
+    };
+    let hit = slots_named.into_iter().flatten().find_map(|s| {
+        sh.log.get(s).filter(|(probe, _)| sh.targets.ip((probe / slots) as usize) == r.target && sh.ports.port(r.target, probe % slots).0 == r.tport)
+    });
+    let Some((probe, tick)) = hit else {
+        // Our port and a slot in range, but the slot went to another send since: a (late)
+        // answer to an earlier attempt (a forgery lands in range with odds slots / 2^32).
+        let stale = slots_named.into_iter().flatten().any(|s| (s as u64) < sh.log.len());
+        if stale { &sh.c.stale } else { &sh.c.invalid }.fetch_add(1, Relaxed);
+        return true;
+    };
+    if !sh.mark(probe) {
+        sh.c.dup.fetch_add(1, Relaxed);
+        return true;
     }
+    sh.c.valid.fetch_add(1, Relaxed);
+    // Arrival time: the kernel's stamp, mapped onto the crawl's clock (start + elapsed).
+    let now = if stamp_us > 0 { stamp_us - sh.start_us } else { sh.elapsed_us() };
+    let o = Observation { probe, attempts, sent_us: sh.sent_us(tick, now), reply: Some(r), recv_us: sh.start_us + now };
+    tx.send(o).is_ok()
 }
 
 struct SendCtx<'a> {
@@ -657,24 +652,25 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
     }
     let rows_before = done.len() as u64;
     drop(done);
-    let t0 = Instant::now();
-    if cfg.scan.retries == 0 {
-        sh.log.start_final_pass();
-    }
-    run_pass(&mut ctxs);
-    let first_pass_pps = sh.c.sent.load(Relaxed) as f64 / t0.elapsed().as_secs_f64().max(1e-9);
-    tracing::debug!("scan: first pass took {:.3} s (started {:.3} s after launch)", t0.elapsed().as_secs_f64(), (start_us - started) as f64 / 1e6);
-    for r in 1..=cfg.scan.retries {
-        if stop.load(Relaxed) {
-            break;
+    let mut first_pass_pps = 0.0;
+    for r in 0..=cfg.scan.retries {
+        if r > 0 {
+            if stop.load(Relaxed) {
+                break;
+            }
+            // Retry only what is still silent, after the replies to the last pass had time to land.
+            sleep_unless(&stop, Duration::from_secs_f64(cfg.scan.retry_delay));
+            sh.pass.store(r, Relaxed);
         }
-        // Retry only what is still silent, after the replies to the last pass had time to land.
-        sleep_unless(&stop, Duration::from_secs_f64(cfg.scan.retry_delay));
-        sh.pass.store(r, Relaxed);
         if r == cfg.scan.retries {
             sh.log.start_final_pass();
         }
+        let t0 = Instant::now();
         run_pass(&mut ctxs);
+        if r == 0 {
+            first_pass_pps = sh.c.sent.load(Relaxed) as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+            tracing::debug!("scan: first pass took {:.3} s (started {:.3} s after launch)", t0.elapsed().as_secs_f64(), (start_us - started) as f64 / 1e6);
+        }
     }
     sleep_unless(&stop, Duration::from_secs_f64(cfg.scan.cooldown));
     sh.stop_rx.store(true, Relaxed);

@@ -56,21 +56,27 @@ impl Cookie {
         (Self::sport(h, attempt), h as u32 ^ index)
     }
 
-    /// The index `r` carries, if it answers one of our first `attempts` SYNs; `is(i)` says
-    /// whether index `i` exists and names the reply's target and port.
+    /// The indices `r` may carry — an RST acknowledges seq+1 or carries seq, so it has two —
+    /// if its port is the source port of one of our first `attempts` SYNs to its sender.
     #[inline]
-    pub fn index(&self, r: &Reply, attempts: u8, is: impl Fn(u32) -> bool) -> Option<u32> {
+    pub fn candidates(&self, r: &Reply, attempts: u8) -> Option<[Option<u32>; 2]> {
         let h = self.hash(r.target, r.tport);
         if !(0..attempts.max(1)).any(|a| r.our_port == Self::sport(h, a)) {
             return None;
         }
         let h = h as u32;
-        let seq_of = |seq: u32| Some(seq ^ h).filter(|i| is(*i));
-        match r.kind {
-            ReplyKind::SynAck => seq_of(r.ack_or_seq.wrapping_sub(1)),
-            ReplyKind::Rst => seq_of(r.ack_or_seq.wrapping_sub(1)).or_else(|| seq_of(r.ack_or_seq)),
-            ReplyKind::Icmp => seq_of(r.ack_or_seq),
-        }
+        Some(match r.kind {
+            ReplyKind::SynAck => [Some(r.ack_or_seq.wrapping_sub(1) ^ h), None],
+            ReplyKind::Rst => [Some(r.ack_or_seq.wrapping_sub(1) ^ h), Some(r.ack_or_seq ^ h)],
+            ReplyKind::Icmp => [Some(r.ack_or_seq ^ h), None],
+        })
+    }
+
+    /// The index `r` carries, if it answers one of our first `attempts` SYNs; `is(i)` says
+    /// whether index `i` exists and names the reply's target and port.
+    #[inline]
+    pub fn index(&self, r: &Reply, attempts: u8, is: impl Fn(u32) -> bool) -> Option<u32> {
+        self.candidates(r, attempts)?.into_iter().flatten().find(|i| is(*i))
     }
 }
 

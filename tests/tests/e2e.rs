@@ -144,20 +144,28 @@ fn check_html_in_chromium(report: &Path) {
     assert!(non_white > 50_000 && colours.len() > 50);
 }
 
-#[test]
-fn crawl_and_report_match_the_lab_ground_truth() {
-    if !require_root("e2e") || !require_tool("e2e", "duckdb") || !require_tool("e2e", "chromium") {
-        return;
-    }
+/// Bring the default lab up, plan it and scan it with `flags`: the lab, the crawl's data
+/// directory and how long the scan took (s).
+fn crawl_default_lab(flags: &[&str]) -> (Lab, std::path::PathBuf, f64) {
     let lab = Lab::up("default");
     let ds = lab.datasets();
     demo::plan(&ds, &lab.path("plan.parquet"), 400, true).unwrap();
     let data = lab.path("data");
     let t0 = std::time::Instant::now();
+    demo::scan(&lab.state, &ds, &lab.path("plan.parquet"), &data, flags).unwrap();
+    (lab, data, t0.elapsed().as_secs_f64())
+}
+
+#[test]
+fn crawl_and_report_match_the_lab_ground_truth() {
+    if !require_root("e2e") || !require_tool("e2e", "duckdb") || !require_tool("e2e", "chromium") {
+        return;
+    }
     let mut flags = LAB_SCAN.to_vec();
     flags.extend(["--rate", "20000", "--crawl-id", "a-first", "--seed", "1"]);
-    demo::scan(&lab.state, &ds, &lab.path("plan.parquet"), &data, &flags).unwrap();
-    println!("scan took {:.1} s", t0.elapsed().as_secs_f64());
+    let (lab, data, took) = crawl_default_lab(&flags);
+    let ds = lab.datasets();
+    println!("scan took {took:.1} s");
     check_observations(&lab, &data);
     demo::report(&ds, &data, &lab.path("report1"), &[]).unwrap();
     check_report(&lab, &lab.path("report1"));
@@ -196,14 +204,8 @@ fn a_small_send_log_keeps_every_probe_and_its_cooldown() {
     if !require_root("e2e") {
         return;
     }
-    let lab = Lab::up("default");
-    let ds = lab.datasets();
-    demo::plan(&ds, &lab.path("plan.parquet"), 400, true).unwrap();
-    let data = lab.path("data");
-    let t0 = std::time::Instant::now();
     let flags = ["--asn-rate", "0", "--net-rate", "0", "--retry-delay", "1", "--cooldown", "1", "--rate", "20000", "--send-log", "2048", "--seed", "3"];
-    demo::scan(&lab.state, &ds, &lab.path("plan.parquet"), &data, &flags).unwrap();
-    let took = t0.elapsed().as_secs_f64();
+    let (lab, data, took) = crawl_default_lab(&flags);
     check_observations(&lab, &data);
     let m = std::fs::read_to_string(find_manifest(&data)).unwrap();
     let m: serde_json::Value = serde_json::from_str(&m).unwrap();
