@@ -62,6 +62,19 @@ impl Blocklist {
         b
     }
 
+    /// What a crawl must not probe, the same at plan time and at send time: IANA
+    /// special-purpose space (minus what is explicitly allowed), opt-out lists and exclusions.
+    pub fn build(allow_reserved: &[IpNet], opt_out: &[std::path::PathBuf], exclude: &[std::path::PathBuf], opts: LoadOptions) -> Result<Blocklist> {
+        let mut b = Blocklist::with_iana(allow_reserved);
+        for f in opt_out {
+            b.add_file(f, Reason::OptOut, opts)?;
+        }
+        for f in exclude {
+            b.add_file(f, Reason::Excluded, opts)?;
+        }
+        Ok(b)
+    }
+
     pub fn add(&mut self, net: IpNet, why: Reason) {
         match net {
             IpNet::V4(n) => {

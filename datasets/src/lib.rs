@@ -1,5 +1,6 @@
 //! Loaders for the public datasets port-25 researchers already use, and the crawl's own
-//! Parquet schema, shared by `crawler` (which writes it) and `analysis` (which reads it).
+//! Parquet schema, shared by `crawler` (which writes it), `analysis` (which reads it) and the
+//! tests, and the one way every tool publishes a file (`publish`: temp, fsync, rename).
 //!
 //! Every loader reads the real file layout unchanged (see the README's "Input data"), reports
 //! a malformed line with its file and line number, and can instead skip and count bad lines.
@@ -10,6 +11,7 @@ pub mod error;
 pub mod hitlist;
 pub mod input;
 pub mod orgs;
+pub mod publish;
 pub mod ranges;
 pub mod routes;
 pub mod schema;

@@ -4,57 +4,222 @@
 //! Types are chosen for DuckDB: timestamps are `Timestamp(µs, "UTC")` (TIMESTAMPTZ), small
 //! integers unsigned, text plain Utf8 (the Parquet writer dictionary-encodes it on disk).
 
+use arrow_array::builder::{StringBuilder, TimestampMicrosecondBuilder, UInt16Builder, UInt32Builder, UInt8Builder};
+use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use std::sync::Arc;
 
-pub mod plan {
-    pub const IP: &str = "ip";
-    pub const IP_VERSION: &str = "ip_version";
-    pub const ASN: &str = "asn";
-    pub const PREFIX: &str = "prefix";
-    pub const ORG_ID: &str = "org_id";
-    pub const ORG_NAME: &str = "org_name";
-    pub const CATEGORY: &str = "category";
-    pub const CATEGORY_SOURCE: &str = "category_source";
+/// An Arrow column builder filled from row values of type `T`.
+pub trait Column<T> {
+    fn put(&mut self, v: T);
 }
 
-pub fn plan_schema() -> SchemaRef {
-    use plan::*;
-    Arc::new(Schema::new(vec![
-        Field::new(IP, DataType::Utf8, false),
-        Field::new(IP_VERSION, DataType::UInt8, false),
-        Field::new(ASN, DataType::UInt32, false),
-        Field::new(PREFIX, DataType::Utf8, false),
-        Field::new(ORG_ID, DataType::Utf8, false),
-        Field::new(ORG_NAME, DataType::Utf8, false),
-        Field::new(CATEGORY, DataType::Utf8, true),
-        Field::new(CATEGORY_SOURCE, DataType::Utf8, true),
-    ]))
+/// Creating and finishing the column builders a [`table!`] uses.
+pub trait NewColumn {
+    fn with_rows(n: usize) -> Self;
+    fn finish_array(&mut self) -> ArrayRef;
 }
 
-pub mod obs {
-    pub const CRAWL_ID: &str = "crawl_id";
-    pub const VANTAGE: &str = "vantage";
-    pub const IP: &str = "ip";
-    pub const IP_VERSION: &str = "ip_version";
-    pub const ASN: &str = "asn";
-    pub const PREFIX: &str = "prefix";
-    pub const PORT: &str = "port";
-    pub const PORT_ROLE: &str = "port_role";
-    pub const ATTEMPTS: &str = "attempts";
-    pub const SENT_AT: &str = "sent_at";
-    pub const REPLY: &str = "reply";
-    pub const RECEIVED_AT: &str = "received_at";
-    pub const RTT_US: &str = "rtt_us";
-    pub const REPLY_TTL: &str = "reply_ttl";
-    pub const REPLY_IPID: &str = "reply_ipid";
-    pub const TCP_FLAGS: &str = "tcp_flags";
-    pub const TCP_WINDOW: &str = "tcp_window";
-    pub const TCP_MSS: &str = "tcp_mss";
-    pub const TCP_OPTIONS: &str = "tcp_options";
-    pub const ICMP_TYPE: &str = "icmp_type";
-    pub const ICMP_CODE: &str = "icmp_code";
-    pub const ICMP_RESPONDER: &str = "icmp_responder";
+macro_rules! primitive_columns {
+    ($($b:ty: $t:ty),*) => {$(
+        impl Column<$t> for $b {
+            #[inline]
+            fn put(&mut self, v: $t) {
+                self.append_value(v)
+            }
+        }
+        impl Column<Option<$t>> for $b {
+            #[inline]
+            fn put(&mut self, v: Option<$t>) {
+                self.append_option(v)
+            }
+        }
+        impl NewColumn for $b {
+            fn with_rows(n: usize) -> Self {
+                <$b>::with_capacity(n)
+            }
+            fn finish_array(&mut self) -> ArrayRef {
+                Arc::new(self.finish())
+            }
+        }
+    )*};
+}
+primitive_columns!(UInt8Builder: u8, UInt16Builder: u16, UInt32Builder: u32);
+
+impl Column<&str> for StringBuilder {
+    #[inline]
+    fn put(&mut self, v: &str) {
+        self.append_value(v)
+    }
+}
+impl Column<Option<&str>> for StringBuilder {
+    #[inline]
+    fn put(&mut self, v: Option<&str>) {
+        self.append_option(v)
+    }
+}
+impl NewColumn for StringBuilder {
+    fn with_rows(n: usize) -> Self {
+        StringBuilder::with_capacity(n, n * 16)
+    }
+    fn finish_array(&mut self) -> ArrayRef {
+        Arc::new(self.finish())
+    }
+}
+
+/// Microseconds since the epoch, UTC (DuckDB: TIMESTAMPTZ).
+pub struct UtcMicros(TimestampMicrosecondBuilder);
+
+impl Column<i64> for UtcMicros {
+    #[inline]
+    fn put(&mut self, v: i64) {
+        self.0.append_value(v)
+    }
+}
+impl Column<Option<i64>> for UtcMicros {
+    #[inline]
+    fn put(&mut self, v: Option<i64>) {
+        self.0.append_option(v)
+    }
+}
+impl NewColumn for UtcMicros {
+    fn with_rows(n: usize) -> Self {
+        UtcMicros(TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"))
+    }
+    fn finish_array(&mut self) -> ArrayRef {
+        Arc::new(self.0.finish())
+    }
+}
+
+fn utc_micros() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// Declares a Parquet table once: its column-name constants, its Arrow schema, a row struct
+/// (borrowed text) and a batch builder that turns rows into a `RecordBatch`. Writers and
+/// readers of the table use these, so a column exists in exactly one place.
+macro_rules! table {
+    (
+        $(#[$doc:meta])* names $names:ident, row $Row:ident<$lt:lifetime>, batch $Batch:ident, schema $schema:ident;
+        $( $(#[$fdoc:meta])* $CONST:ident $field:ident: $rty:ty => $B:ty = $dt:expr, $nullable:literal; )*
+    ) => {
+        /// Column names.
+        pub mod $names {
+            $( pub const $CONST: &str = stringify!($field); )*
+        }
+
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy)]
+        pub struct $Row<$lt> {
+            $( $(#[$fdoc])* pub $field: $rty, )*
+        }
+
+        /// Rows gathered column by column until [`Self::finish`] makes them a batch.
+        pub struct $Batch {
+            $( $field: $B, )*
+            rows: usize,
+        }
+
+        impl $Batch {
+            pub fn with_capacity(rows: usize) -> Self {
+                $Batch { $( $field: <$B as NewColumn>::with_rows(rows), )* rows: 0 }
+            }
+            #[inline]
+            pub fn push<$lt>(&mut self, r: &$Row<$lt>) {
+                $( Column::<$rty>::put(&mut self.$field, r.$field); )*
+                self.rows += 1;
+            }
+            pub fn len(&self) -> usize {
+                self.rows
+            }
+            pub fn is_empty(&self) -> bool {
+                self.rows == 0
+            }
+            /// The rows so far as a batch; the builder starts over empty.
+            pub fn finish(&mut self) -> RecordBatch {
+                self.rows = 0;
+                let cols: Vec<ArrayRef> = vec![ $( self.$field.finish_array(), )* ];
+                RecordBatch::try_new($schema(), cols).expect("the builders follow the schema")
+            }
+        }
+
+        pub fn $schema() -> SchemaRef {
+            Arc::new(Schema::new(vec![ $( Field::new(stringify!($field), $dt, $nullable), )* ]))
+        }
+    };
+}
+
+table! {
+    /// One planned target.
+    names plan, row PlanRow<'a>, batch PlanBatch, schema plan_schema;
+    IP ip: &'a str => StringBuilder = DataType::Utf8, false;
+    IP_VERSION ip_version: u8 => UInt8Builder = DataType::UInt8, false;
+    ASN asn: u32 => UInt32Builder = DataType::UInt32, false;
+    PREFIX prefix: &'a str => StringBuilder = DataType::Utf8, false;
+    ORG_ID org_id: &'a str => StringBuilder = DataType::Utf8, false;
+    ORG_NAME org_name: &'a str => StringBuilder = DataType::Utf8, false;
+    CATEGORY category: Option<&'a str> => StringBuilder = DataType::Utf8, true;
+    CATEGORY_SOURCE category_source: Option<&'a str> => StringBuilder = DataType::Utf8, true;
+}
+
+table! {
+    /// One probed (target, port): the crawl's observation, silence included.
+    names obs, row ObsRow<'a>, batch ObsBatch, schema observation_schema;
+    CRAWL_ID crawl_id: &'a str => StringBuilder = DataType::Utf8, false;
+    VANTAGE vantage: &'a str => StringBuilder = DataType::Utf8, false;
+    IP ip: &'a str => StringBuilder = DataType::Utf8, false;
+    IP_VERSION ip_version: u8 => UInt8Builder = DataType::UInt8, false;
+    ASN asn: u32 => UInt32Builder = DataType::UInt32, false;
+    PREFIX prefix: &'a str => StringBuilder = DataType::Utf8, false;
+    PORT port: u16 => UInt16Builder = DataType::UInt16, false;
+    PORT_ROLE port_role: &'a str => StringBuilder = DataType::Utf8, false;
+    /// SYNs sent before the answer (or in all, for silence).
+    ATTEMPTS attempts: u8 => UInt8Builder = DataType::UInt8, false;
+    SENT_AT sent_at: i64 => UtcMicros = utc_micros(), false;
+    /// `reply::*`.
+    REPLY reply: &'a str => StringBuilder = DataType::Utf8, false;
+    RECEIVED_AT received_at: Option<i64> => UtcMicros = utc_micros(), true;
+    RTT_US rtt_us: Option<u32> => UInt32Builder = DataType::UInt32, true;
+    REPLY_TTL reply_ttl: Option<u8> => UInt8Builder = DataType::UInt8, true;
+    REPLY_IPID reply_ipid: Option<u16> => UInt16Builder = DataType::UInt16, true;
+    TCP_FLAGS tcp_flags: Option<u8> => UInt8Builder = DataType::UInt8, true;
+    TCP_WINDOW tcp_window: Option<u16> => UInt16Builder = DataType::UInt16, true;
+    TCP_MSS tcp_mss: Option<u16> => UInt16Builder = DataType::UInt16, true;
+    /// Option kinds in the order the peer sent them, e.g. `2,4,8,1,3`.
+    TCP_OPTIONS tcp_options: Option<&'a str> => StringBuilder = DataType::Utf8, true;
+    ICMP_TYPE icmp_type: Option<u8> => UInt8Builder = DataType::UInt8, true;
+    ICMP_CODE icmp_code: Option<u8> => UInt8Builder = DataType::UInt8, true;
+    ICMP_RESPONDER icmp_responder: Option<&'a str> => StringBuilder = DataType::Utf8, true;
+}
+
+impl<'a> ObsRow<'a> {
+    /// A probe that stayed silent: every reply column null.
+    pub fn silent(crawl_id: &'a str, vantage: &'a str, ip: &'a str, ip_version: u8, asn: u32, prefix: &'a str, port: u16, port_role: &'a str, attempts: u8, sent_at: i64) -> Self {
+        ObsRow {
+            crawl_id,
+            vantage,
+            ip,
+            ip_version,
+            asn,
+            prefix,
+            port,
+            port_role,
+            attempts,
+            sent_at,
+            reply: reply::NONE,
+            received_at: None,
+            rtt_us: None,
+            reply_ttl: None,
+            reply_ipid: None,
+            tcp_flags: None,
+            tcp_window: None,
+            tcp_mss: None,
+            tcp_options: None,
+            icmp_type: None,
+            icmp_code: None,
+            icmp_responder: None,
+        }
+    }
 }
 
 /// `reply` values.
@@ -74,33 +239,21 @@ pub mod role {
     pub const RANDOM: &str = "random";
 }
 
-pub fn observation_schema() -> SchemaRef {
-    use obs::*;
-    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
-    Arc::new(Schema::new(vec![
-        Field::new(CRAWL_ID, DataType::Utf8, false),
-        Field::new(VANTAGE, DataType::Utf8, false),
-        Field::new(IP, DataType::Utf8, false),
-        Field::new(IP_VERSION, DataType::UInt8, false),
-        Field::new(ASN, DataType::UInt32, false),
-        Field::new(PREFIX, DataType::Utf8, false),
-        Field::new(PORT, DataType::UInt16, false),
-        Field::new(PORT_ROLE, DataType::Utf8, false),
-        Field::new(ATTEMPTS, DataType::UInt8, false),
-        Field::new(SENT_AT, ts.clone(), false),
-        Field::new(REPLY, DataType::Utf8, false),
-        Field::new(RECEIVED_AT, ts, true),
-        Field::new(RTT_US, DataType::UInt32, true),
-        Field::new(REPLY_TTL, DataType::UInt8, true),
-        Field::new(REPLY_IPID, DataType::UInt16, true),
-        Field::new(TCP_FLAGS, DataType::UInt8, true),
-        Field::new(TCP_WINDOW, DataType::UInt16, true),
-        Field::new(TCP_MSS, DataType::UInt16, true),
-        Field::new(TCP_OPTIONS, DataType::Utf8, true),
-        Field::new(ICMP_TYPE, DataType::UInt8, true),
-        Field::new(ICMP_CODE, DataType::UInt8, true),
-        Field::new(ICMP_RESPONDER, DataType::Utf8, true),
-    ]))
+/// How observation files are written: zstd level 3, row groups of `row_group_rows`, no
+/// dictionary on columns whose values are (nearly) all distinct (a dictionary there only
+/// costs hashing every value before the writer gives up on it), and the crawl's key-value
+/// metadata.
+pub fn observation_writer_props(kv: Vec<(String, String)>, row_group_rows: usize) -> parquet::file::properties::WriterProperties {
+    use parquet::basic::{Compression, ZstdLevel};
+    use parquet::schema::types::ColumnPath;
+    let mut props = parquet::file::properties::WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")));
+    for c in [obs::IP, obs::SENT_AT, obs::RECEIVED_AT, obs::RTT_US, obs::REPLY_IPID] {
+        props = props.set_column_dictionary_enabled(ColumnPath::from(c), false);
+    }
+    props
+        .set_max_row_group_row_count(Some(row_group_rows))
+        .set_key_value_metadata(Some(kv.into_iter().map(|(k, v)| parquet::file::metadata::KeyValue::new(k, v)).collect()))
+        .build()
 }
 
 /// Append an address in the schemas' text form (dotted quad, RFC 5952 IPv6). The dotted quad
