@@ -15,7 +15,7 @@ pub struct CrawlConfig {
     #[serde(default)]
     pub plan: Plan,
     #[serde(default)]
-    pub scan: Scan,
+    pub scan: crate::scan::Params,
     #[serde(default)]
     pub self_check: SelfCheck,
 }
@@ -71,49 +71,6 @@ pub struct Plan {
 impl Default for Plan {
     fn default() -> Self {
         Plan { select: "hosting".into(), per_asn: 64, seed: toml::Value::String("crawl-date".into()), allow_reserved: vec![], skip_bad_lines: false }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Scan {
-    pub ports: Vec<u16>,
-    pub control_ports: Vec<u16>,
-    pub random_ports: u16,
-    pub rate: u64,
-    pub asn_rate: u64,
-    pub net_rate: u64,
-    pub retries: u8,
-    pub retry_delay: f64,
-    pub cooldown: f64,
-    pub interface: Option<String>,
-    pub gateway_mac: Option<String>,
-    pub source_ip: Vec<IpAddr>,
-    pub rows_per_file: usize,
-    pub senders: usize,
-    /// Slots of the send log (ring of recent sends); 0: one per probe up to 2^20.
-    pub send_log: usize,
-}
-
-impl Default for Scan {
-    fn default() -> Self {
-        Scan {
-            ports: vec![25, 465, 587],
-            control_ports: vec![80, 443, 22],
-            random_ports: 2,
-            rate: 10_000,
-            asn_rate: 1_000,
-            net_rate: 20,
-            retries: 2,
-            retry_delay: 2.0,
-            cooldown: 8.0,
-            interface: None,
-            gateway_mac: None,
-            source_ip: vec![],
-            rows_per_file: 1_000_000,
-            senders: 0,
-            send_log: 0,
-        }
     }
 }
 
@@ -175,7 +132,7 @@ impl CrawlConfig {
         key("scan.cooldown", (0.0..=1800.0).contains(&self.scan.cooldown), "must be between 0 and 1800 seconds")?;
         key("scan.rows_per_file", self.scan.rows_per_file > 0, "must be at least 1")?;
         if let Some(m) = &self.scan.gateway_mac {
-            crate::netinfo::parse_mac(m).map_err(|e| anyhow::anyhow!("key `scan.gateway_mac`: {e}"))?;
+            crate::net::route::parse_mac(m).map_err(|e| anyhow::anyhow!("key `scan.gateway_mac`: {e}"))?;
         }
         key("self_check.wait", self.self_check.wait > 0.0, "must be > 0")?;
         Ok(())

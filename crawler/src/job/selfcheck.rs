@@ -4,11 +4,11 @@
 //! means the vantage's own provider filters 25, and the crawl stops (exit 3) unless told
 //! otherwise. The outcome goes into the manifest either way.
 
-use crate::netinfo;
-use crate::receive::Receiver;
-use crate::send::Sender;
-use crate::validate::Cookie;
-use crate::wire::{self, Link, ReplyKind, SynFields, MAX_FRAME};
+use crate::net::route;
+use crate::probe::{self, Link, ReplyKind, SynFields, MAX_FRAME};
+use crate::scan::recv::ring::RxRing;
+use crate::scan::send::socket::{TxSocket, BATCH};
+use crate::scan::validate::Cookie;
 use anyhow::{bail, Result};
 use datasets::blocklist::Blocklist;
 use serde::Serialize;
@@ -34,16 +34,16 @@ pub fn run(targets: &[IpAddr], control: u16, wait: f64, block: &Blocklist, iface
     }
     let s4 = targets.iter().find_map(|t| if let IpAddr::V4(a) = t { Some(*a) } else { None });
     let s6 = targets.iter().find_map(|t| if let IpAddr::V6(a) = t { Some(*a) } else { None });
-    let ni = netinfo::discover(s4, s6, iface, gw, &[])?;
-    let mut rx = Receiver::open(ni.ifindex)?;
-    let mut tx = Sender::open(ni.ifindex)?;
+    let ni = route::discover(s4, s6, iface, gw, &[])?;
+    let mut rx = RxRing::open(ni.ifindex)?;
+    let mut tx = TxSocket::open(ni.ifindex)?;
     let cookie = Cookie::new(rand::random(), rand::random());
     let mut tmpl = [[0u8; MAX_FRAME]; 2];
     if let Some(s) = ni.src4 {
-        wire::syn_template(&mut tmpl[0], &Link { src_mac: ni.mac, gw_mac: ni.gw4 }, s.into());
+        probe::syn_template(&mut tmpl[0], &Link { src_mac: ni.mac, gw_mac: ni.gw4 }, s.into());
     }
     if let Some(s) = ni.src6 {
-        wire::syn_template(&mut tmpl[1], &Link { src_mac: ni.mac, gw_mac: ni.gw6 }, s.into());
+        probe::syn_template(&mut tmpl[1], &Link { src_mac: ni.mac, gw_mac: ni.gw6 }, s.into());
     }
     let mut got25 = std::collections::HashSet::new();
     let mut gotc = std::collections::HashSet::new();
@@ -62,9 +62,9 @@ pub fn run(targets: &[IpAddr], control: u16, wait: f64, block: &Blocklist, iface
                     let (sport, seq) = cookie.probe(*t, port, ti as u32, 0);
                     let n = tx.n;
                     tx.frames[n] = tmpl[i];
-                    tx.lens[n] = wire::fill_syn(&mut tx.frames[n], &SynFields { src, dst: *t, sport, dport: port, seq, ip_id: 1, tsval: 0 });
+                    tx.lens[n] = probe::fill_syn(&mut tx.frames[n], &SynFields { src, dst: *t, sport, dport: port, seq, ip_id: 1, tsval: 0 });
                     tx.n += 1;
-                    if tx.n == crate::send::BATCH {
+                    if tx.n == BATCH {
                         tx.flush();
                     }
                 }
@@ -74,7 +74,7 @@ pub fn run(targets: &[IpAddr], control: u16, wait: f64, block: &Blocklist, iface
             next_round = Instant::now() + Duration::from_millis(300);
         }
         rx.next_block(20, |frame, _| {
-            if let Some(r) = wire::parse(frame) {
+            if let Some(r) = probe::parse(frame) {
                 if cookie.index(&r, 1, |i| targets.get(i as usize) == Some(&r.target)).is_some() && r.kind != ReplyKind::Icmp {
                     if r.tport == 25 {
                         got25.insert(r.target);

@@ -17,7 +17,7 @@ pub struct Pacer {
 
 impl Pacer {
     pub fn new(pps: u64) -> Pacer {
-        let batch = if pps == 0 { crate::send::BATCH } else { (pps / 2000).clamp(1, crate::send::BATCH as u64) as usize };
+        let batch = if pps == 0 { super::send::socket::BATCH } else { (pps / 2000).clamp(1, super::send::socket::BATCH as u64) as usize };
         // A 10 ms burst allowance: time lost oversleeping is made up at once, while any 1-s
         // window still holds at most rate × 1.01 packets.
         let burst = (batch as u64).max(pps / 100).min(u32::MAX as u64) as u32;

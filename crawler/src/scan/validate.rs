@@ -10,7 +10,7 @@
 //! forger still has to hit one 32-bit value (and the keyed source port), so validation is as
 //! strong as with the bare hash (~47 bits).
 
-use crate::wire::{Reply, ReplyKind};
+use crate::probe::{Reply, ReplyKind};
 use siphasher::sip::SipHasher13;
 use std::hash::Hasher;
 use std::net::IpAddr;
@@ -83,7 +83,7 @@ impl Cookie {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::OptionKinds;
+    use crate::probe::options::OptionKinds;
     fn reply(kind: ReplyKind, target: IpAddr, tport: u16, our_port: u16, ack: u32) -> Reply {
         Reply { kind, target, tport, our_port, ack_or_seq: ack, ttl: 64, ip_id: None, tcp_flags: 0, window: 0, mss: None, options: OptionKinds::default(), icmp_type: 0, icmp_code: 0, responder: target }
     }

@@ -23,7 +23,7 @@ const BLOCK_SIZE: u32 = 1 << 16;
 const BLOCK_NR: u32 = 64;
 const RETIRE_MS: u32 = 5;
 
-pub struct Receiver {
+pub struct RxRing {
     fd: OwnedFd,
     ring: *mut u8,
     next: usize,
@@ -31,7 +31,7 @@ pub struct Receiver {
 
 // SAFETY: the ring is only touched through `&mut self` (one receive thread); the kernel side
 // is synchronised by the block status words.
-unsafe impl Send for Receiver {}
+unsafe impl Send for RxRing {}
 
 /// ldh [12]; v4: ldb [23] tcp|icmp; v6: ldb [20] tcp|icmpv6 — keep SNAPLEN bytes, else drop.
 fn filter() -> [SockFilter; 12] {
@@ -64,9 +64,9 @@ fn setopt<T>(fd: &OwnedFd, level: i32, name: i32, v: &T, what: &str) -> Result<(
     Ok(())
 }
 
-impl Receiver {
-    pub fn open(ifindex: i32) -> Result<Receiver> {
-        let mut rx = Receiver::create()?;
+impl RxRing {
+    pub fn open(ifindex: i32) -> Result<RxRing> {
+        let mut rx = RxRing::create()?;
         rx.bind(ifindex)?;
         Ok(rx)
     }
@@ -74,7 +74,7 @@ impl Receiver {
     /// The socket, its filter and its ring, not yet bound to an interface. Setting up a ring
     /// waits for an RCU grace period in the kernel (10–25 ms measured here), so a scan does
     /// this in the background while it loads its plan.
-    pub fn create() -> Result<Receiver> {
+    pub fn create() -> Result<RxRing> {
         // Protocol 0: the socket sees nothing until `bind` names the protocol and interface,
         // so no frame of another interface slips in while the filter and ring are set up.
         // SAFETY: plain socket(2); the fd is owned immediately.
@@ -102,7 +102,7 @@ impl Receiver {
         if ring == libc::MAP_FAILED {
             bail!("receive socket: mapping the ring: {}", std::io::Error::last_os_error());
         }
-        Ok(Receiver { fd, ring: ring as *mut u8, next: 0 })
+        Ok(RxRing { fd, ring: ring as *mut u8, next: 0 })
     }
 
     /// Start receiving the frames of interface `ifindex`.
@@ -180,7 +180,7 @@ impl Receiver {
     }
 }
 
-impl Drop for Receiver {
+impl Drop for RxRing {
     fn drop(&mut self) {
         // SAFETY: unmaps exactly the mapping made in `open`.
         unsafe { libc::munmap(self.ring as *mut libc::c_void, (BLOCK_SIZE * BLOCK_NR) as usize) };

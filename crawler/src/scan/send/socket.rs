@@ -2,13 +2,13 @@
 //! PACKET_QDISC_BYPASS (ZMap's Linux design; measured here at ~1.7× pnet_datalink's
 //! one-`sendto`-per-packet path). Frames live in a fixed array; nothing allocates per probe.
 
-use crate::wire::MAX_FRAME;
+use crate::probe::MAX_FRAME;
 use anyhow::{bail, Result};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 pub const BATCH: usize = 64;
 
-pub struct Sender {
+pub struct TxSocket {
     fd: OwnedFd,
     addr: libc::sockaddr_ll,
     pub frames: Box<[[u8; MAX_FRAME]; BATCH]>,
@@ -17,8 +17,8 @@ pub struct Sender {
     pub errors: u64,
 }
 
-impl Sender {
-    pub fn open(ifindex: i32) -> Result<Sender> {
+impl TxSocket {
+    pub fn open(ifindex: i32) -> Result<TxSocket> {
         // SAFETY: plain socket(2); the fd is owned immediately.
         let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
         if raw < 0 {
@@ -34,7 +34,7 @@ impl Sender {
         addr.sll_family = libc::AF_PACKET as u16;
         addr.sll_ifindex = ifindex;
         addr.sll_halen = 6;
-        Ok(Sender { fd, addr, frames: Box::new([[0u8; MAX_FRAME]; BATCH]), lens: [0; BATCH], n: 0, errors: 0 })
+        Ok(TxSocket { fd, addr, frames: Box::new([[0u8; MAX_FRAME]; BATCH]), lens: [0; BATCH], n: 0, errors: 0 })
     }
 
     /// Send every queued frame; returns how many went out.

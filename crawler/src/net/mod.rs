@@ -1,0 +1,3 @@
+//! Where probes leave from, asked of the kernel: interface, addresses, gateway MAC.
+
+pub mod route;

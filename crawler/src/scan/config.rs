@@ -1,0 +1,86 @@
+//! What a scan is told: the `[scan]` table of a crawl config (ports, rates, retries, where
+//! to send from), and the crawl around it (plan, output, vantage, lists, identity, shard).
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+/// Ports, rates, retries and interface: the `[scan]` table of `crawl.toml`, and the flags of
+/// `crawler scan`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Params {
+    pub ports: Vec<u16>,
+    pub control_ports: Vec<u16>,
+    pub random_ports: u16,
+    pub rate: u64,
+    pub asn_rate: u64,
+    pub net_rate: u64,
+    pub retries: u8,
+    pub retry_delay: f64,
+    pub cooldown: f64,
+    pub interface: Option<String>,
+    pub gateway_mac: Option<String>,
+    pub source_ip: Vec<IpAddr>,
+    pub rows_per_file: usize,
+    pub senders: usize,
+    /// Slots of the send log (ring of recent sends); 0: one per probe up to 2^20.
+    pub send_log: usize,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            ports: vec![25, 465, 587],
+            control_ports: vec![80, 443, 22],
+            random_ports: 2,
+            rate: 10_000,
+            asn_rate: 1_000,
+            net_rate: 20,
+            retries: 2,
+            retry_delay: 2.0,
+            cooldown: 8.0,
+            interface: None,
+            gateway_mac: None,
+            source_ip: vec![],
+            rows_per_file: 1_000_000,
+            senders: 0,
+            send_log: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScanConfig {
+    pub plan: PathBuf,
+    pub out: PathBuf,
+    /// Ports, rates, retries, interface: the `[scan]` table of a crawl config.
+    pub scan: Params,
+    pub vantage: String,
+    pub exclude: Vec<PathBuf>,
+    pub opt_out: Vec<PathBuf>,
+    pub allow_reserved: Vec<IpNet>,
+    pub crawl_id: Option<String>,
+    pub seed: Option<u64>,
+    pub shard: (u64, u64),
+    /// Continue an interrupted crawl: keep what complete files hold, probe only the rest.
+    pub resume: bool,
+    /// The partition's date (a resumed crawl keeps its first day's).
+    pub crawl_date: Option<String>,
+    #[serde(skip)]
+    pub progress: bool,
+    /// Recorded in the manifest (the `run` config, the self-check).
+    #[serde(skip)]
+    pub manifest_extra: serde_json::Value,
+}
+
+/// `--senders`: 0 picks one per core, at most 4, as ZMap does. At high rates the kernel's
+/// work for each SYN (and, on a small scanner, for its reply) runs in the sending thread, so a
+/// second sender puts the second core to work; under a rate limit the extra thread just waits.
+pub fn sender_threads(requested: usize) -> usize {
+    match requested {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()).min(4),
+        n => n,
+    }
+}

@@ -1,0 +1,92 @@
+//! The crawl's partition, `OUT/crawl_date=D/crawl_id=ID/`: its name, the files each shard
+//! writes into it, and — for `--resume` — the probes that complete files already hold.
+
+use super::ports::PortPlan;
+use super::record::Recorder;
+use super::targets::Targets;
+use super::ScanConfig;
+use anyhow::{bail, Context, Result};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub struct Partition {
+    pub dir: PathBuf,
+    pub crawl_id: String,
+    pub crawl_date: String,
+    pub shard: (u64, u64),
+    /// `part-sIofN-`: every observation file of this shard starts with it.
+    shard_tag: String,
+}
+
+/// `manifest.json` for an unsharded crawl, `manifest-sIofN.json` per shard.
+pub fn manifest_name(shard: (u64, u64)) -> String {
+    if shard == (0, 1) { "manifest.json".into() } else { format!("manifest-s{}of{}.json", shard.0, shard.1) }
+}
+
+impl Partition {
+    /// The crawl's date and id default to the start time's (UTC).
+    pub fn new(cfg: &ScanConfig, started_us: i64) -> Partition {
+        let t = chrono::DateTime::from_timestamp_micros(started_us).unwrap_or_default();
+        let crawl_date = cfg.crawl_date.clone().unwrap_or_else(|| t.format("%Y-%m-%d").to_string());
+        let crawl_id = cfg.crawl_id.clone().unwrap_or_else(|| t.format("%Y%m%dT%H%M%SZ").to_string());
+        let dir = cfg.out.join(format!("crawl_date={crawl_date}")).join(format!("crawl_id={crawl_id}"));
+        Partition { dir, crawl_id, crawl_date, shard: cfg.shard, shard_tag: format!("part-s{}of{}-", cfg.shard.0, cfg.shard.1) }
+    }
+
+    pub fn manifest_path(&self) -> PathBuf {
+        self.dir.join(manifest_name(self.shard))
+    }
+
+    /// A recorder writing this shard's files under a name prefix of its own (several write
+    /// at once: the record thread and the final sweep; and runs of a resumed crawl).
+    pub fn recorder(&self, vantage: &str, targets: &Arc<Targets>, ports: &Arc<PortPlan>, kv: &[(String, String)], rows_per_file: usize) -> Result<Recorder> {
+        let prefix = format!("{}{:08x}", self.shard_tag, rand::random::<u32>());
+        Recorder::new(&self.dir, &prefix, &self.crawl_id, vantage, targets.clone(), ports.clone(), kv.to_vec(), rows_per_file)
+    }
+
+    /// Before the scan writes: a new crawl must not land on an earlier run's shard; a resumed
+    /// one keeps the files that shard finished (their probes are returned, to be skipped) and
+    /// discards a file a crash left half-written (it never got its final name).
+    pub fn prepare(&self, resume: bool, targets: &Targets, ports: &PortPlan) -> Result<Vec<u64>> {
+        if resume {
+            return self.recorded(targets, ports);
+        }
+        let earlier = std::fs::read_dir(&self.dir).map(|rd| rd.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().starts_with(&self.shard_tag))).unwrap_or(false);
+        if earlier || self.manifest_path().exists() {
+            bail!("crawl {} already has shard {}/{} in {} (use --resume, or another crawl id)", self.crawl_id, self.shard.0, self.shard.1, self.dir.display());
+        }
+        Ok(Vec::new())
+    }
+
+    /// Probe ids already recorded in this shard's complete files.
+    fn recorded(&self, targets: &Targets, ports: &PortPlan) -> Result<Vec<u64>> {
+        use arrow_array::{Array, StringArray, UInt16Array};
+        let mut out = Vec::new();
+        let Ok(rd) = std::fs::read_dir(&self.dir) else { return Ok(out) };
+        let slots = ports.slots();
+        for e in rd {
+            let p = e?.path();
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if name.starts_with(&format!(".{}", self.shard_tag)) && name.ends_with(".inprogress") {
+                std::fs::remove_file(&p)?;
+                continue;
+            }
+            if !(name.starts_with(&self.shard_tag) && name.ends_with(".parquet")) {
+                continue;
+            }
+            for b in datasets::schema::open_parquet(&p, 65_536)? {
+                let b = b?;
+                let ip = b.column_by_name("ip").and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned()).context("ip column")?;
+                let port = b.column_by_name("port").and_then(|c| c.as_any().downcast_ref::<UInt16Array>().cloned()).context("port column")?;
+                for i in 0..b.num_rows() {
+                    let a: IpAddr = ip.value(i).parse()?;
+                    let Some(t) = targets.find(a) else { bail!("{}: {a} is not in this crawl's plan (another plan?)", p.display()) };
+                    let slot = (0..slots).find(|s| ports.port(a, *s).0 == port.value(i)).with_context(|| format!("{}: port {} not in this crawl's port set", p.display(), port.value(i)))?;
+                    out.push(t as u64 * slots + slot);
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,75 @@
+//! The receive loop (ZMap's `recv.c`): frames from the [`ring::RxRing`] are parsed
+//! (`probe::parse`), validated statelessly (`validate`: the cookie names a send-log slot, which
+//! must hold a probe of the reply's address and port), and the first answer to each probe is
+//! handed to the recorder. Everything else is counted — validation failures, stale answers to
+//! an attempt whose slot was reused, duplicates — and dropped.
+
+pub mod ring;
+
+use super::record::Observation;
+use super::state::ScanState;
+use crate::probe;
+use crossbeam_channel::Sender;
+use ring::RxRing;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+/// Start the receive thread; it returns the kernel's count of replies dropped because the
+/// ring was full, once `st.stop_rx` is set and what the ring holds is drained.
+pub fn spawn(st: Arc<ScanState>, ring: RxRing, out: Sender<Observation>) -> std::io::Result<std::thread::JoinHandle<u64>> {
+    std::thread::Builder::new().name("receive".into()).spawn(move || receive_loop(&st, ring, &out))
+}
+
+fn receive_loop(st: &ScanState, mut rx: RxRing, out: &Sender<Observation>) -> u64 {
+    let mut open = true;
+    while open && !st.stop_rx.load(Relaxed) {
+        // Blocks until a block of replies is full or retired; the timeout bounds how long the
+        // stop flag waits.
+        rx.next_block(20, |frame, stamp| {
+            open = handle_frame(st, frame, stamp, out);
+            open
+        });
+    }
+    // What the last blocks still hold arrived within the cooldown: record it too.
+    while open
+        && rx.next_block(0, |frame, stamp| {
+            open = handle_frame(st, frame, stamp, out);
+            open
+        }) > 0
+    {}
+    // The kernel counts drops from the socket's start until the counter is read: read once.
+    rx.stats().1
+}
+
+/// Parse, validate, attribute and record one frame; false when the recorder is gone.
+#[inline]
+fn handle_frame(st: &ScanState, frame: &[u8], stamp_us: i64, out: &Sender<Observation>) -> bool {
+    let slots = st.ports.slots();
+    let Some(r) = probe::parse(frame) else { return true };
+    st.c.frames.fetch_add(1, Relaxed);
+    // The send-log slot the reply names must hold a probe of this address and port.
+    let attempts = st.pass.load(Relaxed) + 1;
+    let Some(slots_named) = st.cookie.candidates(&r, attempts) else {
+        st.c.invalid.fetch_add(1, Relaxed);
+        return true;
+    };
+    let hit = slots_named.into_iter().flatten().find_map(|s| {
+        st.log.get(s).filter(|(probe, _)| st.targets.ip((probe / slots) as usize) == r.target && st.ports.port(r.target, probe % slots).0 == r.tport)
+    });
+    let Some((probe, tick)) = hit else {
+        // Our port and a slot in range, but the slot went to another send since: a (late)
+        // answer to an earlier attempt (a forgery lands in range with odds slots / 2^32).
+        let stale = slots_named.into_iter().flatten().any(|s| (s as u64) < st.log.len());
+        if stale { &st.c.stale } else { &st.c.invalid }.fetch_add(1, Relaxed);
+        return true;
+    };
+    if !st.mark(probe) {
+        st.c.dup.fetch_add(1, Relaxed);
+        return true;
+    }
+    st.c.valid.fetch_add(1, Relaxed);
+    // Arrival time: the kernel's stamp, mapped onto the crawl's clock (start + elapsed).
+    let now = if stamp_us > 0 { stamp_us - st.clock.start_us } else { st.elapsed_us() };
+    let o = Observation { probe, attempts, sent_us: st.clock.sent_us(tick, now), reply: Some(r), recv_us: st.clock.start_us + now };
+    out.send(o).is_ok()
+}

@@ -1,0 +1,110 @@
+//! A sender's batch: probes accepted by the send loop are queued, and when the batch goes out
+//! each gets the next send-log slot (carried in its sequence number), its frame is filled from
+//! the family's SYN template, and all of them leave in one `sendmmsg`.
+
+use super::socket::{TxSocket, BATCH};
+use super::Shared;
+use crate::net::route::NetInfo;
+use crate::probe::{fill_syn, syn_template, Link, SynFields, MAX_FRAME};
+use crate::scan::record::Observation;
+use crate::scan::silence;
+use crossbeam_channel::Sender;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// The SYN template and source address of each family (a family without a source address
+/// has no template: its probes are skipped).
+#[derive(Clone)]
+pub struct Templates {
+    v4: Option<(IpAddr, Box<[u8; MAX_FRAME]>)>,
+    v6: Option<(IpAddr, Box<[u8; MAX_FRAME]>)>,
+}
+
+impl Templates {
+    pub fn new(ni: &NetInfo) -> Templates {
+        let make = |src: IpAddr, gw_mac| {
+            let mut t = Box::new([0u8; MAX_FRAME]);
+            syn_template(&mut t, &Link { src_mac: ni.mac, gw_mac }, src);
+            (src, t)
+        };
+        Templates { v4: ni.src4.map(|s| make(s.into(), ni.gw4)), v6: ni.src6.map(|s| make(s.into(), ni.gw6)) }
+    }
+
+    #[inline]
+    fn of(&self, ip: IpAddr) -> Option<&(IpAddr, Box<[u8; MAX_FRAME]>)> {
+        match ip {
+            IpAddr::V4(_) => self.v4.as_ref(),
+            IpAddr::V6(_) => self.v6.as_ref(),
+        }
+    }
+
+    /// Can probes to `ip`'s family be sent at all?
+    #[inline]
+    pub fn has_source(&self, ip: IpAddr) -> bool {
+        self.of(ip).is_some()
+    }
+}
+
+pub struct Batch {
+    tx: TxSocket,
+    templates: Templates,
+    queued: [u64; BATCH],
+    nq: usize,
+    /// Frames per `sendmmsg` now: at most the pacer's, smaller while many replies come back.
+    pub size: usize,
+}
+
+impl Batch {
+    pub fn new(tx: TxSocket, templates: Templates, size: usize) -> Batch {
+        Batch { tx, templates, queued: [0; BATCH], nq: 0, size }
+    }
+
+    pub fn templates(&self) -> &Templates {
+        &self.templates
+    }
+
+    /// Frames the kernel refused.
+    pub fn errors(&self) -> u64 {
+        self.tx.errors
+    }
+
+    /// Queue probe `p`; true when the batch is full.
+    #[inline]
+    pub fn push(&mut self, p: u64) -> bool {
+        self.queued[self.nq] = p;
+        self.nq += 1;
+        self.nq >= self.size
+    }
+
+    /// Build and send the queued probes, paced; returns how many went out.
+    pub fn flush(&mut self, sh: &Shared, out: &Sender<Observation>) -> usize {
+        let n = self.nq;
+        if n == 0 {
+            return 0;
+        }
+        sh.pacer.wait(n);
+        let st = sh.st;
+        let slots = st.ports.slots();
+        let c0 = st.log.reserve(n as u64);
+        for c in c0..c0 + n as u64 {
+            silence::retire(st, c, sh.stop, out);
+        }
+        let now = st.elapsed_us();
+        let attempt = st.pass.load(Relaxed);
+        for j in 0..n {
+            let (p, c) = (self.queued[j], c0 + j as u64);
+            let ip = st.targets.ip((p / slots) as usize);
+            let (src, tmpl) = self.templates.of(ip).expect("queued only with a source address");
+            let (port, _) = st.ports.port(ip, p % slots);
+            let (sport, seq) = st.cookie.probe(ip, port, st.log.slot(c), attempt);
+            st.log.put(c, p, now as u32);
+            self.tx.frames[j] = **tmpl;
+            self.tx.lens[j] = fill_syn(&mut self.tx.frames[j], &SynFields { src: *src, dst: ip, sport, dport: port, seq, ip_id: (seq >> 16) as u16, tsval: (now / 1000) as u32 });
+        }
+        self.tx.n = n;
+        self.nq = 0;
+        let sent = self.tx.flush();
+        st.c.sent.fetch_add(sent as u64, Relaxed);
+        sent
+    }
+}
