@@ -1,22 +1,19 @@
-//! `lab gen-crawl`: a synthetic crawl in the crawler's exact Parquet schema, for benchmarks of
+//! `lab gen-crawl`: a synthetic crawl in the crawler's Parquet schema (`datasets::schema`), for benchmarks of
 //! the analysis at scale (10 M rows and more), with routing and AS2Org files to match.
 //! Per AS a policy (open, silent drop, ICMP, injected RST, host firewalls), per host a life
 //! and open ports — the same mix the lab uses, without the network.
 
 use anyhow::Result;
-use arrow_array::builder::{StringBuilder, TimestampMicrosecondBuilder, UInt16Builder, UInt32Builder, UInt8Builder};
-use arrow_array::{ArrayRef, RecordBatch};
-use datasets::schema::observation_schema;
+use datasets::publish::AtomicFile;
+use datasets::schema::{observation_schema, observation_writer_props, reply, role, ObsBatch, ObsRow};
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::fmt::Write as _;
+use std::net::Ipv4Addr;
 use std::path::Path;
-use std::sync::Arc;
 
-const PORTS: [(u16, &str); 8] = [(25, "target"), (465, "mail"), (587, "mail"), (80, "control"), (443, "control"), (22, "control"), (40001, "random"), (50002, "random")];
+const PORTS: [(u16, &str); 8] = [(25, role::TARGET), (465, role::MAIL), (587, role::MAIL), (80, role::CONTROL), (443, role::CONTROL), (22, role::CONTROL), (40001, role::RANDOM), (50002, role::RANDOM)];
 
 pub fn generate(out: &Path, rows: u64, ases: u32, files: u32) -> Result<()> {
     let hosts = rows / PORTS.len() as u64;
@@ -42,30 +39,17 @@ pub fn generate(out: &Path, rows: u64, ases: u32, files: u32) -> Result<()> {
     }
     std::fs::write(out.join("routes.pfx2as"), routes)?;
     std::fs::write(out.join("as-org2info.jsonl"), orgs)?;
-    let schema = observation_schema();
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
-        .set_max_row_group_row_count(Some(1 << 20))
-        .set_key_value_metadata(Some(vec![parquet::file::metadata::KeyValue::new("port25.vantage".to_string(), "gen".to_string())]))
-        .build();
+    let props = observation_writer_props(vec![("port25.vantage".to_string(), "gen".to_string())], 1 << 20);
     let per_file = hosts.div_ceil(files as u64);
     let mut rng = ChaCha8Rng::seed_from_u64(42);
     let mut h = 0u64;
+    let (mut ip, mut prefix, mut responder) = (String::new(), String::new(), String::new());
     for fi in 0..files {
-        let f = std::fs::File::create(part.join(format!("part-{fi:03}.parquet")))?;
-        let mut w = ArrowWriter::try_new(f, schema.clone(), Some(props.clone()))?;
+        let mut w = ArrowWriter::try_new(AtomicFile::create(&part.join(format!("part-{fi:03}.parquet")))?, observation_schema(), Some(props.clone()))?;
         let end = (h + per_file).min(hosts);
         while h < end {
             let chunk_end = (h + 16_384).min(end);
-            let n = ((chunk_end - h) as usize) * PORTS.len();
-            let s = |cap| StringBuilder::with_capacity(n, n * cap);
-            let (mut cid, mut van, mut ip, mut pfx, mut role, mut reply, mut opts, mut resp) = (s(9), s(7), s(14), s(16), s(7), s(6), s(9), s(12));
-            let (mut ver, mut att, mut ttl, mut fl, mut ity, mut ico) = (UInt8Builder::new(), UInt8Builder::new(), UInt8Builder::new(), UInt8Builder::new(), UInt8Builder::new(), UInt8Builder::new());
-            let (mut asn_b, mut rtt) = (UInt32Builder::new(), UInt32Builder::new());
-            let (mut port_b, mut ipid, mut win, mut mss) = (UInt16Builder::new(), UInt16Builder::new(), UInt16Builder::new(), UInt16Builder::new());
-            let mut sent = TimestampMicrosecondBuilder::new().with_timezone("UTC");
-            let mut recv = TimestampMicrosecondBuilder::new().with_timezone("UTC");
-            let mut txt = String::new();
+            let mut batch = ObsBatch::with_capacity(((chunk_end - h) as usize) * PORTS.len());
             for host in h..chunk_end {
                 let a = (host / per_as) as u32;
                 let asn = 100_000 + a;
@@ -74,86 +58,53 @@ pub fn generate(out: &Path, rows: u64, ases: u32, files: u32) -> Result<()> {
                 let policy = a % 5; // 0 open, 1 drop, 2 icmp, 3 rst, 4 host firewalls
                 let dead = rng.random_bool(0.3);
                 let fw = policy == 4 && rng.random_bool(0.4);
-                txt.clear();
-                let _ = write!(txt, "{}", std::net::Ipv4Addr::from(addr));
-                let prefix = format!("{}/24", std::net::Ipv4Addr::from(addr & !0xff));
+                ip.clear();
+                let _ = write!(ip, "{}", Ipv4Addr::from(addr));
+                prefix.clear();
+                let _ = write!(prefix, "{}/24", Ipv4Addr::from(addr & !0xff));
+                responder.clear();
+                let _ = write!(responder, "{}", Ipv4Addr::from((11u32 << 24) + a * (n24 << 8)));
                 for (port, r) in PORTS {
-                    cid.append_value("synthetic");
-                    van.append_value("gen");
-                    ip.append_value(&txt);
-                    ver.append_value(4);
-                    asn_b.append_value(asn);
-                    pfx.append_value(&prefix);
-                    port_b.append_value(port);
-                    role.append_value(r);
                     let t = 1_793_000_000_000_000i64 + host as i64;
-                    sent.append_value(t);
                     // (reply, ttl, icmp)
                     let obs: (&str, u8, Option<(u8, u8)>) = if port == 25 && policy == 1 {
-                        ("none", 0, None)
+                        (reply::NONE, 0, None)
                     } else if port == 25 && policy == 2 {
-                        ("icmp", 250, Some((3, 13)))
+                        (reply::ICMP, 250, Some((3, 13)))
                     } else if port == 25 && policy == 3 {
-                        ("rst", 251, None)
+                        (reply::RST, 251, None)
                     } else if dead || (port == 25 && fw) {
-                        ("none", 0, None)
-                    } else if r != "random" && rng.random_bool(0.45) {
-                        ("synack", 52, None)
+                        (reply::NONE, 0, None)
+                    } else if r != role::RANDOM && rng.random_bool(0.45) {
+                        (reply::SYNACK, 52, None)
                     } else {
-                        ("rst", 52, None)
+                        (reply::RST, 52, None)
                     };
-                    reply.append_value(obs.0);
-                    att.append_value(if obs.0 == "none" { 3 } else { 1 });
-                    if obs.0 == "none" {
-                        for b in [&mut recv] {
-                            b.append_null();
-                        }
-                        rtt.append_null();
-                        ttl.append_null();
-                        ipid.append_null();
-                        fl.append_null();
-                        win.append_null();
-                        mss.append_null();
-                        opts.append_null();
-                        ity.append_null();
-                        ico.append_null();
-                        resp.append_null();
-                    } else {
-                        recv.append_value(t + 20_000);
-                        rtt.append_value(20_000);
-                        ttl.append_value(obs.1);
-                        ipid.append_value(rng.random());
+                    let attempts = if obs.0 == reply::NONE { 3 } else { 1 };
+                    let mut row = ObsRow::silent("synthetic", "gen", &ip, 4, asn, &prefix, port, r, attempts, t);
+                    if obs.0 != reply::NONE {
+                        row.reply = obs.0;
+                        row.received_at = Some(t + 20_000);
+                        row.rtt_us = Some(20_000);
+                        row.reply_ttl = Some(obs.1);
+                        row.reply_ipid = Some(rng.random());
                         if let Some((ty, co)) = obs.2 {
-                            fl.append_null();
-                            win.append_null();
-                            mss.append_null();
-                            opts.append_null();
-                            ity.append_value(ty);
-                            ico.append_value(co);
-                            resp.append_value(std::net::Ipv4Addr::from((11u32 << 24) + a * (n24 << 8)).to_string());
+                            (row.icmp_type, row.icmp_code, row.icmp_responder) = (Some(ty), Some(co), Some(responder.as_str()));
                         } else {
-                            fl.append_value(if obs.0 == "synack" { 0x12 } else { 0x14 });
-                            win.append_value(if obs.0 == "synack" { 64240 } else { 0 });
-                            if obs.0 == "synack" { mss.append_value(1460) } else { mss.append_null() }
-                            opts.append_value(if obs.0 == "synack" { "2,4,8,1,3" } else { "" });
-                            ity.append_null();
-                            ico.append_null();
-                            resp.append_null();
+                            let synack = obs.0 == reply::SYNACK;
+                            row.tcp_flags = Some(if synack { 0x12 } else { 0x14 });
+                            row.tcp_window = Some(if synack { 64240 } else { 0 });
+                            row.tcp_mss = synack.then_some(1460);
+                            row.tcp_options = Some(if synack { "2,4,8,1,3" } else { "" });
                         }
                     }
+                    batch.push(&row);
                 }
             }
-            let cols: Vec<ArrayRef> = vec![
-                Arc::new(cid.finish()), Arc::new(van.finish()), Arc::new(ip.finish()), Arc::new(ver.finish()), Arc::new(asn_b.finish()),
-                Arc::new(pfx.finish()), Arc::new(port_b.finish()), Arc::new(role.finish()), Arc::new(att.finish()), Arc::new(sent.finish()),
-                Arc::new(reply.finish()), Arc::new(recv.finish()), Arc::new(rtt.finish()), Arc::new(ttl.finish()), Arc::new(ipid.finish()),
-                Arc::new(fl.finish()), Arc::new(win.finish()), Arc::new(mss.finish()), Arc::new(opts.finish()), Arc::new(ity.finish()),
-                Arc::new(ico.finish()), Arc::new(resp.finish()),
-            ];
-            w.write(&RecordBatch::try_new(schema.clone(), cols)?)?;
+            w.write(&batch.finish())?;
             h = chunk_end;
         }
-        w.close()?;
+        w.into_inner()?.commit()?;
     }
     Ok(())
 }
