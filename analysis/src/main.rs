@@ -193,12 +193,8 @@ fn run(cmd: Cmd) -> Result<()> {
             }
             let t = trend_over(&all, &inp, &c)?;
             ensure_dir(&c.out)?;
-            let mut w = csv::Writer::from_path(c.out.join("trend.csv"))?;
-            for r in &t.rows {
-                w.serialize(r)?;
-            }
-            w.flush()?;
-            std::fs::write(c.out.join("changes.json"), serde_json::to_string_pretty(&t.changes)?)?;
+            report::write_csv(&c.out.join("trend.csv"), &t.rows)?;
+            datasets::publish::write_atomic(&c.out.join("changes.json"), serde_json::to_string_pretty(&t.changes)?)?;
             if !c.quiet {
                 println!("{} crawls, {} provider rows", t.crawls.len(), t.rows.len());
                 for ch in &t.changes {

@@ -1,11 +1,13 @@
 //! Publishing: providers.csv/json, asns.csv, hosts.parquet, report.md and a self-contained
-//! report.html (inline SVG charts, no external resources). Every number carries its n.
+//! report.html (inline SVG charts, no external resources). Every number carries its n, and
+//! every file is published atomically (`datasets::publish`).
 
 use crate::aggregate::{HostRow, Row, Thresholds};
 use crate::charts;
 use crate::infer::classify;
 use crate::trend::Trend;
 use anyhow::{Context, Result};
+use datasets::publish::{write_atomic, AtomicFile};
 use arrow_array::{ArrayRef, BooleanArray, RecordBatch, StringArray, UInt32Array, UInt8Array};
 use arrow_schema::{DataType, Field, Schema};
 use serde::Serialize;
@@ -28,12 +30,13 @@ pub struct Meta {
 
 pub const MEASURED: &str = "inbound reachability of TCP port 25 (and 465/587) from a remote vantage: whether SYNs from outside reach hosts in each network. It does not measure outbound (egress) blocking of the providers' customers.";
 
-fn write_csv(path: &Path, rows: &[Row]) -> Result<()> {
-    let mut w = csv::Writer::from_path(path).with_context(|| format!("writing {}", path.display()))?;
+/// Rows as CSV, published atomically.
+pub fn write_csv<T: Serialize>(path: &Path, rows: &[T]) -> Result<()> {
+    let mut w = csv::Writer::from_writer(AtomicFile::create(path)?);
     for r in rows {
         w.serialize(r)?;
     }
-    w.flush()?;
+    w.into_inner().map_err(|e| e.into_error()).with_context(|| format!("writing {}", path.display()))?.commit()?;
     Ok(())
 }
 
@@ -59,7 +62,7 @@ pub fn write_hosts<'a>(path: &Path, hosts: impl Iterator<Item = HostRow<'a>>, st
         Field::new("informative_25", DataType::Boolean, false),
         Field::new("excluded_25", DataType::Utf8, true),
     ]));
-    let f = std::fs::File::create(path)?;
+    let f = AtomicFile::create(path)?;
     let props = parquet::file::properties::WriterProperties::builder().set_compression(parquet::basic::Compression::ZSTD(Default::default())).build();
     let mut w = parquet::arrow::ArrowWriter::try_new(f, schema.clone(), Some(props))?;
     let mut hosts = hosts.peekable();
@@ -83,7 +86,7 @@ pub fn write_hosts<'a>(path: &Path, hosts: impl Iterator<Item = HostRow<'a>>, st
         ];
         w.write(&RecordBatch::try_new(schema.clone(), cols)?)?;
     }
-    w.close()?;
+    w.into_inner()?.commit()?;
     Ok(n)
 }
 
@@ -116,7 +119,7 @@ fn table_html(out: &mut String, id: &str, rows: &[&Row]) {
 pub fn write_reports(dir: &Path, meta: &Meta, providers: &[Row], asns: &[Row], trend: Option<&Trend>) -> Result<()> {
     write_csv(&dir.join("providers.csv"), providers)?;
     write_csv(&dir.join("asns.csv"), asns)?;
-    std::fs::write(dir.join("providers.json"), serde_json::to_string_pretty(&serde_json::json!({"meta": meta, "providers": providers, "asns": asns}))?)?;
+    write_atomic(&dir.join("providers.json"), serde_json::to_string_pretty(&serde_json::json!({"meta": meta, "providers": providers, "asns": asns}))?)?;
     let th = &meta.thresholds;
     let p25: Vec<&Row> = providers.iter().filter(|r| r.port == 25).collect();
     let other: Vec<&Row> = providers.iter().filter(|r| r.port != 25).collect();
@@ -145,7 +148,7 @@ pub fn write_reports(dir: &Path, meta: &Meta, providers: &[Row], asns: &[Row], t
         }
     }
     md.push_str("\nPer-ASN rows: `asns.csv`; per-host states: `hosts.parquet`.\n");
-    std::fs::write(dir.join("report.md"), md)?;
+    write_atomic(&dir.join("report.md"), md)?;
 
     // HTML with charts.
     let fam_rows: Vec<Row> = providers.to_vec();
@@ -186,7 +189,7 @@ tr.v-mixed td{{background:#fff4d6}}tr.v-open td{{background:#e3f4e1}}tr.v-insuff
         html.push_str("</ul>");
     }
     let _ = write!(html, "<p>Software: {}. Per-ASN numbers: asns.csv; per-host states: hosts.parquet.</p></body></html>\n", meta.software);
-    std::fs::write(dir.join("report.html"), html)?;
+    write_atomic(&dir.join("report.html"), html)?;
     Ok(())
 }
 
