@@ -40,6 +40,13 @@ where
     }
 }
 
+fn parse_port_or_none(s: &str) -> std::result::Result<u16, String> {
+    if s == "none" {
+        return Ok(0);
+    }
+    s.parse().map_err(|_| format!("`{s}`: a port number or `none`"))
+}
+
 fn parse_shard(s: &str) -> std::result::Result<(u64, u64), String> {
     let (i, n) = s.split_once('/').ok_or("shard must be I/N")?;
     let (i, n): (u64, u64) = (i.parse().map_err(|_| "bad shard index")?, n.parse().map_err(|_| "bad shard count")?);
@@ -113,6 +120,14 @@ pub struct ScanArgs {
     /// Random high ports per host (0 to disable).
     #[arg(long, default_value_t = 2)]
     random_ports: u16,
+    /// Source ports of the reflection probes, which measure outbound filtering from outside
+    /// (`none` to disable): each is sent to the host's first random port (else first control port).
+    #[arg(long, default_value = "25,465,587")]
+    reflect_ports: List<u16>,
+    /// A neutral fixed source port reflected too, the control for hosts that treat fixed source
+    /// ports oddly (`none` or 0: no control).
+    #[arg(long, default_value = "2525", value_parser = parse_port_or_none)]
+    reflect_control_port: u16,
     /// Global packets per second (0 = unlimited).
     #[arg(long, default_value_t = 10_000)]
     rate: u64,
@@ -246,6 +261,8 @@ pub fn run(cmd: Cmd, progress: bool) -> Result<i32> {
                     ports: a.ports.0,
                     control_ports: a.control_ports.0,
                     random_ports: a.random_ports,
+                    reflect_ports: a.reflect_ports.0,
+                    reflect_control_port: a.reflect_control_port,
                     rate: a.rate,
                     asn_rate: a.asn_rate,
                     net_rate: a.net_rate,

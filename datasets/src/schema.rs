@@ -173,6 +173,10 @@ table! {
     PREFIX prefix: &'a str => StringBuilder = DataType::Utf8, false;
     PORT port: u16 => UInt16Builder = DataType::UInt16, false;
     PORT_ROLE port_role: &'a str => StringBuilder = DataType::Utf8, false;
+    /// Our source port (of the answered attempt, or of the last one for silence): fixed for
+    /// reflection probes (`port_role = reflect`), ephemeral otherwise. Crawls before it had no
+    /// reflection probes.
+    SRC_PORT src_port: u16 => UInt16Builder = DataType::UInt16, false;
     /// SYNs sent before the answer (or in all, for silence).
     ATTEMPTS attempts: u8 => UInt8Builder = DataType::UInt8, false;
     SENT_AT sent_at: i64 => UtcMicros = utc_micros(), false;
@@ -194,7 +198,8 @@ table! {
 
 impl<'a> ObsRow<'a> {
     /// A probe that stayed silent: every reply column null.
-    pub fn silent(crawl_id: &'a str, vantage: &'a str, ip: &'a str, ip_version: u8, asn: u32, prefix: &'a str, port: u16, port_role: &'a str, attempts: u8, sent_at: i64) -> Self {
+    #[allow(clippy::too_many_arguments)]
+    pub fn silent(crawl_id: &'a str, vantage: &'a str, ip: &'a str, ip_version: u8, asn: u32, prefix: &'a str, port: u16, port_role: &'a str, src_port: u16, attempts: u8, sent_at: i64) -> Self {
         ObsRow {
             crawl_id,
             vantage,
@@ -204,6 +209,7 @@ impl<'a> ObsRow<'a> {
             prefix,
             port,
             port_role,
+            src_port,
             attempts,
             sent_at,
             reply: reply::NONE,
@@ -231,12 +237,15 @@ pub mod reply {
 }
 
 /// `port_role` values: the mail ports (25 is `target`, 465/587 `mail`), control ports that
-/// tell whether the host is alive, random closed high ports that expose all-ports responders.
+/// tell whether the host is alive, random closed high ports that expose all-ports responders,
+/// and `reflect`: a SYN from a fixed source port (`src_port`) whose answer must cross the
+/// host's network outbound towards that port.
 pub mod role {
     pub const TARGET: &str = "target";
     pub const MAIL: &str = "mail";
     pub const CONTROL: &str = "control";
     pub const RANDOM: &str = "random";
+    pub const REFLECT: &str = "reflect";
 }
 
 /// How observation files are written: zstd level 3, row groups of `row_group_rows`, no

@@ -59,7 +59,7 @@ pub fn run(targets: &[IpAddr], control: u16, wait: f64, block: &Blocklist, iface
                 };
                 let Some(src) = src else { continue };
                 for port in [25, control] {
-                    let (sport, seq) = cookie.probe(*t, port, ti as u32, 0);
+                    let (sport, seq) = cookie.probe(*t, port, ti as u32, 0, None);
                     let n = tx.n;
                     tx.frames[n] = tmpl[i];
                     tx.lens[n] = probe::fill_syn(&mut tx.frames[n], &SynFields { src, dst: *t, sport, dport: port, seq, ip_id: 1, tsval: 0 });
@@ -75,7 +75,7 @@ pub fn run(targets: &[IpAddr], control: u16, wait: f64, block: &Blocklist, iface
         }
         rx.next_block(20, |frame, _| {
             if let Some(r) = probe::parse(frame) {
-                if cookie.index(&r, 1, |i| targets.get(i as usize) == Some(&r.target)).is_some() && r.kind != ReplyKind::Icmp {
+                if cookie.index(&r, 1, |i, _| targets.get(i as usize) == Some(&r.target)).is_some() && r.kind != ReplyKind::Icmp {
                     if r.tport == 25 {
                         got25.insert(r.target);
                     } else if r.tport == control {

@@ -14,6 +14,11 @@ pub struct Params {
     pub ports: Vec<u16>,
     pub control_ports: Vec<u16>,
     pub random_ports: u16,
+    /// Source ports of the reflection probes (outbound filtering seen from outside); empty: off.
+    pub reflect_ports: Vec<u16>,
+    /// A neutral fixed source port reflected too, the control for hosts that treat fixed
+    /// source ports oddly; 0: none.
+    pub reflect_control_port: u16,
     pub rate: u64,
     pub asn_rate: u64,
     pub net_rate: u64,
@@ -35,6 +40,8 @@ impl Default for Params {
             ports: vec![25, 465, 587],
             control_ports: vec![80, 443, 22],
             random_ports: 2,
+            reflect_ports: vec![25, 465, 587],
+            reflect_control_port: 2525,
             rate: 10_000,
             asn_rate: 1_000,
             net_rate: 20,

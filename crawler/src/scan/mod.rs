@@ -152,5 +152,5 @@ fn new_state(cfg: &ScanConfig, targets: &Arc<Targets>, ports: &Arc<PortPlan>) ->
         n => n,
     });
     let cooldown_us = (cfg.scan.cooldown * 1e6).min(silence::OLD_FINAL_US as f64) as u32;
-    ScanState::new(targets.clone(), ports.clone(), Cookie::new(rand::random(), rand::random()), log, cooldown_us)
+    ScanState::new(targets.clone(), ports.clone(), Cookie::new(rand::random(), rand::random()).with_fixed_ports(&ports.reflect), log, cooldown_us)
 }

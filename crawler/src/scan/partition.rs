@@ -4,6 +4,8 @@
 use super::ports::PortPlan;
 use super::record::Recorder;
 use super::targets::Targets;
+use super::validate::SPORT_BASE;
+use datasets::schema::obs;
 use super::ScanConfig;
 use anyhow::{bail, Context, Result};
 use std::net::IpAddr;
@@ -77,12 +79,19 @@ impl Partition {
             }
             for b in datasets::schema::open_parquet(&p, 65_536)? {
                 let b = b?;
-                let ip = b.column_by_name("ip").and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned()).context("ip column")?;
-                let port = b.column_by_name("port").and_then(|c| c.as_any().downcast_ref::<UInt16Array>().cloned()).context("port column")?;
+                let col = |n: &str| b.column_by_name(n).with_context(|| format!("{}: no `{n}` column", p.display()));
+                let ip = col(obs::IP)?.as_any().downcast_ref::<StringArray>().context("ip column")?.clone();
+                let port = col(obs::PORT)?.as_any().downcast_ref::<UInt16Array>().context("port column")?.clone();
+                let sport = col(obs::SRC_PORT)?.as_any().downcast_ref::<UInt16Array>().context("src_port column")?.clone();
                 for i in 0..b.num_rows() {
                     let a: IpAddr = ip.value(i).parse()?;
                     let Some(t) = targets.find(a) else { bail!("{}: {a} is not in this crawl's plan (another plan?)", p.display()) };
-                    let slot = (0..slots).find(|s| ports.port(a, *s).0 == port.value(i)).with_context(|| format!("{}: port {} not in this crawl's port set", p.display(), port.value(i)))?;
+                    // Reflection probes share their twin's destination port: the source port
+                    // tells them apart.
+                    let fixed = |s: u64| ports.src_port(s).is_none_or(|sp| sp == sport.value(i));
+                    let slot = (0..slots)
+                        .find(|s| ports.port(a, *s).0 == port.value(i) && fixed(*s) && (ports.src_port(*s).is_some() || sport.value(i) >= SPORT_BASE))
+                        .with_context(|| format!("{}: port {} (from {}) not in this crawl's probe set", p.display(), port.value(i), sport.value(i)))?;
                     out.push(t as u64 * slots + slot);
                 }
             }

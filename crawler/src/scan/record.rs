@@ -21,6 +21,8 @@ use std::sync::Arc;
 pub struct Observation {
     pub probe: u64,
     pub attempts: u8,
+    /// Our source port: the answered attempt's, or the last one's for silence.
+    pub sport: u16,
     pub sent_us: i64,
     pub reply: Option<Reply>,
     pub recv_us: i64,
@@ -102,7 +104,7 @@ impl Recorder {
         schema::push_ip(&mut self.ip, ip);
         let prefix = &self.targets.prefixes[self.targets.prefix_idx[t] as usize];
         let v = if ip.is_ipv4() { 4 } else { 6 };
-        let mut row = ObsRow::silent(&self.crawl_id, &self.vantage, &self.ip, v, self.targets.asn[t], prefix, port, role.as_str(), o.attempts, o.sent_us);
+        let mut row = ObsRow::silent(&self.crawl_id, &self.vantage, &self.ip, v, self.targets.asn[t], prefix, port, role.as_str(), o.sport, o.attempts, o.sent_us);
         let kind = match &o.reply {
             None => 3,
             Some(r) => {

@@ -111,7 +111,11 @@ impl ScanState {
     /// The row of a probe that stayed silent after the attempts sent so far; `tick` is its
     /// last attempt's send tick.
     pub fn silence(&self, probe: u64, tick: u32, now: i64) -> Observation {
-        Observation { probe, attempts: self.pass.load(Relaxed) + 1, sent_us: self.clock.sent_us(tick, now), reply: None, recv_us: 0 }
+        let attempts = self.pass.load(Relaxed) + 1;
+        let (slots, slot) = (self.ports.slots(), probe % self.ports.slots());
+        let ip = self.targets.ip((probe / slots) as usize);
+        let (sport, _) = self.cookie.probe(ip, self.ports.port(ip, slot).0, 0, attempts - 1, self.ports.src_port(slot));
+        Observation { probe, attempts, sport, sent_us: self.clock.sent_us(tick, now), reply: None, recv_us: 0 }
     }
 }
 

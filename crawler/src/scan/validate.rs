@@ -9,7 +9,12 @@
 //! and accepts the reply only if that slot holds a probe of the reply's address and port. A
 //! forger still has to hit one 32-bit value (and the keyed source port), so validation is as
 //! strong as with the bare hash (~47 bits).
+//!
+//! A reflection probe leaves from a fixed source port (25, 465, 587, 2525), so it has no keyed
+//! port: its cookie is the sequence number alone (~32 bits), and the slot it names must hold a
+//! reflection probe from that very port.
 
+use super::ports::MAX_REFLECT;
 use crate::probe::{Reply, ReplyKind};
 use siphasher::sip::SipHasher13;
 use std::hash::Hasher;
@@ -23,11 +28,30 @@ pub const SPORT_SPAN: u32 = 28232; // 32768..=60999
 pub struct Cookie {
     k0: u64,
     k1: u64,
+    /// The fixed source ports of reflection probes.
+    fixed: [u16; MAX_REFLECT],
+    n_fixed: usize,
+}
+
+/// Which of our source ports a reply came back to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A keyed ephemeral port (a probe *to* a port).
+    Ephemeral,
+    /// A reflection probe's fixed source port.
+    Fixed(u16),
 }
 
 impl Cookie {
     pub fn new(k0: u64, k1: u64) -> Cookie {
-        Cookie { k0, k1 }
+        Cookie { k0, k1, fixed: [0; MAX_REFLECT], n_fixed: 0 }
+    }
+
+    /// The cookie of a scan whose reflection probes leave from `ports` (at most `MAX_REFLECT`).
+    pub fn with_fixed_ports(mut self, ports: &[u16]) -> Cookie {
+        self.n_fixed = ports.len().min(MAX_REFLECT);
+        self.fixed[..self.n_fixed].copy_from_slice(&ports[..self.n_fixed]);
+        self
     }
 
     fn hash(&self, dst: IpAddr, dport: u16) -> u64 {
@@ -50,33 +74,41 @@ impl Cookie {
     /// the same 4-tuple would meet whatever state the first SYN left in the host (a half-open
     /// connection answers it with an ACK, or an RST if it falls in the window) instead of a
     /// fresh answer.
+    /// A reflection probe's source port is `fixed` instead (the same for every attempt).
     #[inline]
-    pub fn probe(&self, dst: IpAddr, dport: u16, index: u32, attempt: u8) -> (u16, u32) {
+    pub fn probe(&self, dst: IpAddr, dport: u16, index: u32, attempt: u8, fixed: Option<u16>) -> (u16, u32) {
         let h = self.hash(dst, dport);
-        (Self::sport(h, attempt), h as u32 ^ index)
+        (fixed.unwrap_or_else(|| Self::sport(h, attempt)), h as u32 ^ index)
     }
 
     /// The indices `r` may carry — an RST acknowledges seq+1 or carries seq, so it has two —
-    /// if its port is the source port of one of our first `attempts` SYNs to its sender.
+    /// if its port is the source port of one of our first `attempts` SYNs to its sender, or one
+    /// of the reflection probes' fixed ports; and which kind of source port it was.
     #[inline]
-    pub fn candidates(&self, r: &Reply, attempts: u8) -> Option<[Option<u32>; 2]> {
+    pub fn candidates(&self, r: &Reply, attempts: u8) -> Option<([Option<u32>; 2], Source)> {
         let h = self.hash(r.target, r.tport);
-        if !(0..attempts.max(1)).any(|a| r.our_port == Self::sport(h, a)) {
+        let source = if (0..attempts.max(1)).any(|a| r.our_port == Self::sport(h, a)) {
+            Source::Ephemeral
+        } else if self.fixed[..self.n_fixed].contains(&r.our_port) {
+            Source::Fixed(r.our_port)
+        } else {
             return None;
-        }
+        };
         let h = h as u32;
-        Some(match r.kind {
+        let slots = match r.kind {
             ReplyKind::SynAck => [Some(r.ack_or_seq.wrapping_sub(1) ^ h), None],
             ReplyKind::Rst => [Some(r.ack_or_seq.wrapping_sub(1) ^ h), Some(r.ack_or_seq ^ h)],
             ReplyKind::Icmp => [Some(r.ack_or_seq ^ h), None],
-        })
+        };
+        Some((slots, source))
     }
 
-    /// The index `r` carries, if it answers one of our first `attempts` SYNs; `is(i)` says
-    /// whether index `i` exists and names the reply's target and port.
+    /// The index `r` carries, if it answers one of our first `attempts` SYNs; `is(i, source)`
+    /// says whether index `i` exists and names the reply's target, port and kind of source port.
     #[inline]
-    pub fn index(&self, r: &Reply, attempts: u8, is: impl Fn(u32) -> bool) -> Option<u32> {
-        self.candidates(r, attempts)?.into_iter().flatten().find(|i| is(*i))
+    pub fn index(&self, r: &Reply, attempts: u8, is: impl Fn(u32, Source) -> bool) -> Option<u32> {
+        let (slots, source) = self.candidates(r, attempts)?;
+        slots.into_iter().flatten().find(|i| is(*i, source))
     }
 }
 
@@ -93,14 +125,14 @@ mod tests {
         let t: IpAddr = "198.18.0.1".parse().unwrap();
         let other: IpAddr = "198.18.0.2".parse().unwrap();
         // Index 7 is t, index 8 is `other`.
-        let valid = |c: &Cookie, r: Reply| c.index(&r, 1, |i| (i == 7 && r.target == t) || (i == 8 && r.target == other));
-        let (sp, seq) = c.probe(t, 25, 7, 0);
+        let valid = |c: &Cookie, r: Reply| c.index(&r, 1, |i, _| (i == 7 && r.target == t) || (i == 8 && r.target == other));
+        let (sp, seq) = c.probe(t, 25, 7, 0, None);
         // A retry leaves from another port; its replies validate once it has been sent.
-        let (sp2, seq2) = c.probe(t, 25, 7, 1);
+        let (sp2, seq2) = c.probe(t, 25, 7, 1, None);
         assert_ne!(sp, sp2);
         assert_eq!(seq, seq2);
-        assert_eq!(c.index(&reply(ReplyKind::SynAck, t, 25, sp2, seq.wrapping_add(1)), 1, |i| i == 7), None);
-        assert_eq!(c.index(&reply(ReplyKind::SynAck, t, 25, sp2, seq.wrapping_add(1)), 2, |i| i == 7), Some(7));
+        assert_eq!(c.index(&reply(ReplyKind::SynAck, t, 25, sp2, seq.wrapping_add(1)), 1, |i, _| i == 7), None);
+        assert_eq!(c.index(&reply(ReplyKind::SynAck, t, 25, sp2, seq.wrapping_add(1)), 2, |i, _| i == 7), Some(7));
         assert!((32768..=60999).contains(&sp));
         assert_eq!(valid(&c, reply(ReplyKind::SynAck, t, 25, sp, seq.wrapping_add(1))), Some(7));
         assert_eq!(valid(&c, reply(ReplyKind::Rst, t, 25, sp, seq)), Some(7));
@@ -123,5 +155,25 @@ mod tests {
             accepted += valid(&c, reply(ReplyKind::SynAck, t, 25, sp, x as u32)).is_some() as u32;
         }
         assert_eq!(accepted, 0);
+    }
+
+    #[test]
+    fn reflection_replies_name_their_fixed_source_port() {
+        let c = Cookie::new(5, 6).with_fixed_ports(&[25, 465, 587, 2525]);
+        let t: IpAddr = "2001:db8:101::9".parse().unwrap();
+        // A reflection probe from source port 465 to the host's random port 41000, slot 9.
+        let (sp, seq) = c.probe(t, 41000, 9, 1, Some(465));
+        assert_eq!(sp, 465);
+        let rst = reply(ReplyKind::Rst, t, 41000, 465, seq.wrapping_add(1));
+        let (slots, source) = c.candidates(&rst, 1).unwrap();
+        assert_eq!(source, Source::Fixed(465));
+        assert!(slots.contains(&Some(9)));
+        // The slot must also hold a reflection probe from that port (the receive path checks).
+        assert_eq!(c.index(&rst, 1, |i, s| i == 9 && s == Source::Fixed(465)), Some(9));
+        assert_eq!(c.index(&rst, 1, |i, s| i == 9 && s == Source::Fixed(25)), None);
+        // A port that is neither keyed nor a reflection source validates nothing.
+        assert!(c.candidates(&reply(ReplyKind::Rst, t, 41000, 26, seq.wrapping_add(1)), 1).is_none());
+        // Without the hash, a forger's sequence number names a random slot.
+        assert_eq!(c.index(&reply(ReplyKind::Rst, t, 41000, 465, seq ^ 0x8000_0000), 1, |i, _| i == 9), None);
     }
 }

@@ -8,6 +8,7 @@ pub mod ring;
 
 use super::record::Observation;
 use super::state::ScanState;
+use super::validate::Source;
 use crate::probe;
 use crossbeam_channel::Sender;
 use ring::RxRing;
@@ -49,13 +50,17 @@ fn handle_frame(st: &ScanState, frame: &[u8], stamp_us: i64, out: &Sender<Observ
     st.c.frames.fetch_add(1, Relaxed);
     // The send-log slot the reply names must hold a probe of this address and port.
     let attempts = st.pass.load(Relaxed) + 1;
-    let Some(slots_named) = st.cookie.candidates(&r, attempts) else {
+    let Some((slots_named, source)) = st.cookie.candidates(&r, attempts) else {
         st.c.invalid.fetch_add(1, Relaxed);
         return true;
     };
-    let hit = slots_named.into_iter().flatten().find_map(|s| {
-        st.log.get(s).filter(|(probe, _)| st.targets.ip((probe / slots) as usize) == r.target && st.ports.port(r.target, probe % slots).0 == r.tport)
-    });
+    // ... and come from the kind of source port the reply went back to: a reflection probe's
+    // fixed port, or an ephemeral one.
+    let ours = |probe: u64| {
+        let s = probe % slots;
+        st.targets.ip((probe / slots) as usize) == r.target && st.ports.port(r.target, s).0 == r.tport && st.ports.src_port(s).map_or(Source::Ephemeral, Source::Fixed) == source
+    };
+    let hit = slots_named.into_iter().flatten().find_map(|s| st.log.get(s).filter(|(probe, _)| ours(*probe)));
     let Some((probe, tick)) = hit else {
         // Our port and a slot in range, but the slot went to another send since: a (late)
         // answer to an earlier attempt (a forgery lands in range with odds slots / 2^32).
@@ -70,6 +75,6 @@ fn handle_frame(st: &ScanState, frame: &[u8], stamp_us: i64, out: &Sender<Observ
     st.c.valid.fetch_add(1, Relaxed);
     // Arrival time: the kernel's stamp, mapped onto the crawl's clock (start + elapsed).
     let now = if stamp_us > 0 { stamp_us - st.clock.start_us } else { st.elapsed_us() };
-    let o = Observation { probe, attempts, sent_us: st.clock.sent_us(tick, now), reply: Some(r), recv_us: st.clock.start_us + now };
+    let o = Observation { probe, attempts, sport: r.our_port, sent_us: st.clock.sent_us(tick, now), reply: Some(r), recv_us: st.clock.start_us + now };
     out.send(o).is_ok()
 }

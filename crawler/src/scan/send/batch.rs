@@ -96,7 +96,7 @@ impl Batch {
             let ip = st.targets.ip((p / slots) as usize);
             let (src, tmpl) = self.templates.of(ip).expect("queued only with a source address");
             let (port, _) = st.ports.port(ip, p % slots);
-            let (sport, seq) = st.cookie.probe(ip, port, st.log.slot(c), attempt);
+            let (sport, seq) = st.cookie.probe(ip, port, st.log.slot(c), attempt, st.ports.src_port(p % slots));
             st.log.put(c, p, now as u32);
             self.tx.frames[j] = **tmpl;
             self.tx.lens[j] = fill_syn(&mut self.tx.frames[j], &SynFields { src: *src, dst: ip, sport, dport: port, seq, ip_id: (seq >> 16) as u16, tsval: (now / 1000) as u32 });
