@@ -9,6 +9,8 @@ use std::path::Path;
 
 /// Ports the ground-truth file lists per host (other ports: see `truth::expect`).
 pub const TRUTH_PORTS: [u16; 6] = [25, 465, 587, 80, 443, 22];
+/// Source ports of the reflection probes the ground truth lists per host.
+pub const REFLECT_PORTS: [u16; 4] = [25, 465, 587, 2525];
 
 pub fn write_all(topo: &Topology, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)?;
@@ -105,15 +107,19 @@ fn write_truth(topo: &Topology, dir: &Path) -> Result<()> {
             .collect();
         // A random high port (nothing listens there): the "other ports" expectation.
         let other = truth::expect(topo, &h, 40_000);
+        // Reflection probes (from these source ports to a random high port).
+        let reflect: serde_json::Map<String, serde_json::Value> =
+            REFLECT_PORTS.iter().map(|sp| (sp.to_string(), serde_json::to_value(truth::expect_reflect(topo, &h, *sp)).unwrap())).collect();
         let _ = writeln!(
             f,
             "{}",
             serde_json::json!({"ip": h.ip.to_string(), "provider": p.name, "asn": h.asn, "prefix": h.prefix.to_string(),
-                "dead": h.dead, "firewall_25": h.firewall_25, "all_ports": h.all_ports, "open": h.open,
-                "ports": ports, "other_ports": other})
+                "dead": h.dead, "firewall_25": h.firewall_25, "src_port_firewall": h.src_port_firewall, "all_ports": h.all_ports, "open": h.open,
+                "ports": ports, "other_ports": other, "reflect": reflect})
         );
     }
     std::fs::write(dir.join("truth-hosts.jsonl"), f)?;
     std::fs::write(dir.join("truth-providers.json"), serde_json::to_string_pretty(&truth::provider_truth(topo, 30))?)?;
+    std::fs::write(dir.join("truth-outbound.json"), serde_json::to_string_pretty(&truth::outbound_truth(topo, 30))?)?;
     Ok(())
 }

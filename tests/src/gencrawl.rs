@@ -81,7 +81,8 @@ pub fn generate(out: &Path, rows: u64, ases: u32, files: u32) -> Result<()> {
                         (reply::RST, 52, None)
                     };
                     let attempts = if obs.0 == reply::NONE { 3 } else { 1 };
-                    let mut row = ObsRow::silent("synthetic", "gen", &ip, 4, asn, &prefix, port, r, attempts, t);
+                    let sport = 32768 + (host % 28232) as u16;
+                    let mut row = ObsRow::silent("synthetic", "gen", &ip, 4, asn, &prefix, port, r, sport, attempts, t);
                     if obs.0 != reply::NONE {
                         row.reply = obs.0;
                         row.received_at = Some(t + 20_000);

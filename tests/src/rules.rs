@@ -1,6 +1,6 @@
 //! nftables rulesets for the lab's routers and host namespaces (text fed to `nft -f`).
 
-use crate::topology::{addr::CATCH_ALL_PORT, Host, Policy, Provider};
+use crate::topology::{addr::CATCH_ALL_PORT, addr::SRC_FIREWALL_PORTS, Host, OutPolicy, Policy, Provider};
 use std::fmt::Write;
 
 const TABLE: &str = "p25lab";
@@ -39,7 +39,27 @@ fn policy_rules(out: &mut String, p: &Provider, pol: &[(u16, Policy)], v6: bool,
     }
 }
 
-/// The provider's border router: port filters towards its hosts, loss, a SYN-ACK-all middlebox.
+/// Outbound filters on the customers' traffic (packets arriving from the hosts, `dnlink`).
+fn out_rules(out: &mut String, p: &Provider, v6: bool) {
+    let pf = prefixes(p, v6);
+    if pf.is_empty() {
+        return;
+    }
+    let fam = if v6 { "ip6" } else { "ip" };
+    for (port, pol) in p.border.out_entries(v6) {
+        let (state, stmt) = match (pol, v6) {
+            (OutPolicy::Drop, _) => ("", "drop"),
+            (OutPolicy::RejectIcmp, false) => ("", "reject with icmp type admin-prohibited"),
+            (OutPolicy::RejectIcmp, true) => ("", "reject with icmpv6 type admin-prohibited"),
+            (OutPolicy::RejectRst, _) => ("", "reject with tcp reset"),
+            (OutPolicy::NewDrop, _) => ("ct state new ", "drop"),
+        };
+        let _ = writeln!(out, "    iifname \"dnlink\" {fam} saddr {{ {} }} {state}tcp dport {port} {stmt}", pf.join(", "));
+    }
+}
+
+/// The provider's border router: port filters towards its hosts, outbound filters on its
+/// hosts' traffic, loss, a SYN-ACK-all middlebox.
 pub fn border(p: &Provider) -> String {
     let mut s = format!("table inet {TABLE} {{\n  chain forward_filter {{\n    type filter hook forward priority 0; policy accept;\n");
     if p.border.loss > 0.0 {
@@ -50,6 +70,8 @@ pub fn border(p: &Provider) -> String {
     let pol = p.border.policies();
     policy_rules(&mut s, p, &pol.entries(false), false, Some("uplink"));
     policy_rules(&mut s, p, &pol.entries(true), true, Some("uplink"));
+    out_rules(&mut s, p, false);
+    out_rules(&mut s, p, true);
     s.push_str("  }\n");
     if p.border.synack_all {
         s.push_str("  chain prerouting_nat {\n    type nat hook prerouting priority -100; policy accept;\n");
@@ -108,10 +130,14 @@ pub fn hosts(hosts: &[Host]) -> String {
     set(&mut s, "dead6", true, &pick(true, &|h| h.dead));
     set(&mut s, "fw4", false, &pick(false, &|h| !h.dead && h.firewall_25));
     set(&mut s, "fw6", true, &pick(true, &|h| !h.dead && h.firewall_25));
+    set(&mut s, "srcfw4", false, &pick(false, &|h| !h.dead && h.src_port_firewall));
+    set(&mut s, "srcfw6", true, &pick(true, &|h| !h.dead && h.src_port_firewall));
     // Raw priority: drops happen before conntrack, so dead space costs no state.
     s.push_str("  chain prerouting_raw {\n    type filter hook prerouting priority -300; policy accept;\n");
     s.push_str("    ip daddr @dead4 drop\n    ip6 daddr @dead6 drop\n");
-    s.push_str("    ip daddr @fw4 tcp dport 25 drop\n    ip6 daddr @fw6 tcp dport 25 drop\n  }\n");
+    s.push_str("    ip daddr @fw4 tcp dport 25 drop\n    ip6 daddr @fw6 tcp dport 25 drop\n");
+    let sports = SRC_FIREWALL_PORTS.map(|p| p.to_string()).join(", ");
+    let _ = writeln!(s, "    ip daddr @srcfw4 tcp sport {{ {sports} }} drop\n    ip6 daddr @srcfw6 tcp sport {{ {sports} }} drop\n  }}");
     let all4 = pick(false, &|h| !h.dead && h.all_ports);
     let all6 = pick(true, &|h| !h.dead && h.all_ports);
     if !all4.is_empty() || !all6.is_empty() {

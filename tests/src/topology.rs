@@ -48,6 +48,29 @@ impl FamilyPolicies {
     }
 }
 
+/// Filter a border applies to its customers' *outbound* traffic, by destination port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutPolicy {
+    /// Stateless: drop every packet to the port (the common "deny tcp any any eq 25" ACL).
+    Drop,
+    /// Stateless reject with ICMP administratively prohibited, sent back to the customer host.
+    RejectIcmp,
+    /// Stateless reject with a TCP RST, sent back to the customer host.
+    RejectRst,
+    /// Stateful: drop only new connections to the port (`ct state new`); replies to inbound
+    /// connections pass, so source-port reflection cannot see it.
+    NewDrop,
+}
+
+impl OutPolicy {
+    /// Does the filter stop a host's *reply* to our reflection probe (a packet of a connection
+    /// we opened)?
+    pub fn stops_replies(self) -> bool {
+        self != OutPolicy::NewDrop
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Border {
@@ -55,6 +78,11 @@ pub struct Border {
     pub v4: BTreeMap<String, Policy>,
     #[serde(default)]
     pub v6: BTreeMap<String, Policy>,
+    /// Outbound filters on the customers' traffic, by destination port.
+    #[serde(default)]
+    pub out_v4: BTreeMap<String, OutPolicy>,
+    #[serde(default)]
+    pub out_v6: BTreeMap<String, OutPolicy>,
     /// Probability that the border loses a forwarded packet (each direction).
     #[serde(default)]
     pub loss: f64,
@@ -69,6 +97,13 @@ pub struct Border {
 impl Border {
     pub fn policies(&self) -> FamilyPolicies {
         FamilyPolicies { v4: self.v4.clone(), v6: self.v6.clone() }
+    }
+    /// The outbound filter on destination port `port`, if any.
+    pub fn out(&self, v6: bool, port: u16) -> Option<OutPolicy> {
+        (if v6 { &self.out_v6 } else { &self.out_v4 }).get(&port.to_string()).copied()
+    }
+    pub fn out_entries(&self, v6: bool) -> Vec<(u16, OutPolicy)> {
+        parse_port_map(if v6 { &self.out_v6 } else { &self.out_v4 }, "border.out").expect("validated")
     }
 }
 
@@ -95,6 +130,11 @@ pub struct Mix {
     pub all_ports: f64,
     #[serde(default)]
     pub host_firewall_25: f64,
+    /// Share of hosts whose own firewall drops packets *from* the mail ports (source port 25,
+    /// 465, 587 or 2525, the SMTP alternative): reflection probes to them stay silent, which the
+    /// neutral control port (2525) must tell apart from provider filtering.
+    #[serde(default)]
+    pub src_port_firewall: f64,
     pub open: BTreeMap<String, f64>,
 }
 
@@ -117,6 +157,7 @@ pub struct Provider {
     pub dead: Option<f64>,
     pub all_ports: Option<f64>,
     pub host_firewall_25: Option<f64>,
+    pub src_port_firewall: Option<f64>,
     pub v6_hosts_per_prefix: Option<usize>,
     pub open: Option<BTreeMap<String, f64>>,
 }
@@ -142,6 +183,8 @@ pub struct Host {
     pub prefix: IpNet,
     pub dead: bool,
     pub firewall_25: bool,
+    /// Drops packets from source ports `SRC_FIREWALL_PORTS`.
+    pub src_port_firewall: bool,
     pub all_ports: bool,
     /// Ports with a listening socket (sorted).
     pub open: Vec<u16>,
@@ -161,6 +204,8 @@ pub mod addr {
     pub const CORE2_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 1);
     /// Port the SYN-ACK-everything listeners sit on (never probed).
     pub const CATCH_ALL_PORT: u16 = 10;
+    /// Source ports a `src_port_firewall` host drops: the mail ports and 2525.
+    pub const SRC_FIREWALL_PORTS: [u16; 4] = [25, 465, 587, 2525];
     /// Hop limits as seen at the vantage: hosts are two forwarding hops away.
     pub const TTL_HOST: u8 = 62;
     pub const TTL_BORDER: u8 = 63;
@@ -222,6 +267,8 @@ impl Topology {
             }
             parse_port_map(&p.border.v4, "border.v4")?;
             parse_port_map(&p.border.v6, "border.v6")?;
+            parse_port_map(&p.border.out_v4, "border.out_v4")?;
+            parse_port_map(&p.border.out_v6, "border.out_v6")?;
             parse_port_map(&p.upstream.v4, "upstream.v4")?;
             parse_port_map(&p.upstream.v6, "upstream.v6")?;
             if let Some(o) = &p.open {
@@ -247,6 +294,7 @@ impl Topology {
         let dead = self.dead(p);
         let all_ports = p.all_ports.unwrap_or(self.defaults.all_ports);
         let fw = p.host_firewall_25.unwrap_or(self.defaults.host_firewall_25);
+        let src_fw = p.src_port_firewall.unwrap_or(self.defaults.src_port_firewall);
         let open = self.open_shares(p);
         let v6n = p.v6_hosts_per_prefix.unwrap_or(self.defaults.v6_hosts_per_prefix);
         let mut out = Vec::new();
@@ -262,7 +310,9 @@ impl Topology {
             let is_fw = rng.random_bool(fw);
             let mut ports: Vec<u16> = open.iter().filter(|(_, s)| rng.random_bool(*s)).map(|(p, _)| *p).collect();
             ports.sort_unstable();
-            out.push(Host { ip, provider: pi, asn, prefix, dead: is_dead, firewall_25: is_fw, all_ports: is_all, open: ports });
+            // Drawn last, so the hosts' other roles do not move when it is added.
+            let is_src_fw = src_fw > 0.0 && rng.random_bool(src_fw);
+            out.push(Host { ip, provider: pi, asn, prefix, dead: is_dead, firewall_25: is_fw, src_port_firewall: is_src_fw, all_ports: is_all, open: ports });
         };
         for a in &p.ases {
             for n in &a.v4 {

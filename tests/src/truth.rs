@@ -1,7 +1,7 @@
 //! Ground truth: what a prober at the vantage should observe for (host, port), and why,
 //! and what verdict a correct analysis must reach per provider and address family.
 
-use crate::topology::{addr, Host, Policy, Topology};
+use crate::topology::{addr, Host, OutPolicy, Policy, Topology};
 use serde::Serialize;
 use std::net::IpAddr;
 
@@ -65,6 +65,28 @@ pub fn expect(topo: &Topology, host: &Host, port: u16) -> Truth {
         t(Expect::Synack { ttl: addr::TTL_HOST }, "listening socket")
     } else {
         t(Expect::Rst { ttl: addr::TTL_HOST }, "closed port: kernel RST")
+    }
+}
+
+/// What the vantage observes for a reflection probe: a SYN from our fixed source port `sport`
+/// to a closed high port of `host` (the crawler's first random port). The host's answer must
+/// then leave the provider towards port `sport`, through the border's outbound filters.
+pub fn expect_reflect(topo: &Topology, host: &Host, sport: u16) -> Truth {
+    let p = &topo.providers[host.provider];
+    let v6 = host.ip.is_ipv6();
+    let t = |expect, reason| Truth { expect, reason, lossy: p.border.loss > 0.0 };
+    // Inbound to a closed high port: as for any probe to such a port.
+    let inbound = expect(topo, host, 40_000);
+    let reply = match inbound.expect {
+        // The border's own middlebox answers: its reply never crosses the border's forward path.
+        _ if p.border.synack_all => return inbound,
+        Expect::None | Expect::Icmp { .. } => return inbound,
+        _ if host.src_port_firewall && addr::SRC_FIREWALL_PORTS.contains(&sport) => return t(Expect::None, "host firewall drops packets from mail source ports"),
+        e => e,
+    };
+    match p.border.out(v6, sport) {
+        Some(o) if o.stops_replies() => t(Expect::None, "provider border filters outbound traffic to the port"),
+        _ => t(reply, inbound.reason),
     }
 }
 
@@ -134,6 +156,56 @@ pub fn provider_truth(topo: &Topology, min_informative: usize) -> Vec<ProviderTr
                 }
             }
             out.push(pt);
+        }
+    }
+    out
+}
+
+/// Expected per-provider outbound result from source-port reflection, per family and mail port.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutboundTruth {
+    pub provider: String,
+    pub org_id: String,
+    pub family: &'static str,
+    pub port: u16,
+    /// `blocks`, `open`, `mixed`, `insufficient` or `absent`, as reflection must report it.
+    pub verdict: &'static str,
+    pub mechanism: &'static str,
+    /// The provider blocks new outbound connections statefully: reflection cannot see it
+    /// (its verdict is `open`), only a vantage inside the provider can.
+    pub stateful_block: bool,
+    /// Hosts reflection finds informative: alive, not all-ports, not dropping mail source ports.
+    pub informative_hosts: usize,
+}
+
+pub fn outbound_truth(topo: &Topology, min_informative: usize) -> Vec<OutboundTruth> {
+    let mut out = Vec::new();
+    for (i, p) in topo.providers.iter().enumerate() {
+        let hosts = topo.hosts_of(i);
+        for v6 in [false, true] {
+            let fam: Vec<&Host> = hosts.iter().filter(|h| h.ip.is_ipv6() == v6).collect();
+            let informative = fam.iter().filter(|h| !h.dead && !h.all_ports && !h.src_port_firewall).count();
+            for port in [25u16, 465, 587] {
+                let pol = p.border.out(v6, port);
+                let mut t = OutboundTruth {
+                    provider: p.name.clone(),
+                    org_id: p.org_id.clone(),
+                    family: if v6 { "ipv6" } else { "ipv4" },
+                    port,
+                    verdict: "open",
+                    mechanism: "",
+                    stateful_block: pol == Some(OutPolicy::NewDrop),
+                    informative_hosts: if p.border.synack_all { 0 } else { informative },
+                };
+                if fam.is_empty() || p.opt_out || (v6 && p.aliased_v6) {
+                    t.verdict = "absent";
+                } else if p.border.synack_all || informative < min_informative {
+                    t.verdict = "insufficient";
+                } else if pol.is_some_and(|o| o.stops_replies()) {
+                    (t.verdict, t.mechanism) = ("blocks", "silent-drop");
+                }
+                out.push(t);
+            }
         }
     }
     out
