@@ -7,9 +7,9 @@
 -- data and is left to the binary; everything else (n, filtered, rate, interval, verdict,
 -- mechanism) matches providers.csv.
 WITH obs AS (
-  SELECT * FROM read_parquet(getvariable('data'), hive_partitioning = true)
+  SELECT * FROM read_parquet(getvariable('data'), hive_partitioning = true, union_by_name = true)
   WHERE crawl_id = (SELECT max_by(crawl_id, (crawl_date, crawl_id))
-                    FROM read_parquet(getvariable('data'), hive_partitioning = true))
+                    FROM read_parquet(getvariable('data'), hive_partitioning = true, union_by_name = true))
 ),
 host AS (
   SELECT ip,

@@ -5,7 +5,7 @@
 //! Counts are additive over hosts, so shards of a crawl can be inferred separately and
 //! their `Counts` merged (`Counts::merge`).
 
-use crate::infer::{classify, Exclusion, HostAcc, PortState, MAIL_PORTS};
+use crate::infer::{Direction, Exclusion, HostAcc, PortState, MAIL_PORTS};
 use crate::load::{numeric, Hosts};
 use datasets::categories::Categories;
 use datasets::orgs::Orgs;
@@ -52,9 +52,10 @@ pub struct Counts {
     pub informative: u64,
     pub filtered: u64,
     /// Hosts per state, indexed by `PortState::index`.
-    pub states: [u64; 9],
-    /// Excluded hosts, indexed by `Exclusion::index` (all-ports, dead, uninformative).
-    pub excluded: [u64; 3],
+    pub states: [u64; 10],
+    /// Excluded hosts, indexed by `Exclusion::index` (all-ports, dead, uninformative,
+    /// source-port-filtered).
+    pub excluded: [u64; 4],
     pub prefixes: HashSet<u32>,
     /// ICMP responder (interned) → filtered hosts it answered for.
     pub responders: BTreeMap<u32, u64>,
@@ -87,9 +88,9 @@ impl Counts {
     }
 
     /// Tally one host (its AS is recorded when the group is created, not per host).
-    fn add(&mut self, key: u128, h: &HostAcc, i: usize) {
+    fn add(&mut self, key: u128, h: &HostAcc, i: usize, dir: Direction) {
         self.hosts += 1;
-        match classify(h, i) {
+        match dir.classify(h, i) {
             Err(e) => self.excluded[e.index()] += 1,
             Ok(st) => {
                 self.informative += 1;
@@ -100,7 +101,7 @@ impl Counts {
                 if st.filtered() {
                     self.filtered += 1;
                     e.0 += 1;
-                    if let Some(o) = h.mail[i] {
+                    if let Some(o) = dir.reply(h, i) {
                         if o.responder != u32::MAX {
                             *self.responders.entry(o.responder).or_default() += 1;
                         }
@@ -116,6 +117,11 @@ impl Counts {
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
     pub level: &'static str,
+    /// `inbound` (SYNs reaching the provider's hosts) or `outbound` (their replies leaving
+    /// towards the port: source-port reflection, which sees stateless filters only).
+    pub direction: &'static str,
+    /// How it was measured: `syn-scan` or `reflection`.
+    pub method: &'static str,
     pub provider: String,
     pub org_id: String,
     pub asn: Option<u32>,
@@ -136,6 +142,8 @@ pub struct Row {
     pub excluded_dead: u64,
     pub excluded_all_ports: u64,
     pub excluded_uninformative: u64,
+    /// Outbound: hosts excluded because they drop fixed source ports (the neutral control).
+    pub excluded_source_port: u64,
     pub states: String,
 }
 
@@ -148,7 +156,19 @@ pub struct Context<'a> {
     pub th: &'a Thresholds,
 }
 
-fn finish(level: &'static str, org_id: &str, asn: Option<u32>, family: &'static str, port: u16, c: &Counts, cx: &Context) -> Row {
+/// What one row of a report is about.
+#[derive(Debug, Clone, Copy)]
+struct RowKey<'a> {
+    level: &'static str,
+    org_id: &'a str,
+    asn: Option<u32>,
+    dir: Direction,
+    family: &'static str,
+    port: u16,
+}
+
+fn finish(k: RowKey, c: &Counts, cx: &Context) -> Row {
+    let RowKey { level, org_id, asn, dir, family, port } = k;
     let (org, name) = match asn {
         Some(a) => cx.orgs.org_of(a),
         None => {
@@ -206,6 +226,8 @@ fn finish(level: &'static str, org_id: &str, asn: Option<u32>, family: &'static 
     let states = PortState::ALL.iter().filter(|s| c.states[s.index()] > 0).map(|s| format!("{}={}", s.as_str(), c.states[s.index()])).collect::<Vec<_>>().join(";");
     Row {
         level,
+        direction: dir.as_str(),
+        method: dir.method(),
         provider: name,
         org_id: org,
         asn,
@@ -226,15 +248,17 @@ fn finish(level: &'static str, org_id: &str, asn: Option<u32>, family: &'static 
         excluded_dead: c.excluded[Exclusion::Dead.index()],
         excluded_all_ports: c.excluded[Exclusion::AllPortsResponder.index()],
         excluded_uninformative: c.excluded[Exclusion::Uninformative.index()],
+        excluded_source_port: c.excluded[Exclusion::SourcePortFiltered.index()],
         states,
     }
 }
 
-pub type GroupKey = (String, bool, u16); // (org id or "AS<n>", v6, port)
+pub type GroupKey = (String, bool, u16, Direction); // (org id or "AS<n>", v6, port, direction)
+pub type AsKey = (u32, bool, u16, Direction);
 
-/// Tally every host into its AS and its organization.
-pub fn tally(hosts: &Hosts, orgs: &Orgs, keep: &dyn Fn(u32) -> bool) -> (BTreeMap<(u32, bool, u16), Counts>, BTreeMap<GroupKey, Counts>) {
-    let mut acc: HashMap<(u32, bool, u16), Counts> = HashMap::new();
+/// Tally every host into its AS and its organization, per mail port and direction.
+pub fn tally(hosts: &Hosts, orgs: &Orgs, keep: &dyn Fn(u32) -> bool) -> (BTreeMap<AsKey, Counts>, BTreeMap<GroupKey, Counts>) {
+    let mut acc: HashMap<AsKey, Counts> = HashMap::new();
     let mut org_cache: HashMap<u32, String> = HashMap::new();
     for (ip, h) in &hosts.hosts {
         if !keep(h.asn) {
@@ -242,28 +266,31 @@ pub fn tally(hosts: &Hosts, orgs: &Orgs, keep: &dyn Fn(u32) -> bool) -> (BTreeMa
         }
         let key = numeric(ip).unwrap_or(0);
         for (i, port) in MAIL_PORTS.iter().enumerate() {
-            if h.mail[i].is_none() {
-                continue;
+            for dir in Direction::ALL {
+                if !dir.probed(h, i) {
+                    continue;
+                }
+                acc.entry((h.asn, h.v6, *port, dir))
+                    .or_insert_with(|| Counts { asns: BTreeSet::from([h.asn]), ..Default::default() })
+                    .add(key, h, i, dir);
             }
-            acc.entry((h.asn, h.v6, *port))
-                .or_insert_with(|| Counts { asns: BTreeSet::from([h.asn]), ..Default::default() })
-                .add(key, h, i);
         }
         org_cache.entry(h.asn).or_insert_with(|| orgs.org_of(h.asn).0);
     }
-    let by_as: BTreeMap<(u32, bool, u16), Counts> = acc.into_iter().collect();
+    let by_as: BTreeMap<AsKey, Counts> = acc.into_iter().collect();
     let mut by_org: BTreeMap<GroupKey, Counts> = BTreeMap::new();
-    for ((asn, v6, port), c) in &by_as {
-        by_org.entry((org_cache[asn].clone(), *v6, *port)).or_default().merge(c);
+    for ((asn, v6, port, dir), c) in &by_as {
+        by_org.entry((org_cache[asn].clone(), *v6, *port, *dir)).or_default().merge(c);
     }
     (by_as, by_org)
 }
 
-pub fn rows(by_as: &BTreeMap<(u32, bool, u16), Counts>, by_org: &BTreeMap<GroupKey, Counts>, cx: &Context) -> (Vec<Row>, Vec<Row>) {
+pub fn rows(by_as: &BTreeMap<AsKey, Counts>, by_org: &BTreeMap<GroupKey, Counts>, cx: &Context) -> (Vec<Row>, Vec<Row>) {
     let fam = |v6: bool| if v6 { "ipv6" } else { "ipv4" };
-    let mut providers: Vec<Row> = by_org.iter().map(|((org, v6, port), c)| finish("provider", org, None, fam(*v6), *port, c, cx)).collect();
-    let asns: Vec<Row> = by_as.iter().map(|((asn, v6, port), c)| finish("asn", "", Some(*asn), fam(*v6), *port, c, cx)).collect();
-    providers.sort_by(|a, b| (a.provider.as_str(), a.family, a.port).cmp(&(b.provider.as_str(), b.family, b.port)));
+    let mut providers: Vec<Row> =
+        by_org.iter().map(|((org, v6, port, dir), c)| finish(RowKey { level: "provider", org_id: org, asn: None, dir: *dir, family: fam(*v6), port: *port }, c, cx)).collect();
+    let asns: Vec<Row> = by_as.iter().map(|((asn, v6, port, dir), c)| finish(RowKey { level: "asn", org_id: "", asn: Some(*asn), dir: *dir, family: fam(*v6), port: *port }, c, cx)).collect();
+    providers.sort_by(|a, b| (a.direction, a.provider.as_str(), a.family, a.port).cmp(&(b.direction, b.provider.as_str(), b.family, b.port)));
     (providers, asns)
 }
 

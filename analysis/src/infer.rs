@@ -7,15 +7,35 @@
 //! reachability on the port, or answers a control port and RSTs a random closed port (so it
 //! is alive and not a default-drop firewall). Hosts that SYN-ACK random high ports answer
 //! everything (LZR) and are excluded, as are hosts that never answer (dead).
+//!
+//! Outbound (source-port reflection): a SYN from our port 25 (465, 587) to the host's closed
+//! random port makes the host's RST leave its network towards port 25 — through the provider's
+//! outbound filter. Compared with its *twin* (the same destination port from an ephemeral source
+//! port): the reflected reply arrived → `passes`; the twin answered but the reflection stayed
+//! silent after retries (or came back as ICMP, or as a RST with another TTL) → filtered; twin
+//! silent → not informative. A neutral fixed source port (2525) is reflected too: a host whose
+//! twin answers but whose neutral reflection is silent drops fixed source ports itself, and is
+//! excluded (`source-port-filtered`) rather than counted as provider filtering. Reflection sees
+//! stateless filters (and rules matched before an established-state accept); a stateful block
+//! of *new* outbound connections lets these replies out: a lower bound.
 
 use serde::Serialize;
 
 /// The mail ports the reports cover, in column order.
 pub const MAIL_PORTS: [u16; 3] = [25, 465, 587];
 
+/// `ReplyObs::reply` of a probe the crawl did not send.
+pub const NOT_PROBED: u8 = u8::MAX;
+
+const NO_REPLY: ReplyObs = ReplyObs { reply: NOT_PROBED, ttl: 0, icmp_type: 0, icmp_code: 0, responder: u32::MAX };
+
+/// Replies from ephemeral-source probes to control and random ports kept per host, to find a
+/// reflection probe's twin (the crawler sends 3 controls + 2 random ports by default).
+const EPHEMERAL_KEPT: usize = 8;
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ReplyObs {
-    /// 0 none, 1 synack, 2 rst, 3 icmp
+    /// 0 none, 1 synack, 2 rst, 3 icmp ([`NOT_PROBED`] in slots never filled)
     pub reply: u8,
     pub ttl: u8,
     pub icmp_type: u8,
@@ -38,10 +58,12 @@ pub enum PortState {
     Unverified,
     /// The port was not probed in this crawl.
     NotProbed,
+    /// Outbound: the host's reply to a reflection probe crossed its network's border.
+    Passes,
 }
 
 impl PortState {
-    pub const ALL: [PortState; 9] = [
+    pub const ALL: [PortState; 10] = [
         PortState::Open,
         PortState::Closed,
         PortState::RstInjected,
@@ -51,6 +73,7 @@ impl PortState {
         PortState::Silent,
         PortState::Unverified,
         PortState::NotProbed,
+        PortState::Passes,
     ];
     pub fn index(self) -> usize {
         Self::ALL.iter().position(|s| *s == self).unwrap()
@@ -66,6 +89,7 @@ impl PortState {
             PortState::Silent => "silent",
             PortState::Unverified => "rst-unverified",
             PortState::NotProbed => "not-probed",
+            PortState::Passes => "passes",
         }
     }
     /// Did something between us and the host stop the SYN? (Silence: only on informative hosts.)
@@ -73,7 +97,7 @@ impl PortState {
         matches!(self, PortState::RstInjected | PortState::IcmpProhibited | PortState::IcmpPortUnreachable | PortState::Silent)
     }
     pub fn reachable(self) -> bool {
-        matches!(self, PortState::Open | PortState::Closed)
+        matches!(self, PortState::Open | PortState::Closed | PortState::Passes)
     }
     /// The mechanism name used in reports.
     pub fn mechanism(self) -> &'static str {
@@ -116,11 +140,48 @@ pub struct HostAcc {
     pub random_rst: bool,
     pub random_synack: bool,
     pub unreachable: bool,
+    /// Reflection probes from the mail ports' source ports, then from the neutral control.
+    pub reflect: [ReplyObs; 4],
+    /// Their destination port (the twin's).
+    pub reflect_dport: u16,
+    /// (port, reply, ttl) of ephemeral-source probes to control and random ports.
+    pub ephemeral: [(u16, u8, u8); EPHEMERAL_KEPT],
 }
 
 impl HostAcc {
     pub fn new(asn: u32, prefix: u32, v6: bool) -> HostAcc {
-        HostAcc { asn, prefix, v6, mail: [None; 3], ref_ttls: [(0, 0); 4], control_answered: false, random_rst: false, random_synack: false, unreachable: false }
+        HostAcc {
+            asn,
+            prefix,
+            v6,
+            mail: [None; 3],
+            ref_ttls: [(0, 0); 4],
+            control_answered: false,
+            random_rst: false,
+            random_synack: false,
+            unreachable: false,
+            reflect: [NO_REPLY; 4],
+            reflect_dport: 0,
+            ephemeral: [(0, NOT_PROBED, 0); EPHEMERAL_KEPT],
+        }
+    }
+
+    /// Keep a control or random port's reply, for reflection twins. Past `EPHEMERAL_KEPT`
+    /// ports only the twin's destination (once known) is kept.
+    fn keep_ephemeral(&mut self, port: u16, o: &ReplyObs) {
+        let e = (port, o.reply, o.ttl);
+        if let Some(s) = self.ephemeral.iter_mut().find(|s| s.1 == NOT_PROBED) {
+            *s = e;
+        } else if port == self.reflect_dport {
+            self.ephemeral[EPHEMERAL_KEPT - 1] = e;
+        }
+    }
+
+    /// A reflection probe from our source port `sport` to the host's port `dport`.
+    fn add_reflect(&mut self, sport: u16, dport: u16, o: &ReplyObs) {
+        let i = MAIL_PORTS.iter().position(|p| *p == sport).unwrap_or(3);
+        self.reflect[i] = *o;
+        self.reflect_dport = dport;
     }
 
     fn add_ttl(&mut self, ttl: u8) {
@@ -133,25 +194,31 @@ impl HostAcc {
         }
     }
 
-    pub fn add(&mut self, port: u16, role: &str, o: &ReplyObs) {
+    /// A row of the host: its port, role, our source port and what came back.
+    pub fn add(&mut self, port: u16, role: &str, sport: u16, o: &ReplyObs) {
         if o.reply == 3 && icmp_unreachable(self.v6, o.icmp_type, o.icmp_code) {
             self.unreachable = true;
         }
         match role {
             "control" => {
+                self.keep_ephemeral(port, o);
                 if o.reply == 1 || o.reply == 2 {
                     self.control_answered = true;
                     self.add_ttl(o.ttl);
                 }
             }
-            "random" => match o.reply {
-                1 => self.random_synack = true,
-                2 => {
-                    self.random_rst = true;
-                    self.add_ttl(o.ttl);
+            "reflect" => self.add_reflect(sport, port, o),
+            "random" => {
+                self.keep_ephemeral(port, o);
+                match o.reply {
+                    1 => self.random_synack = true,
+                    2 => {
+                        self.random_rst = true;
+                        self.add_ttl(o.ttl);
+                    }
+                    _ => {}
                 }
-                _ => {}
-            },
+            }
             _ => {
                 if let Some(i) = MAIL_PORTS.iter().position(|p| *p == port) {
                     self.mail[i] = Some(*o);
@@ -196,8 +263,12 @@ pub enum Exclusion {
     AllPortsResponder,
     /// No TCP answer on any port (or ICMP net/host unreachable).
     Dead,
-    /// Alive, but neither reachability on the port nor a control answer plus a closed-port RST.
+    /// Alive, but neither reachability on the port nor a control answer plus a closed-port RST
+    /// (outbound: the reflection's twin did not answer).
     Uninformative,
+    /// Outbound: the neutral reflection (source port 2525) went unanswered while the twin
+    /// answered — the host drops fixed source ports itself.
+    SourcePortFiltered,
 }
 
 impl Exclusion {
@@ -209,21 +280,104 @@ impl Exclusion {
             Exclusion::AllPortsResponder => "all-ports-responder",
             Exclusion::Dead => "dead",
             Exclusion::Uninformative => "uninformative",
+            Exclusion::SourcePortFiltered => "source-port-filtered",
+        }
+    }
+}
+
+/// Exclusions every direction shares: all-ports responders and dead hosts.
+fn excluded(h: &HostAcc) -> Option<Exclusion> {
+    if h.random_synack {
+        return Some(Exclusion::AllPortsResponder);
+    }
+    // A RST alone does not show the host is alive: a middlebox may have forged it.
+    let any_tcp = h.control_answered || h.random_rst || h.mail.iter().flatten().any(|o| o.reply == 1);
+    (!any_tcp || (h.unreachable && !h.control_answered)).then_some(Exclusion::Dead)
+}
+
+/// A host's outbound verdict for mail port `MAIL_PORTS[i]`, from source-port reflection.
+pub fn classify_outbound(h: &HostAcc, i: usize) -> Result<PortState, Exclusion> {
+    if let Some(e) = excluded(h) {
+        return Err(e);
+    }
+    let r = h.reflect[i];
+    if r.reply == NOT_PROBED {
+        return Err(Exclusion::Uninformative);
+    }
+    // The twin: the same destination port from an ephemeral source. Its answer shows the
+    // reply path works; without it, silence of the reflection means nothing.
+    let twin = h.ephemeral.iter().find(|e| e.1 != NOT_PROBED && e.0 == h.reflect_dport);
+    let Some(&(_, twin_reply, twin_ttl)) = twin.filter(|t| t.1 == 1 || t.1 == 2) else { return Err(Exclusion::Uninformative) };
+    // The neutral control: a fixed source port no provider filters. Silent while the twin
+    // answered → the host (or something near it) drops fixed source ports.
+    let neutral = h.reflect[3];
+    if neutral.reply != NOT_PROBED && neutral.reply != 1 && neutral.reply != 2 {
+        return Err(Exclusion::SourcePortFiltered);
+    }
+    Ok(match r.reply {
+        // A RST from elsewhere than the twin's sender (another TTL): forged on the way.
+        2 if twin_reply == 2 && r.ttl != twin_ttl => PortState::RstInjected,
+        1 | 2 => PortState::Passes,
+        3 if icmp_prohibited(h.v6, r.icmp_type, r.icmp_code) => PortState::IcmpProhibited,
+        3 if icmp_port_unreachable(h.v6, r.icmp_type, r.icmp_code) => PortState::IcmpPortUnreachable,
+        3 => PortState::IcmpOther,
+        _ => PortState::Silent,
+    })
+}
+
+/// Which way the mail traffic a result is about goes, and how it was measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    /// SYNs from outside reaching the provider's hosts (a SYN scan).
+    Inbound,
+    /// The provider's hosts' traffic leaving towards the port (source-port reflection: stateless
+    /// filters only).
+    Outbound,
+}
+
+impl Direction {
+    pub const ALL: [Direction; 2] = [Direction::Inbound, Direction::Outbound];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+    pub fn method(self) -> &'static str {
+        match self {
+            Direction::Inbound => "syn-scan",
+            Direction::Outbound => "reflection",
+        }
+    }
+    /// Was the host probed for mail port `MAIL_PORTS[i]` in this direction?
+    pub fn probed(self, h: &HostAcc, i: usize) -> bool {
+        match self {
+            Direction::Inbound => h.mail[i].is_some(),
+            Direction::Outbound => h.reflect[i].reply != NOT_PROBED,
+        }
+    }
+    pub fn classify(self, h: &HostAcc, i: usize) -> Result<PortState, Exclusion> {
+        match self {
+            Direction::Inbound => classify(h, i),
+            Direction::Outbound => classify_outbound(h, i),
+        }
+    }
+    /// The reply the host's state rests on.
+    pub fn reply(self, h: &HostAcc, i: usize) -> Option<ReplyObs> {
+        match self {
+            Direction::Inbound => h.mail[i],
+            Direction::Outbound => Some(h.reflect[i]).filter(|r| r.reply != NOT_PROBED),
         }
     }
 }
 
 /// A host's verdict for one mail port.
 pub fn classify(h: &HostAcc, i: usize) -> Result<PortState, Exclusion> {
-    if h.random_synack {
-        return Err(Exclusion::AllPortsResponder);
+    if let Some(e) = excluded(h) {
+        return Err(e);
     }
     let st = h.state(i);
-    // A RST alone does not show the host is alive: a middlebox may have forged it.
-    let any_tcp = h.control_answered || h.random_rst || h.mail.iter().flatten().any(|o| o.reply == 1);
-    if !any_tcp || (h.unreachable && !h.control_answered) {
-        return Err(Exclusion::Dead);
-    }
     if st == PortState::NotProbed {
         return Err(Exclusion::Uninformative);
     }
@@ -242,26 +396,26 @@ mod tests {
     }
     fn host() -> HostAcc {
         let mut h = HostAcc::new(1, 0, false);
-        h.add(80, "control", &o(1, 62));
-        h.add(443, "control", &o(2, 62));
-        h.add(40000, "random", &o(2, 62));
+        h.add(80, "control", 33000, &o(1, 62));
+        h.add(443, "control", 33000, &o(2, 62));
+        h.add(40000, "random", 33000, &o(2, 62));
         h
     }
     #[test]
     fn ttl_tells_injected_from_host_rst() {
         let mut h = host();
-        h.add(25, "target", &o(2, 63));
+        h.add(25, "target", 33000, &o(2, 63));
         assert_eq!(classify(&h, 0), Ok(PortState::RstInjected));
         let mut h = host();
-        h.add(25, "target", &o(2, 62));
+        h.add(25, "target", 33000, &o(2, 62));
         assert_eq!(classify(&h, 0), Ok(PortState::Closed));
     }
     #[test]
     fn lone_rst_proves_nothing() {
         // A dead host behind a RST-injecting border: no reply of its own, a RST on 25.
         let mut d = HostAcc::new(1, 0, false);
-        d.add(25, "target", &o(2, 63));
-        d.add(80, "control", &o(0, 0));
+        d.add(25, "target", 33000, &o(2, 63));
+        d.add(80, "control", 33000, &o(0, 0));
         assert_eq!(classify(&d, 0), Err(Exclusion::Dead));
         assert_eq!(d.state(0), PortState::Unverified);
     }
@@ -269,32 +423,66 @@ mod tests {
     #[test]
     fn silence_counts_only_on_informative_hosts() {
         let mut h = host();
-        h.add(25, "target", &o(0, 0));
+        h.add(25, "target", 33000, &o(0, 0));
         assert_eq!(classify(&h, 0), Ok(PortState::Silent));
         let mut dead = HostAcc::new(1, 0, false);
-        dead.add(25, "target", &o(0, 0));
-        dead.add(80, "control", &o(0, 0));
+        dead.add(25, "target", 33000, &o(0, 0));
+        dead.add(80, "control", 33000, &o(0, 0));
         assert_eq!(classify(&dead, 0), Err(Exclusion::Dead));
         // Alive on 80 but no closed-port RST: a default-drop firewall; silence on 25 means nothing.
         let mut fw = HostAcc::new(1, 0, false);
-        fw.add(80, "control", &o(1, 62));
-        fw.add(40000, "random", &o(0, 0));
-        fw.add(25, "target", &o(0, 0));
+        fw.add(80, "control", 33000, &o(1, 62));
+        fw.add(40000, "random", 33000, &o(0, 0));
+        fw.add(25, "target", 33000, &o(0, 0));
         assert_eq!(classify(&fw, 0), Err(Exclusion::Uninformative));
         let mut all = host();
-        all.add(41000, "random", &o(1, 62));
-        all.add(25, "target", &o(1, 62));
+        all.add(41000, "random", 33000, &o(1, 62));
+        all.add(25, "target", 33000, &o(1, 62));
         assert_eq!(classify(&all, 0), Err(Exclusion::AllPortsResponder));
     }
     #[test]
     fn icmp_codes() {
         let mut h = host();
-        h.add(25, "target", &ReplyObs { reply: 3, ttl: 63, icmp_type: 3, icmp_code: 13, responder: 0 });
+        h.add(25, "target", 33000, &ReplyObs { reply: 3, ttl: 63, icmp_type: 3, icmp_code: 13, responder: 0 });
         assert_eq!(classify(&h, 0), Ok(PortState::IcmpProhibited));
         let mut h6 = HostAcc::new(1, 0, true);
-        h6.add(80, "control", &o(1, 62));
-        h6.add(40000, "random", &o(2, 62));
-        h6.add(25, "target", &ReplyObs { reply: 3, ttl: 63, icmp_type: 1, icmp_code: 4, responder: 0 });
+        h6.add(80, "control", 33000, &o(1, 62));
+        h6.add(40000, "random", 33000, &o(2, 62));
+        h6.add(25, "target", 33000, &ReplyObs { reply: 3, ttl: 63, icmp_type: 1, icmp_code: 4, responder: 0 });
         assert_eq!(classify(&h6, 0), Ok(PortState::IcmpPortUnreachable));
+    }
+
+    #[test]
+    fn reflection_compares_with_its_twin_and_the_neutral_control() {
+        // The host RSTs its random port 40000 (the twin); reflection probes go there from our
+        // ports 25, 465, 587 and the neutral 2525.
+        let with = |r25: ReplyObs, r2525: ReplyObs| {
+            let mut h = host();
+            h.add(40000, "reflect", 25, &r25);
+            h.add(40000, "reflect", 465, &o(2, 62));
+            h.add(40000, "reflect", 2525, &r2525);
+            h
+        };
+        assert_eq!(classify_outbound(&with(o(2, 62), o(2, 62)), 0), Ok(PortState::Passes));
+        assert_eq!(classify_outbound(&with(o(0, 0), o(2, 62)), 0), Ok(PortState::Silent));
+        assert_eq!(classify_outbound(&with(o(2, 63), o(2, 62)), 0), Ok(PortState::RstInjected));
+        let icmp = ReplyObs { reply: 3, ttl: 63, icmp_type: 3, icmp_code: 13, responder: 7 };
+        assert_eq!(classify_outbound(&with(icmp, o(2, 62)), 0), Ok(PortState::IcmpProhibited));
+        // The neutral port silent too: the host drops fixed source ports, not the provider.
+        assert_eq!(classify_outbound(&with(o(0, 0), o(0, 0)), 0), Err(Exclusion::SourcePortFiltered));
+        // 587 was not reflected.
+        assert_eq!(classify_outbound(&with(o(2, 62), o(2, 62)), 2), Err(Exclusion::Uninformative));
+        // The twin silent: silence of the reflection means nothing.
+        let mut h = HostAcc::new(1, 0, false);
+        h.add(80, "control", 33000, &o(1, 62));
+        h.add(40000, "random", 33001, &o(0, 0));
+        h.add(40000, "reflect", 25, &o(0, 0));
+        assert_eq!(classify_outbound(&h, 0), Err(Exclusion::Uninformative));
+        // Rows in any order: the reflection before its twin.
+        let mut h = HostAcc::new(1, 0, false);
+        h.add(40000, "reflect", 25, &o(0, 0));
+        h.add(80, "control", 33000, &o(1, 62));
+        h.add(40000, "random", 33001, &o(2, 62));
+        assert_eq!(classify_outbound(&h, 0), Ok(PortState::Silent));
     }
 }

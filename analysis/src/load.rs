@@ -91,6 +91,9 @@ pub fn numeric(ip: &str) -> Option<u128> {
 }
 
 const COLS: &[&str] = &[obs::IP, obs::IP_VERSION, obs::ASN, obs::PREFIX, obs::PORT, obs::PORT_ROLE, obs::REPLY, obs::REPLY_TTL, obs::ICMP_TYPE, obs::ICMP_CODE, obs::ICMP_RESPONDER];
+/// Columns a crawl may lack: crawls from before source-port reflection have no `src_port` (and
+/// no reflection rows, which are all it is needed for).
+const OPTIONAL_COLS: &[&str] = &[obs::SRC_PORT];
 
 /// Stream every row of `files` into per-host accumulators. Two stages on two cores: a reader
 /// thread decodes Parquet (only the needed columns), this thread folds rows into hosts.
@@ -128,10 +131,11 @@ fn read_file(f: &Path, tx: &std::sync::mpsc::SyncSender<Result<(PathBuf, String,
         .and_then(|kv| kv.iter().find(|k| k.key == "port25.vantage").and_then(|k| k.value.clone()))
         .unwrap_or_else(|| "unknown".into());
     let schema = b.parquet_schema();
-    let idx: Vec<usize> = COLS
+    let mut idx: Vec<usize> = COLS
         .iter()
         .map(|c| schema.columns().iter().position(|x| x.name() == *c).with_context(|| format!("{}: no `{c}` column (not a port25 crawl file?)", f.display())))
         .collect::<Result<_>>()?;
+    idx.extend(OPTIONAL_COLS.iter().filter_map(|c| schema.columns().iter().position(|x| x.name() == *c)));
     let mask = ProjectionMask::leaves(schema, idx);
     let reader = b.with_projection(mask).with_batch_size(65_536).build()?;
     for batch in reader {
@@ -165,6 +169,7 @@ fn fold_batch(f: &Path, batch: &RecordBatch, h: &mut Hosts) -> Result<()> {
         let ity = col!(batch, obs::ICMP_TYPE, UInt8Array, f);
         let icode = col!(batch, obs::ICMP_CODE, UInt8Array, f);
         let resp = col!(batch, obs::ICMP_RESPONDER, StringArray, f);
+        let sport = batch.column_by_name(obs::SRC_PORT).and_then(|c| c.as_any().downcast_ref::<UInt16Array>());
         if h.hosts.capacity() == 0 {
             // A crawl has a row per host and port (8 by default): size the map once.
             h.hosts.reserve(batch.num_rows() * 4);
@@ -185,7 +190,7 @@ fn fold_batch(f: &Path, batch: &RecordBatch, h: &mut Hosts) -> Result<()> {
             };
             let strings = &mut h.strings;
             let acc = h.hosts.entry_ref(s).or_insert_with(|| HostAcc::new(asn.value(i), strings.id(prefix.value(i)), ver.value(i) == 6));
-            acc.add(port.value(i), role.value(i), &obs);
+            acc.add(port.value(i), role.value(i), sport.map_or(0, |s| s.value(i)), &obs);
             h.rows += 1;
         }
     }

@@ -178,7 +178,7 @@ fn run(cmd: Cmd) -> Result<()> {
             };
             report::write_reports(&c.out, &meta, &providers, &asns, trend.as_ref())?;
             if !c.quiet {
-                println!("crawl {} ({}), vantage {}: {} rows, {} hosts — inbound reachability of port 25", cr.id, cr.date, hosts.vantage, hosts.rows, hosts.hosts.len());
+                println!("crawl {} ({}), vantage {}: {} rows, {} hosts — inbound 25 (SYN scan) beside outbound 25, 465, 587 (source-port reflection: stateless egress filters only)", cr.id, cr.date, hosts.vantage, hosts.rows, hosts.hosts.len());
                 report::print_table(&providers);
                 println!("reports in {}", c.out.display());
             }

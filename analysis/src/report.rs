@@ -4,7 +4,7 @@
 
 use crate::aggregate::{HostRow, Row, Thresholds};
 use crate::charts;
-use crate::infer::classify;
+use crate::infer::{classify, Direction};
 use crate::trend::Trend;
 use anyhow::{Context, Result};
 use datasets::publish::{write_atomic, AtomicFile};
@@ -28,7 +28,7 @@ pub struct Meta {
     pub software: &'static str,
 }
 
-pub const MEASURED: &str = "inbound reachability of TCP port 25 (and 465/587) from a remote vantage: whether SYNs from outside reach hosts in each network. It does not measure outbound (egress) blocking of the providers' customers.";
+pub const MEASURED: &str = "inbound reachability of TCP port 25 (and 465/587) — whether SYNs from a remote vantage reach hosts in each network (a SYN scan) — and outbound filtering of the same ports — whether those hosts' own traffic to them leaves their network, seen from outside by source-port reflection (stateless egress filters only: a lower bound). The two directions are never mixed in one number.";
 
 /// Rows as CSV, published atomically.
 pub fn write_csv<T: Serialize>(path: &Path, rows: &[T]) -> Result<()> {
@@ -61,6 +61,11 @@ pub fn write_hosts<'a>(path: &Path, hosts: impl Iterator<Item = HostRow<'a>>, st
         Field::new("state_587", DataType::Utf8, false),
         Field::new("informative_25", DataType::Boolean, false),
         Field::new("excluded_25", DataType::Utf8, true),
+        // Outbound per mail port (reflection): a state, or why the host is not informative;
+        // null when the crawl sent no reflection probe.
+        Field::new("outbound_25", DataType::Utf8, true),
+        Field::new("outbound_465", DataType::Utf8, true),
+        Field::new("outbound_587", DataType::Utf8, true),
     ]));
     let f = AtomicFile::create(path)?;
     let props = parquet::file::properties::WriterProperties::builder().set_compression(parquet::basic::Compression::ZSTD(Default::default())).build();
@@ -71,6 +76,10 @@ pub fn write_hosts<'a>(path: &Path, hosts: impl Iterator<Item = HostRow<'a>>, st
         let chunk: Vec<HostRow> = hosts.by_ref().take(65_536).collect();
         n += chunk.len() as u64;
         let st = |i: usize| -> ArrayRef { Arc::new(StringArray::from_iter_values(chunk.iter().map(|r| r.h.state(i).as_str()))) };
+        let out = |i: usize| -> ArrayRef {
+            let dir = Direction::Outbound;
+            Arc::new(StringArray::from_iter(chunk.iter().map(|r| dir.probed(r.h, i).then(|| dir.classify(r.h, i).map_or_else(|e| e.as_str(), |s| s.as_str())))))
+        };
         let cols: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from_iter_values(chunk.iter().map(|r| r.ip))),
             Arc::new(UInt8Array::from_iter_values(chunk.iter().map(|r| if r.h.v6 { 6 } else { 4 }))),
@@ -83,6 +92,9 @@ pub fn write_hosts<'a>(path: &Path, hosts: impl Iterator<Item = HostRow<'a>>, st
             st(2),
             Arc::new(BooleanArray::from_iter(chunk.iter().map(|r| Some(classify(r.h, 0).is_ok())))),
             Arc::new(StringArray::from_iter(chunk.iter().map(|r| classify(r.h, 0).err().map(|e| e.as_str())))),
+            out(0),
+            out(1),
+            out(2),
         ];
         w.write(&RecordBatch::try_new(schema.clone(), cols)?)?;
     }
@@ -91,29 +103,60 @@ pub fn write_hosts<'a>(path: &Path, hosts: impl Iterator<Item = HostRow<'a>>, st
 }
 
 fn table_md(out: &mut String, rows: &[&Row]) {
-    out.push_str("| provider | family | port | verdict | filtered / informative | rate | 95 % CI | prefixes | mechanism | location | excluded (dead / all-ports / uninformative) |\n");
-    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| provider | family | port | direction | verdict | filtered / informative | rate | 95 % CI | prefixes | mechanism | location | excluded (dead / all-ports / uninformative) |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} / {} | {} | {} – {} | {} | {} | {} | {} / {} / {} |",
-            r.provider, r.family, r.port, r.verdict, r.filtered, r.informative, pct(r.rate), pct(r.ci_low), pct(r.ci_high), r.prefixes,
+            "| {} | {} | {} | {} | {} | {} / {} | {} | {} – {} | {} | {} | {} | {} / {} / {} |",
+            r.provider, r.family, r.port, r.direction, r.verdict, r.filtered, r.informative, pct(r.rate), pct(r.ci_low), pct(r.ci_high), r.prefixes,
             r.mechanism, r.location, r.excluded_dead, r.excluded_all_ports, r.excluded_uninformative
         );
     }
 }
 
 fn table_html(out: &mut String, id: &str, rows: &[&Row]) {
-    let _ = writeln!(out, "<table id=\"{id}\"><thead><tr><th>provider</th><th>ASNs</th><th>family</th><th>port</th><th>verdict</th><th>filtered / n</th><th>rate</th><th>95 % CI</th><th>prefixes</th><th>mechanism</th><th>location</th><th>excluded<br>dead / all-ports / uninf.</th></tr></thead><tbody>");
+    let _ = writeln!(out, "<table id=\"{id}\"><thead><tr><th>provider</th><th>ASNs</th><th>family</th><th>port</th><th>direction</th><th>verdict</th><th>filtered / n</th><th>rate</th><th>95 % CI</th><th>prefixes</th><th>mechanism</th><th>location</th><th>excluded<br>dead / all-ports / uninf.</th></tr></thead><tbody>");
     for r in rows {
         let _ = writeln!(
             out,
-            "<tr class=\"v-{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} / {}</td><td>{}</td><td>{} – {}</td><td>{}</td><td>{}</td><td>{}</td><td>{} / {} / {}</td></tr>",
-            r.verdict, esc(&r.provider), esc(&r.asns), r.family, r.port, r.verdict, r.filtered, r.informative, pct(r.rate), pct(r.ci_low), pct(r.ci_high),
+            "<tr class=\"v-{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} / {}</td><td>{}</td><td>{} – {}</td><td>{}</td><td>{}</td><td>{}</td><td>{} / {} / {}</td></tr>",
+            r.verdict, esc(&r.provider), esc(&r.asns), r.family, r.port, r.direction, r.verdict, r.filtered, r.informative, pct(r.rate), pct(r.ci_low), pct(r.ci_high),
             r.prefixes, r.mechanism, r.location, r.excluded_dead, r.excluded_all_ports, r.excluded_uninformative
         );
     }
     out.push_str("</tbody></table>\n");
+}
+
+/// What the outbound numbers can and cannot see, said wherever they are shown.
+pub const OUTBOUND_REACH: &str = "Outbound is measured from outside by source-port reflection: a SYN from our port 25 (465, 587) to a closed port of the host makes the host's reply leave its network towards that port, through the provider's egress filter, and is compared with the same probe from an ordinary port and with a neutral source port (2525). It sees stateless egress filters (ACLs such as \"deny tcp any any eq 25\") — a lower bound: a provider that blocks only new outbound connections (a stateful firewall) lets these replies out and shows as open here; a vantage inside the provider (crawler egress) sees the rest.";
+
+/// The provider row of `dir`, `family`, `port`.
+fn find<'a>(rows: &'a [Row], provider: &str, dir: &str, family: &str, port: u16) -> Option<&'a Row> {
+    rows.iter().find(|r| r.provider == provider && r.direction == dir && r.family == family && r.port == port)
+}
+
+/// A verdict with its rate and n, for the answer table.
+fn cell(r: Option<&Row>) -> String {
+    match r {
+        None => "–".into(),
+        Some(r) if r.informative == 0 => format!("{} (n=0)", r.verdict),
+        Some(r) => format!("{} {} (n={})", r.verdict, pct(r.rate), r.informative),
+    }
+}
+
+/// The seed's question, per provider and family: outbound 25 / 465 / 587 (reflection) next to
+/// inbound 25 (scan). (provider, family, [inbound 25, outbound 25, 465, 587])
+fn answer(providers: &[Row]) -> Vec<(String, &'static str, [Option<&Row>; 4])> {
+    let mut keys: Vec<(&str, &'static str)> = providers.iter().filter(|r| r.port == 25).map(|r| (r.provider.as_str(), r.family)).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .map(|(p, f)| {
+            let out = |port| find(providers, p, "outbound", f, port);
+            (p.to_string(), f, [find(providers, p, "inbound", f, 25), out(25), out(465), out(587)])
+        })
+        .collect()
 }
 
 pub fn write_reports(dir: &Path, meta: &Meta, providers: &[Row], asns: &[Row], trend: Option<&Trend>) -> Result<()> {
@@ -121,8 +164,11 @@ pub fn write_reports(dir: &Path, meta: &Meta, providers: &[Row], asns: &[Row], t
     write_csv(&dir.join("asns.csv"), asns)?;
     write_atomic(&dir.join("providers.json"), serde_json::to_string_pretty(&serde_json::json!({"meta": meta, "providers": providers, "asns": asns}))?)?;
     let th = &meta.thresholds;
-    let p25: Vec<&Row> = providers.iter().filter(|r| r.port == 25).collect();
-    let other: Vec<&Row> = providers.iter().filter(|r| r.port != 25).collect();
+    let inbound = |r: &&Row| r.direction == "inbound";
+    let p25: Vec<&Row> = providers.iter().filter(inbound).filter(|r| r.port == 25).collect();
+    let other: Vec<&Row> = providers.iter().filter(inbound).filter(|r| r.port != 25).collect();
+    let out: Vec<&Row> = providers.iter().filter(|r| r.direction == "outbound").collect();
+    let answer = answer(providers);
     let rules = format!(
         "Verdicts: `insufficient` below {} informative hosts; `blocks` when the 95 % Wilson interval's lower bound ≥ {:.0} %; `open` when its upper bound ≤ {:.0} %; `mixed` otherwise. A mechanism or location is named when ≥ {:.0} % of filtered hosts agree.",
         th.min_informative, th.block_lower * 100.0, th.open_upper * 100.0, th.dominant * 100.0
@@ -133,13 +179,21 @@ pub fn write_reports(dir: &Path, meta: &Meta, providers: &[Row], asns: &[Row], t
     let _ = writeln!(md, "# Port-25 blocking report — crawl {} ({})\n", meta.crawl_id, meta.crawl_date);
     let _ = writeln!(md, "**What was measured:** {MEASURED}\n");
     let _ = writeln!(md, "Vantage `{}`, crawl date {}, {} observations of {} hosts, selection `{}`.\n", meta.vantage, meta.crawl_date, meta.rows, meta.hosts, meta.selection);
-    let _ = writeln!(md, "{rules}\n");
-    md.push_str("## Port 25 by provider\n\n");
+    md.push_str("## Can the providers' customers send mail out? Outbound 25, 465, 587 beside inbound 25\n\n");
+    let _ = writeln!(md, "{OUTBOUND_REACH}\n");
+    md.push_str("| provider | family | inbound 25 (scan) | outbound 25 (reflection) | outbound 465 (reflection) | outbound 587 (reflection) |\n|---|---|---|---|---|---|\n");
+    for (p, f, c) in &answer {
+        let _ = writeln!(md, "| {p} | {f} | {} | {} | {} | {} |", cell(c[0]), cell(c[1]), cell(c[2]), cell(c[3]));
+    }
+    let _ = writeln!(md, "\n{rules}\n");
+    md.push_str("## Inbound port 25 by provider (SYN scan)\n\n");
     table_md(&mut md, &p25);
-    md.push_str("\n## Mail submission ports (465, 587)\n\n");
+    md.push_str("\n## Outbound by provider (source-port reflection: stateless egress filters only)\n\n");
+    table_md(&mut md, &out);
+    md.push_str("\n## Inbound mail submission ports (465, 587)\n\n");
     table_md(&mut md, &other);
     if let Some(t) = trend {
-        md.push_str("\n## Changes across crawls (port 25)\n\n");
+        md.push_str("\n## Changes across crawls (inbound port 25)\n\n");
         if t.changes.is_empty() {
             md.push_str("No verdict changed between consecutive crawls.\n");
         }
@@ -149,36 +203,61 @@ pub fn write_reports(dir: &Path, meta: &Meta, providers: &[Row], asns: &[Row], t
     }
     md.push_str("\nPer-ASN rows: `asns.csv`; per-host states: `hosts.parquet`.\n");
     write_atomic(&dir.join("report.md"), md)?;
+    write_atomic(&dir.join("report.html"), html(meta, providers, &answer, [&p25, &out, &other], &rules, trend))?;
+    Ok(())
+}
 
-    // HTML with charts.
-    let fam_rows: Vec<Row> = providers.to_vec();
-    let c25 = charts::whiskers("Port 25 filtered, by provider (IPv4)", &["25 / IPv4"], &charts::lines_from(&fam_rows, &[("ipv4", 25)]));
-    let cports = charts::whiskers("Port 25 vs submission ports 465 and 587 (IPv4)", &["25", "465", "587"], &charts::lines_from(&fam_rows, &[("ipv4", 25), ("ipv4", 465), ("ipv4", 587)]));
-    let cfam = charts::whiskers("Port 25: IPv4 vs IPv6", &["IPv4", "IPv6"], &charts::lines_from(&fam_rows, &[("ipv4", 25), ("ipv6", 25)]));
+fn html(meta: &Meta, providers: &[Row], answer: &[(String, &'static str, [Option<&Row>; 4])], tables: [&[&Row]; 3], rules: &str, trend: Option<&Trend>) -> String {
+    let [p25, out, other] = tables;
+    let c25 = charts::whiskers("Inbound port 25 filtered, by provider (IPv4)", &["25 / IPv4"], &charts::lines_from(providers, &[("inbound", "ipv4", 25)]));
+    let cout = charts::whiskers(
+        "Outbound 25, 465, 587 filtered (reflection, IPv4)",
+        &["25", "465", "587"],
+        &charts::lines_from(providers, &[("outbound", "ipv4", 25), ("outbound", "ipv4", 465), ("outbound", "ipv4", 587)]),
+    );
+    let cports = charts::whiskers("Inbound port 25 vs submission ports 465 and 587 (IPv4)", &["25", "465", "587"], &charts::lines_from(providers, &[("inbound", "ipv4", 25), ("inbound", "ipv4", 465), ("inbound", "ipv4", 587)]));
+    let cfam = charts::whiskers(
+        "Port 25: IPv4 vs IPv6, inbound and outbound",
+        &["in IPv4", "in IPv6", "out IPv4", "out IPv6"],
+        &charts::lines_from(providers, &[("inbound", "ipv4", 25), ("inbound", "ipv6", 25), ("outbound", "ipv4", 25), ("outbound", "ipv6", 25)]),
+    );
     let mut html = String::new();
     let _ = write!(
         html,
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Port-25 blocking report — {}</title><style>\
 body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;margin:1em 0;font-size:13px}}\
 td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}}th{{background:#eee}}tr.v-blocks td{{background:#fde0dc}}\
-tr.v-mixed td{{background:#fff4d6}}tr.v-open td{{background:#e3f4e1}}tr.v-insufficient td{{color:#777}}figure{{margin:1em 0}}.note{{background:#f4f4f4;padding:.6em 1em;border-left:4px solid #888}}</style></head><body>",
+tr.v-mixed td{{background:#fff4d6}}tr.v-open td{{background:#e3f4e1}}tr.v-insufficient td{{color:#777}}td.v-blocks{{background:#fde0dc}}td.v-open{{background:#e3f4e1}}td.v-mixed{{background:#fff4d6}}\
+figure{{margin:1em 0}}.note{{background:#f4f4f4;padding:.6em 1em;border-left:4px solid #888}}</style></head><body>",
         esc(&meta.crawl_id)
     );
     let _ = write!(html, "<h1>Port-25 blocking report</h1><p class=\"note\" id=\"measured\"><b>What was measured:</b> {}</p>", esc(MEASURED));
     let _ = write!(
         html,
-        "<p id=\"meta\">Crawl <b>{}</b> on <b>{}</b> from vantage <b>{}</b>: {} observations of {} hosts (selection: {}).</p><p>{}</p>",
-        esc(&meta.crawl_id), esc(&meta.crawl_date), esc(&meta.vantage), meta.rows, meta.hosts, esc(&meta.selection), esc(&rules)
+        "<p id=\"meta\">Crawl <b>{}</b> on <b>{}</b> from vantage <b>{}</b>: {} observations of {} hosts (selection: {}).</p>",
+        esc(&meta.crawl_id), esc(&meta.crawl_date), esc(&meta.vantage), meta.rows, meta.hosts, esc(&meta.selection)
     );
-    let _ = write!(html, "<h2>Port 25 by provider</h2><figure id=\"chart-rates\">{c25}</figure>");
-    table_html(&mut html, "providers-25", &p25);
-    let _ = write!(html, "<h2>25 vs 465/587</h2><figure id=\"chart-ports\">{cports}</figure>");
-    table_html(&mut html, "providers-submission", &other);
+    let _ = write!(html, "<h2>Can the providers' customers send mail out?</h2><p class=\"note\" id=\"outbound-reach\">{}</p>", esc(OUTBOUND_REACH));
+    html.push_str("<table id=\"answer\"><thead><tr><th>provider</th><th>family</th><th>inbound 25<br>(SYN scan)</th><th>outbound 25<br>(reflection)</th><th>outbound 465<br>(reflection)</th><th>outbound 587<br>(reflection)</th></tr></thead><tbody>");
+    for (p, f, c) in answer {
+        let _ = write!(html, "<tr><td>{}</td><td>{f}</td>", esc(p));
+        for r in c {
+            let _ = write!(html, "<td class=\"v-{}\">{}</td>", r.map_or("none", |r| r.verdict), esc(&cell(*r)));
+        }
+        html.push_str("</tr>");
+    }
+    let _ = write!(html, "</tbody></table><p>{}</p><figure id=\"chart-outbound\">{cout}</figure>", esc(rules));
+    let _ = write!(html, "<h2>Inbound port 25 by provider (SYN scan)</h2><figure id=\"chart-rates\">{c25}</figure>");
+    table_html(&mut html, "providers-25", p25);
+    html.push_str("<h2>Outbound by provider (source-port reflection)</h2>");
+    table_html(&mut html, "providers-outbound", out);
+    let _ = write!(html, "<h2>Inbound 25 vs 465/587</h2><figure id=\"chart-ports\">{cports}</figure>");
+    table_html(&mut html, "providers-submission", other);
     let _ = write!(html, "<h2>IPv4 vs IPv6</h2><figure id=\"chart-family\">{cfam}</figure>");
     if let Some(t) = trend {
         let lines = t.chart_lines();
         let labels: Vec<String> = t.crawls.iter().map(|c| format!("{} {}", c.0, c.1)).collect();
-        let ct = charts::trend("Port 25 filtered over crawls (IPv4)", &labels, &lines);
+        let ct = charts::trend("Inbound port 25 filtered over crawls (IPv4)", &labels, &lines);
         let _ = write!(html, "<h2>Across crawls</h2><figure id=\"chart-trend\">{ct}</figure><ul id=\"changes\">");
         for c in &t.changes {
             let _ = write!(html, "<li>{} ({}): {}</li>", esc(&c.provider), c.family, esc(&c.text));
@@ -189,25 +268,15 @@ tr.v-mixed td{{background:#fff4d6}}tr.v-open td{{background:#e3f4e1}}tr.v-insuff
         html.push_str("</ul>");
     }
     let _ = write!(html, "<p>Software: {}. Per-ASN numbers: asns.csv; per-host states: hosts.parquet.</p></body></html>\n", meta.software);
-    write_atomic(&dir.join("report.html"), html)?;
-    Ok(())
+    html
 }
 
-/// The one-screen summary printed by `analysis report`.
+/// The one-screen summary printed by `analysis report`: per provider and family, inbound 25
+/// beside outbound 25 / 465 / 587.
 pub fn print_table(providers: &[Row]) {
-    println!("{:<28} {:<5} {:>4} {:<12} {:>9} {:>7} {:>15} {:<22} {:<14}", "provider", "fam", "port", "verdict", "filt/n", "rate", "95% CI", "mechanism", "location");
-    for r in providers.iter().filter(|r| r.port == 25) {
-        println!(
-            "{:<28} {:<5} {:>4} {:<12} {:>9} {:>7} {:>15} {:<22} {:<14}",
-            r.provider.chars().take(28).collect::<String>(),
-            if r.family == "ipv4" { "v4" } else { "v6" },
-            r.port,
-            r.verdict,
-            format!("{}/{}", r.filtered, r.informative),
-            pct(r.rate),
-            format!("{}–{}", pct(r.ci_low), pct(r.ci_high)),
-            r.mechanism,
-            r.location
-        );
+    let short = |r: Option<&Row>| r.map_or("–".to_string(), |r| format!("{} {}/{}", r.verdict, r.filtered, r.informative));
+    println!("{:<28} {:<3} {:<22} {:<22} {:<22} {:<22}", "provider", "fam", "inbound 25 (scan)", "outbound 25 (reflect.)", "outbound 465", "outbound 587");
+    for (p, f, c) in answer(providers) {
+        println!("{:<28} {:<3} {:<22} {:<22} {:<22} {:<22}", p.chars().take(28).collect::<String>(), if f == "ipv4" { "v4" } else { "v6" }, short(c[0]), short(c[1]), short(c[2]), short(c[3]));
     }
 }

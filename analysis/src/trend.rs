@@ -43,7 +43,7 @@ impl Trend {
         let crawls: Vec<(String, String)> = per_crawl.iter().map(|(c, _)| c.clone()).collect();
         let mut rows = Vec::new();
         for ((date, id), prov) in &per_crawl {
-            for r in prov.iter().filter(|r| r.port == 25) {
+            for r in prov.iter().filter(|r| r.port == 25 && r.direction == "inbound") {
                 rows.push(TrendRow {
                     crawl_date: date.clone(),
                     crawl_id: id.clone(),
