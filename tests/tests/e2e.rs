@@ -12,23 +12,24 @@ use std::process::Command;
 
 fn check_observations(lab: &Lab, data: &Path) {
     let truth = truth_hosts(&lab.datasets());
-    let rows = read_rows(data, &["reply", "reply_ttl", "icmp_type", "icmp_code", "icmp_responder", "ip", "port"]);
+    let rows = read_rows(data, &observation_columns());
     let plan_rows = read_rows(&lab.path("plan.parquet"), &["ip"]);
-    assert_eq!(rows.len(), plan_rows.len() * 8, "one row per planned (target, port): 3 mail + 3 control + 2 random ports");
+    assert_eq!(rows.len(), plan_rows.len() * 12, "one row per planned probe: 3 mail + 3 control + 2 random ports + 4 reflection source ports");
     let mut seen = HashSet::new();
     let mut per: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut bad = vec![];
     for r in &rows {
-        let (ip, port) = (r[5].clone().unwrap(), r[6].as_ref().unwrap().parse::<u16>().unwrap());
-        assert!(seen.insert((ip.clone(), port)), "{ip}:{port} recorded twice");
+        let (ip, port) = (r[5].clone().unwrap(), r[6].clone().unwrap());
+        let key = probe_key(&ip, &port, r[7].as_deref().unwrap(), r[8].as_deref().unwrap());
+        assert!(seen.insert(key.clone()), "{key:?} recorded twice");
         let h = truth.get(&ip).unwrap_or_else(|| panic!("{ip} is not a lab host"));
-        let t = truth_for(h, port);
+        let t = truth_of(&truth, r);
         let e = per.entry(h.provider.clone()).or_default();
         e.0 += 1;
         if matches(&t, r) {
             e.1 += 1;
         } else if !is_lossy(&t) {
-            bad.push(format!("{ip}:{port} ({}) observed {:?} expected {}", h.provider, &r[..5], t));
+            bad.push(format!("{key:?} ({}) observed {:?} expected {}", h.provider, &r[..5], t));
         }
     }
     let (n, ok): (u64, u64) = per.values().fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
@@ -43,7 +44,7 @@ fn check_observations(lab: &Lab, data: &Path) {
 fn check_report(lab: &Lab, report: &Path) {
     let truth: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(lab.datasets().dir.join("truth-providers.json")).unwrap()).unwrap();
     let got: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(report.join("providers.json")).unwrap()).unwrap();
-    let rows: Vec<&serde_json::Value> = got["providers"].as_array().unwrap().iter().filter(|r| r["port"] == 25).collect();
+    let rows: Vec<&serde_json::Value> = got["providers"].as_array().unwrap().iter().filter(|r| r["port"] == 25 && r["direction"] == "inbound").collect();
     for t in &truth {
         let row = rows.iter().find(|r| r["org_id"] == t["org_id"] && r["family"] == t["family"]);
         let what = format!("{} {}", t["provider"], t["family"]);
@@ -60,8 +61,44 @@ fn check_report(lab: &Lab, report: &Path) {
         println!("  {what}: {} {} {} (n={})", row["verdict"], row["mechanism"], row["location"], row["informative"]);
     }
     let meta = &got["meta"];
-    assert!(meta["measured"].as_str().unwrap().contains("inbound"));
+    assert!(meta["measured"].as_str().unwrap().contains("inbound") && meta["measured"].as_str().unwrap().contains("outbound"));
     assert_eq!(meta["vantage"], "lab-vantage");
+    check_outbound(lab, &got, report);
+}
+
+/// Every provider's outbound verdict per family and mail port (source-port reflection) as the
+/// ground truth says; the stateful one reported open (invisible to reflection), and the
+/// report saying so.
+fn check_outbound(lab: &Lab, got: &serde_json::Value, report: &Path) {
+    let truth: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(lab.datasets().dir.join("truth-outbound.json")).unwrap()).unwrap();
+    let rows: Vec<&serde_json::Value> = got["providers"].as_array().unwrap().iter().filter(|r| r["direction"] == "outbound").collect();
+    let (mut checked, mut stateful) = (0, 0);
+    for t in &truth {
+        let row = rows.iter().find(|r| r["org_id"] == t["org_id"] && r["family"] == t["family"] && r["port"] == t["port"]);
+        let what = format!("{} {} outbound {}", t["provider"], t["family"], t["port"]);
+        if t["verdict"] == "absent" {
+            assert!(row.is_none(), "{what} should be absent, got {row:?}");
+            continue;
+        }
+        let row = row.unwrap_or_else(|| panic!("{what}: no row"));
+        assert_eq!(row["verdict"], t["verdict"], "{what}: verdict (row {row})");
+        assert_eq!(row["method"], "reflection");
+        if t["verdict"] == "blocks" {
+            assert_eq!(row["mechanism"], t["mechanism"], "{what}: mechanism");
+            println!("  {what}: {} {} (n={}, {} excluded for dropping fixed source ports)", row["verdict"], row["mechanism"], row["informative"], row["excluded_source_port"]);
+        }
+        if t["stateful_block"] == true {
+            stateful += 1;
+            println!("  {what}: {} — a stateful block, invisible to reflection, as expected", row["verdict"]);
+        }
+        checked += 1;
+    }
+    assert!(checked >= 60 && stateful == 2, "{checked} outbound rows checked, {stateful} stateful");
+    // The hosts that drop fixed source ports were excluded by the neutral control, not counted.
+    let oc = rows.iter().find(|r| r["org_id"] == "ORG-OPENCLOUD" && r["family"] == "ipv4" && r["port"] == 25).unwrap();
+    assert!(oc["excluded_source_port"].as_u64().unwrap() >= 5 && oc["verdict"] == "open", "{oc}");
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(md.contains("Can the providers' customers send mail out?") && md.contains("stateless egress filters") && md.contains("stateful"), "report.md does not lead with the outbound answer and its reach");
 }
 
 fn duckdb(sql: &str) -> String {
@@ -86,7 +123,7 @@ fn check_duckdb_sql(lab: &Lab, data: &Path, report: &Path) {
     let bh = bin.headers().unwrap().clone();
     let bcol = |r: &csv::StringRecord, n: &str| r.get(bh.iter().position(|h| h == n).unwrap()).unwrap().to_string();
     let mut compared = 0;
-    for r in bin.records().map(|r| r.unwrap()).filter(|r| bcol(r, "port") == "25") {
+    for r in bin.records().map(|r| r.unwrap()).filter(|r| bcol(r, "port") == "25" && bcol(r, "direction") == "inbound") {
         let s = sqlrows.get(&(bcol(&r, "org_id"), bcol(&r, "family"))).unwrap_or_else(|| panic!("SQL has no row for {:?}", r));
         for c in ["informative", "filtered", "verdict", "mechanism", "excluded_dead", "excluded_all_ports", "excluded_uninformative"] {
             assert_eq!(col(s, c), bcol(&r, c), "{} {}: {c} differs between DuckDB SQL and the binary", bcol(&r, "provider"), bcol(&r, "family"));
@@ -94,20 +131,47 @@ fn check_duckdb_sql(lab: &Lab, data: &Path, report: &Path) {
         compared += 1;
     }
     assert_eq!(compared, sqlrows.len());
-    println!("DuckDB SQL agrees with the binary on {compared} provider rows");
+    println!("DuckDB SQL agrees with the binary on {compared} inbound provider rows");
+    check_outbound_sql(lab, data, report);
 }
 
-/// Every ```sql block of the README runs with the real DuckDB CLI against this crawl.
-fn check_readme_recipes(data: &Path) {
+/// `analysis/sql/outbound.sql` against the binary's outbound rows.
+fn check_outbound_sql(lab: &Lab, data: &Path, report: &Path) {
+    let sql = std::fs::read_to_string(root().join("analysis/sql/outbound.sql")).unwrap();
+    let pre = format!("SET VARIABLE data = '{}/**/*.parquet'; SET VARIABLE orgs = '{}';\n", data.display(), lab.datasets().f("lab.as-org2info.jsonl"));
+    let out = duckdb(&(pre + &sql));
+    let mut rdr = csv::Reader::from_reader(out.as_bytes());
+    let hdr = rdr.headers().unwrap().clone();
+    let col = |r: &csv::StringRecord, n: &str| r.get(hdr.iter().position(|h| h == n).unwrap()).unwrap().to_string();
+    let sqlrows: HashMap<(String, String, String), csv::StringRecord> = rdr.records().map(|r| r.unwrap()).map(|r| ((col(&r, "org_id"), col(&r, "family"), col(&r, "port")), r)).collect();
+    let mut bin = csv::Reader::from_path(report.join("providers.csv")).unwrap();
+    let bh = bin.headers().unwrap().clone();
+    let bcol = |r: &csv::StringRecord, n: &str| r.get(bh.iter().position(|h| h == n).unwrap()).unwrap().to_string();
+    let mut compared = 0;
+    for r in bin.records().map(|r| r.unwrap()).filter(|r| bcol(r, "direction") == "outbound") {
+        let s = sqlrows.get(&(bcol(&r, "org_id"), bcol(&r, "family"), bcol(&r, "port"))).unwrap_or_else(|| panic!("outbound SQL has no row for {:?}", r));
+        for c in ["informative", "filtered", "verdict", "mechanism", "excluded_dead", "excluded_all_ports", "excluded_uninformative", "excluded_source_port"] {
+            assert_eq!(col(s, c), bcol(&r, c), "{} {} {}: {c} differs between outbound.sql and the binary", bcol(&r, "provider"), bcol(&r, "family"), bcol(&r, "port"));
+        }
+        compared += 1;
+    }
+    assert_eq!(compared, sqlrows.len());
+    assert!(compared >= 60);
+    println!("DuckDB outbound SQL agrees with the binary on {compared} outbound provider rows");
+}
+
+/// Every ```sql block of the README runs with the real DuckDB CLI against this crawl (and the
+/// lab's AS2Org file where a recipe names one).
+fn check_readme_recipes(data: &Path, orgs: &str) {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     let mut n = 0;
     for block in readme.split("```sql\n").skip(1) {
-        let sql = block.split("```").next().unwrap().replace("crawls/", &format!("{}/", data.display()));
+        let sql = block.split("```").next().unwrap().replace("crawls/", &format!("{}/", data.display())).replace("'as-org2info.jsonl'", &format!("'{orgs}'"));
         let out = duckdb(&sql);
         assert!(out.lines().count() >= 2, "recipe returned nothing:\n{sql}");
         n += 1;
     }
-    assert!(n >= 3, "README has {n} DuckDB recipes");
+    assert!(n >= 5, "README has {n} DuckDB recipes");
     println!("{n} README DuckDB recipes ran");
 }
 
@@ -126,10 +190,10 @@ fn check_html_in_chromium(report: &Path) {
     assert!(!log.lines().any(|l| l.contains("CONSOLE") && (l.contains("ERROR") || l.contains("Uncaught"))), "console errors:\n{log}");
     let dom = Command::new("chromium").args(flags).arg(format!("--user-data-dir={}", prof.path().display())).args(["--dump-dom", &url]).output().unwrap();
     let dom = String::from_utf8_lossy(&dom.stdout);
-    for id in ["chart-rates", "chart-ports", "chart-family", "chart-trend", "providers-25", "measured"] {
+    for id in ["answer", "outbound-reach", "chart-outbound", "providers-outbound", "chart-rates", "chart-ports", "chart-family", "chart-trend", "providers-25", "measured"] {
         assert!(dom.contains(&format!("id=\"{id}\"")), "rendered page lacks #{id}");
     }
-    assert!(dom.matches("<svg").count() >= 4, "charts did not render as SVG");
+    assert!(dom.matches("<svg").count() >= 5, "charts did not render as SVG");
     assert!(dom.contains("started blocking"), "trend change not shown");
     // The screenshot is a real picture: many non-white pixels, several colours.
     let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
@@ -170,7 +234,7 @@ fn crawl_and_report_match_the_lab_ground_truth() {
     demo::report(&ds, &data, &lab.path("report1"), &[]).unwrap();
     check_report(&lab, &lab.path("report1"));
     check_duckdb_sql(&lab, &data, &lab.path("report1"));
-    check_readme_recipes(&data);
+    check_readme_recipes(&data, &ds.f("lab.as-org2info.jsonl"));
 
     // OpenCloud starts dropping 25 at its border; the next crawl and the trend must say so.
     let b0 = &lab.state.borders[0];
@@ -180,7 +244,7 @@ fn crawl_and_report_match_the_lab_ground_truth() {
     demo::scan(&lab.state, &ds, &lab.path("plan.parquet"), &data, &flags).unwrap();
     demo::report(&ds, &data, &lab.path("report2"), &[]).unwrap();
     let p: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(lab.path("report2/providers.json")).unwrap()).unwrap();
-    let oc = p["providers"].as_array().unwrap().iter().find(|r| r["org_id"] == "ORG-OPENCLOUD" && r["family"] == "ipv4" && r["port"] == 25).unwrap();
+    let oc = p["providers"].as_array().unwrap().iter().find(|r| r["org_id"] == "ORG-OPENCLOUD" && r["family"] == "ipv4" && r["port"] == 25 && r["direction"] == "inbound").unwrap();
     assert_eq!(oc["verdict"], "blocks");
     let o = Command::new(analysis())
         .args(["trend", "--data", data.to_str().unwrap(), "--orgs", &ds.f("lab.as-org2info.jsonl"), "--out", lab.path("trend").to_str().unwrap(), "--routes"])

@@ -110,3 +110,60 @@ fn nmap_agrees_with_ground_truth() {
     assert!(bad.is_empty(), "disagreements on loss-free paths:\n{}", bad.join("\n"));
     assert!(share >= 0.99, "agreement {share}");
 }
+
+/// An alive host of `provider` (a RST on a closed port, no all-ports or mail-source firewall).
+fn plain_host(topo: &Topology, provider: &str, v6: bool) -> std::net::IpAddr {
+    let i = topo.providers.iter().position(|p| p.name == provider).unwrap_or_else(|| panic!("no provider {provider}"));
+    topo.hosts_of(i).into_iter().find(|h| h.ip.is_ipv6() == v6 && !h.dead && !h.all_ports && !h.src_port_firewall).unwrap().ip
+}
+
+/// Replies hping3 got to `count` SYNs from source port `sport` (kept, `-k`) to a closed port.
+fn hping(vantage: &str, host: std::net::IpAddr, sport: u16, count: u32) -> u32 {
+    let o = std::process::Command::new("ip")
+        .args(["netns", "exec", vantage, "hping3", "-c", &count.to_string(), "-i", "u100000", "-s", &sport.to_string(), "-k", "-S", "-p", "40000", &host.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stderr).into_owned() + &String::from_utf8_lossy(&o.stdout);
+    let line = text.lines().find(|l| l.contains("packets received")).unwrap_or_else(|| panic!("hping3 printed no statistics: {text}"));
+    line.split(", ").nth(1).and_then(|s| s.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("unparsed: {line}"))
+}
+
+/// Independent of the crawler: SYNs from a fixed source port (hping3 for IPv4, nmap's `-g` for
+/// IPv6) show that the lab's borders really drop the replies that leave towards a filtered
+/// port, and only those — the other ports' and the stateful border's replies come back.
+#[test]
+fn hping3_and_nmap_confirm_the_lab_drops_reflected_replies() {
+    if !require_root("reflection cross-check") || !require_tool("reflection cross-check", "hping3") || !require_tool("reflection cross-check", "nmap") {
+        return;
+    }
+    let lab = Lab::up("default");
+    let v = &lab.state.vantage;
+    let topo = &lab.topo;
+    // (provider, source port, replies expected to 3 SYNs?)
+    let cases = [
+        ("Egress25 Cloud", 25, false),
+        ("Egress25 Cloud", 2525, true),
+        ("Egress25 Cloud", 587, true),
+        ("SubmitOnly Hosting", 25, false),
+        ("SubmitOnly Hosting", 465, false),
+        ("SubmitOnly Hosting", 587, true),
+        ("RejectOut VPS", 25, false),
+        ("StatefulOut Cloud", 25, true),
+        ("OpenCloud Hosting", 25, true),
+        ("DropNet Servers", 25, true),
+    ];
+    for (provider, sport, answered) in cases {
+        let host = plain_host(topo, provider, false);
+        let got = hping(v, host, sport, 3);
+        println!("hping3 -s {sport} -k -S -p 40000 {host} ({provider}): {got} of 3 answered");
+        assert_eq!(got > 0, answered, "{provider} from source port {sport}: {got} replies");
+    }
+    for (provider, sport, state) in [("SixOut Cloud", 25, "filtered"), ("SixOut Cloud", 2525, "closed"), ("Egress25 Cloud", 25, "filtered"), ("OpenCloud Hosting", 25, "closed")] {
+        let host = plain_host(topo, provider, true);
+        let out = sh(&format!("ip netns exec {v} nmap -6 -n -Pn -sS -g {sport} -p 40000 --max-retries 2 {host}"));
+        let line = out.lines().find(|l| l.starts_with("40000/tcp")).unwrap_or_else(|| panic!("nmap: {out}"));
+        println!("nmap -6 -g {sport} -p 40000 {host} ({provider}): {line}");
+        assert!(line.contains(state), "{provider} IPv6 from source port {sport}: {line}");
+    }
+    assert!(lab.down().is_empty());
+}

@@ -58,11 +58,12 @@ fn run_in(ns: &str, cfg: &Path, args: &[&str]) -> Output {
     Command::new("ip").args(["netns", "exec", ns]).arg(crawler()).args(["--quiet", "run", "--config"]).arg(cfg).args(args).output().unwrap()
 }
 
-/// (ip, port) of every row under `dir`, with multiplicity.
-fn probes(dir: &Path) -> HashMap<(String, String), usize> {
+/// The probe of every row under `dir` (`probe_key`), with multiplicity.
+fn probes(dir: &Path) -> HashMap<(String, String, String), usize> {
     let mut m = HashMap::new();
-    for r in read_rows(dir, &["ip", "port"]) {
-        *m.entry((r[0].clone().unwrap(), r[1].clone().unwrap())).or_default() += 1;
+    for r in read_rows(dir, &ROW_KEY) {
+        let [ip, port, role, sport] = [0, 1, 2, 3].map(|i| r[i].clone().unwrap());
+        *m.entry(probe_key(&ip, &port, &role, &sport)).or_default() += 1;
     }
     m
 }
@@ -168,7 +169,7 @@ fn shards_are_disjoint_and_their_union_is_the_whole_crawl() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let sharded = lab.path("sharded.toml");
     std::fs::write(&sharded, config(&ds, &lab.path("sharded"), "{date}-sharded", scan, &[])).unwrap();
-    let mut seen: HashSet<(String, String)> = HashSet::new();
+    let mut seen: HashSet<(String, String, String)> = HashSet::new();
     let mut total = 0;
     for i in 0..3 {
         let before = probes(&lab.path("sharded"));
@@ -236,7 +237,7 @@ fn resume_after_kill_9_records_every_probe_exactly_once() {
     let dup: Vec<_> = p.iter().filter(|(_, n)| **n > 1).collect();
     assert!(dup.is_empty(), "{} probes recorded more than once, e.g. {:?}", dup.len(), dup.iter().take(3).collect::<Vec<_>>());
     let plan_rows = read_rows(&find_plan(&lab.path("crawls")), &["ip"]).len();
-    assert_eq!(p.len(), plan_rows * 8, "every planned (target, port) recorded");
+    assert_eq!(p.len(), plan_rows * 12, "every planned probe recorded (8 ports + 4 reflection source ports per target)");
     // No half-written file left with a readable name.
     let leftovers: Vec<_> = walk_names(&lab.path("crawls")).into_iter().filter(|n| n.ends_with(".inprogress")).collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
@@ -246,8 +247,8 @@ fn resume_after_kill_9_records_every_probe_exactly_once() {
     println!("resumed crawl: {} probes, each recorded once; {} rows kept from killed runs", p.len(), m["summary"]["rows_before_resume"]);
     // And the result is still right.
     let truth = truth_hosts(&ds);
-    let rows = read_rows(&lab.path("crawls"), &["reply", "reply_ttl", "icmp_type", "icmp_code", "icmp_responder", "ip", "port"]);
-    let ok = rows.iter().filter(|r| matches(&truth_for(&truth[r[5].as_ref().unwrap()], r[6].as_ref().unwrap().parse().unwrap()), r)).count();
+    let rows = read_rows(&lab.path("crawls"), &observation_columns());
+    let ok = rows.iter().filter(|r| matches(&truth_of(&truth, r), r)).count();
     assert!(ok as f64 >= 0.995 * rows.len() as f64, "{ok}/{}", rows.len());
 }
 

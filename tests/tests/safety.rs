@@ -2,7 +2,9 @@
 //! - a capture on the core router during a scan shows no packet to the opt-out prefixes or to
 //!   any address not in the plan, and the SYN rate over every 1-s window stays within +5 % of
 //!   `--rate` (opt-outs are applied at send time: here the plan still contains them);
-//! - forged replies with wrong cookies are counted as validation failures, none recorded.
+//! - forged replies with wrong cookies are counted as validation failures, none recorded;
+//! - reflection probes (SYNs from source ports 25/465/587/2525) go only to planned hosts within
+//!   the rate, and the replies that filtered providers must not let out never reach the core.
 
 mod common;
 use common::*;
@@ -11,23 +13,36 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
 
-/// Destination and time of every SYN (no ACK) in a capture, from tcpdump's own decoding.
-fn syns(pcap: &std::path::Path) -> Vec<(f64, IpAddr)> {
+/// Time, source port and destination of every SYN (no ACK) in a capture, from tcpdump's own
+/// decoding.
+fn syns(pcap: &std::path::Path) -> Vec<(f64, u16, IpAddr)> {
     let text = sh(&format!("tcpdump -n -tt -r {} 2>/dev/null", pcap.display()));
     let mut out = vec![];
     for l in text.lines() {
         if !l.contains("Flags [S],") {
             continue;
         }
-        // "1764248400.123456 IP 192.0.2.2.40000 > 198.18.0.5.25: Flags [S], ..."
-        let mut it = l.split_whitespace();
-        let t: f64 = it.next().unwrap().parse().unwrap();
-        let dst = l.split(" > ").nth(1).unwrap_or_else(|| panic!("unparsed capture line: {l}")).split(": ").next().unwrap();
-        // address.port — the port is after the last dot, for IPv4 and IPv6 alike
-        let dst = dst.rsplit_once('.').unwrap_or_else(|| panic!("unparsed capture line: {l}")).0;
-        out.push((t, dst.parse().unwrap_or_else(|_| panic!("cannot parse {dst} in {l}"))));
+        // "1764248400.123456 IP 192.0.2.2.40000 > 198.18.0.5.25: Flags [S], ..." (IP6 alike):
+        // address.port — the port is after the last dot, for IPv4 and IPv6 alike.
+        let t: f64 = l.split_whitespace().next().unwrap().parse().unwrap();
+        let (src, rest) = l.split_once(" > ").unwrap_or_else(|| panic!("unparsed capture line: {l}"));
+        let sport: u16 = src.rsplit_once('.').and_then(|(_, p)| p.parse().ok()).unwrap_or_else(|| panic!("unparsed capture line: {l}"));
+        let dst = rest.split(": ").next().unwrap().rsplit_once('.').unwrap_or_else(|| panic!("unparsed capture line: {l}")).0;
+        out.push((t, sport, dst.parse().unwrap_or_else(|_| panic!("cannot parse {dst} in {l}"))));
     }
     out
+}
+
+/// The most packets in any 1-s window (windows starting at every packet; times sorted).
+fn busiest_second(times: &[f64]) -> usize {
+    let (mut worst, mut j) = (0, 0);
+    for i in 0..times.len() {
+        while j < times.len() && times[j] < times[i] + 1.0 {
+            j += 1;
+        }
+        worst = worst.max(j - i);
+    }
+    worst
 }
 
 #[test]
@@ -62,19 +77,11 @@ fn capture_shows_no_probe_outside_the_plan_and_the_rate_holds() {
     dump.wait().unwrap();
     let s = syns(&pcap);
     assert!(s.len() > 3000, "only {} SYNs captured", s.len());
-    let outside: Vec<_> = s.iter().filter(|(_, ip)| !plan.contains(ip)).collect();
+    let outside: Vec<_> = s.iter().filter(|(_, _, ip)| !plan.contains(ip)).collect();
     assert!(outside.is_empty(), "{} SYNs to addresses not in the plan, e.g. {:?}", outside.len(), &outside[..outside.len().min(5)]);
-    let to_optout = s.iter().filter(|(_, ip)| optout.iter().any(|n| n.contains(ip))).count();
+    let to_optout = s.iter().filter(|(_, _, ip)| optout.iter().any(|n| n.contains(ip))).count();
     assert_eq!(to_optout, 0, "SYNs to opt-out prefixes");
-    // Sliding 1-s windows starting at every packet.
-    let mut worst = 0usize;
-    let mut j = 0;
-    for i in 0..s.len() {
-        while j < s.len() && s[j].0 < s[i].0 + 1.0 {
-            j += 1;
-        }
-        worst = worst.max(j - i);
-    }
+    let worst = busiest_second(&s.iter().map(|x| x.0).collect::<Vec<_>>());
     println!("{} SYNs captured, {} planned opt-out addresses never probed; busiest 1-s window {worst} SYNs at --rate {rate} ({:+.1} %)", s.len(), planned_optout, (worst as f64 / rate as f64 - 1.0) * 100.0);
     assert!(worst as f64 <= rate as f64 * 1.05, "a 1-s window held {worst} SYNs at --rate {rate}");
     assert!(worst as f64 >= rate as f64 * 0.95, "the busiest 1-s window held only {worst} SYNs at --rate {rate}");
@@ -120,10 +127,10 @@ fn forged_replies_are_counted_and_never_recorded() {
     // (Silence where a reply was due is a miss, not a forgery: the forger's burst can overflow
     // the kernel's queues while another lab test runs; misses stay within the suite's 0.5 %.)
     let truth = truth_hosts(&ds);
-    let rows = read_rows(&lab.path("data"), &["reply", "reply_ttl", "icmp_type", "icmp_code", "icmp_responder", "ip", "port"]);
+    let rows = read_rows(&lab.path("data"), &observation_columns());
     let (mut forged, mut missed) = (vec![], 0);
     for r in &rows {
-        let t = truth_for(&truth[r[5].as_ref().unwrap()], r[6].as_ref().unwrap().parse().unwrap());
+        let t = truth_of(&truth, r);
         if matches(&t, r) {
             continue;
         }
@@ -135,4 +142,84 @@ fn forged_replies_are_counted_and_never_recorded() {
     }
     assert!(forged.is_empty(), "replies recorded that the lab never sent (forgeries?): {:?}", &forged[..forged.len().min(5)]);
     assert!(missed as f64 <= 0.005 * rows.len() as f64, "{missed} of {} probes missed their reply", rows.len());
+}
+
+
+/// A tcpdump of the packets entering a lab namespace's interface.
+struct Capture {
+    child: std::process::Child,
+    file: std::path::PathBuf,
+}
+
+impl Capture {
+    fn start(ns: &str, iface: &str, file: std::path::PathBuf, filter: &str) -> Capture {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "tcpdump", "-i", iface, "-Q", "in", "-n", "-U", "-w", file.to_str().unwrap(), filter])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Capture { child, file }
+    }
+    /// Stop it; the capture file.
+    fn stop(mut self) -> std::path::PathBuf {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.child.wait().unwrap();
+        self.file
+    }
+}
+
+/// Destination ports of the TCP packets in a capture.
+fn dst_ports(pcap: &std::path::Path) -> Vec<u16> {
+    let text = sh(&format!("tcpdump -n -tt -r {} 2>/dev/null", pcap.display()));
+    text.lines().filter_map(|l| l.split(" > ").nth(1)?.split(": ").next()?.rsplit_once('.')?.1.parse().ok()).collect()
+}
+
+#[test]
+fn reflection_probes_stay_in_the_plan_and_filtered_replies_never_leave_their_provider() {
+    if !require_root("reflection capture") || !require_tool("reflection capture", "tcpdump") {
+        return;
+    }
+    let lab = Lab::up("default");
+    let ds = lab.datasets();
+    demo::plan(&ds, &lab.path("plan.parquet"), 400, true).unwrap();
+    let plan: HashSet<IpAddr> = read_rows(&lab.path("plan.parquet"), &["ip"]).into_iter().map(|r| r[0].as_ref().unwrap().parse().unwrap()).collect();
+    let core = &lab.state.core;
+    let index = |name: &str| lab.topo.providers.iter().position(|p| p.name == name).unwrap();
+    let probes = Capture::start(core, "v0", lab.path("v0.pcap"), "tcp or icmp or icmp6");
+    // What each provider's border lets out towards the mail ports, where it enters the core.
+    let watched = ["Egress25 Cloud", "SubmitOnly Hosting", "StatefulOut Cloud", "OpenCloud Hosting"];
+    let borders: Vec<Capture> = watched
+        .iter()
+        .map(|p| Capture::start(core, &format!("b{}", index(p)), lab.path(&format!("b{}.pcap", index(p))), "tcp dst port 25 or tcp dst port 465 or tcp dst port 587 or tcp dst port 2525"))
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let rate = 3000u64;
+    let r = rate.to_string();
+    let mut flags = LAB_SCAN.to_vec();
+    flags.extend(["--rate", &r, "--crawl-id", "reflect"]);
+    demo::scan(&lab.state, &ds, &lab.path("plan.parquet"), &lab.path("data"), &flags).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out: Vec<Vec<u16>> = borders.into_iter().map(|c| dst_ports(&c.stop())).collect();
+    let s = syns(&probes.stop());
+    let reflect: Vec<_> = s.iter().filter(|x| [25, 465, 587, 2525].contains(&x.1)).collect();
+    let hosts: HashSet<IpAddr> = reflect.iter().map(|x| x.2).collect();
+    println!("{} SYNs captured, {} of them reflection probes to {} hosts", s.len(), reflect.len(), hosts.len());
+    assert!(hosts.len() > 3000, "reflection probes reached only {} hosts", hosts.len());
+    assert!(hosts.is_subset(&plan), "reflection probes to addresses not in the plan");
+    let worst = busiest_second(&s.iter().map(|x| x.0).collect::<Vec<_>>());
+    println!("busiest 1-s window {worst} SYNs at --rate {rate}");
+    assert!(worst as f64 <= rate as f64 * 1.05, "a 1-s window held {worst} SYNs at --rate {rate}");
+    // (provider, reflected replies towards 25, 465, 587 expected to reach the core?)
+    let expect = [[false, true, true], [false, false, true], [true, true, true], [true, true, true]];
+    for ((name, ports), want) in watched.iter().zip(&out).zip(expect) {
+        let n = [25u16, 465, 587].map(|p| ports.iter().filter(|q| **q == p).count());
+        println!("  {name}: replies towards 25 / 465 / 587 / 2525 entering the core: {} / {} / {} / {}", n[0], n[1], n[2], ports.iter().filter(|q| **q == 2525).count());
+        for (i, port) in [25, 465, 587].iter().enumerate() {
+            assert_eq!(n[i] > 0, want[i], "{name}: {} packets towards port {port} crossed its border", n[i]);
+        }
+    }
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(find_manifest(&lab.path("data"))).unwrap()).unwrap();
+    assert_eq!(m["summary"]["validation_failed"], 0, "{}", m["summary"]);
 }

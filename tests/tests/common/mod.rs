@@ -81,6 +81,8 @@ pub struct TruthHost {
     pub provider: String,
     pub ports: HashMap<String, serde_json::Value>,
     pub other_ports: serde_json::Value,
+    /// Reflection probes by source port.
+    pub reflect: HashMap<String, serde_json::Value>,
 }
 
 pub fn truth_hosts(ds: &Datasets) -> HashMap<String, TruthHost> {
@@ -90,6 +92,30 @@ pub fn truth_hosts(ds: &Datasets) -> HashMap<String, TruthHost> {
 
 pub fn truth_for(h: &TruthHost, port: u16) -> serde_json::Value {
     h.ports.get(&port.to_string()).cloned().unwrap_or_else(|| h.other_ports.clone())
+}
+
+/// Columns [`truth_of`] needs after the five [`matches`] compares.
+pub const ROW_KEY: [&str; 4] = ["ip", "port", "port_role", "src_port"];
+
+/// The truth for a row read with `matches`' five columns then [`ROW_KEY`]: a reflection probe's
+/// by its source port, any other probe's by its port.
+pub fn truth_of(truth: &HashMap<String, TruthHost>, r: &[Option<String>]) -> serde_json::Value {
+    let h = &truth[r[5].as_deref().unwrap()];
+    if r[7].as_deref() == Some("reflect") {
+        return h.reflect[r[8].as_deref().unwrap()].clone();
+    }
+    truth_for(h, r[6].as_deref().unwrap().parse().unwrap())
+}
+
+/// What identifies a probe in a crawl: (ip, port) and, for a reflection probe (which shares
+/// its twin's port), its source port.
+pub fn probe_key(ip: &str, port: &str, role: &str, src_port: &str) -> (String, String, String) {
+    (ip.to_string(), port.to_string(), if role == "reflect" { src_port.to_string() } else { String::new() })
+}
+
+/// The observation columns `matches` compares, then [`ROW_KEY`].
+pub fn observation_columns() -> Vec<&'static str> {
+    ["reply", "reply_ttl", "icmp_type", "icmp_code", "icmp_responder"].into_iter().chain(ROW_KEY).collect()
 }
 
 /// Run a shell command, returning stdout; panics with stderr on failure.
