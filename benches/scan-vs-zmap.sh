@@ -26,7 +26,7 @@ import json; print(sum(1 for l in open('$D/truth-hosts.jsonl') if json.loads(l)[
 RSTS=$(python3 -c "
 import json; print(sum(1 for l in open('$D/truth-hosts.jsonl') if json.loads(l)['ports']['25']['expect']['reply']=='rst'))")
 echo "large lab: 131072 addresses, $OPEN open and $RSTS closed (RST) on port 25 per the ground truth; $(zmap --version)"
-ONE=(--ports 25 --control-ports none --random-ports 0 --rate 0 --asn-rate 0 --net-rate 0 --allow-reserved 198.18.0.0/15)
+ONE=(--ports 25 --control-ports none --random-ports 0 --reflect-ports none --rate 0 --asn-rate 0 --net-rate 0 --allow-reserved 198.18.0.0/15)
 ZMAP=(zmap -p 25 -i eth0 -G "$GW" -S 192.0.2.2 -b "$W/empty" -w "$W/allow" -r 100000000 -q)
 txrate() { # command... ; prints "packets seconds pps"
   rm -f "$W/stop"; ip netns exec "$V" python3 benches/txrate.py eth0 "$W/stop" > "$W/tx" & local s=$!
@@ -83,6 +83,6 @@ echo "== 3. peak memory: a 1 M-probe crawl (131072 targets x 8 ports) and a 2 M-
 # slots, so the peak should not grow with the plan beyond the bitmap (+128 KiB per M probes).
 for rp in 2 10; do
   rm -rf "$W/full"
-  ip netns exec "$V" /usr/bin/time -f "crawler: %e s wall, %M KiB peak RSS" "$CR" --quiet scan --plan "$W/plan.parquet" --out "$W/full" --rate 0 --asn-rate 0 --net-rate 0 --allow-reserved 198.18.0.0/15 --random-ports $rp --retry-delay 1 --cooldown 2 2>&1 | grep -E "planned|sent|peak"
+  ip netns exec "$V" /usr/bin/time -f "crawler: %e s wall, %M KiB peak RSS" "$CR" --quiet scan --plan "$W/plan.parquet" --out "$W/full" --rate 0 --asn-rate 0 --net-rate 0 --allow-reserved 198.18.0.0/15 --random-ports $rp --reflect-ports none --retry-delay 1 --cooldown 2 2>&1 | grep -E "planned|sent|peak"
   echo "  rows: $(duckdb -noheader -csv -c "select count(*) || ' rows, ' || count(distinct (ip, port)) || ' distinct (ip, port)' from '$W/full/*/*/*.parquet'")"
 done
