@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test suite (what CI runs). Lab tests need root: as a normal user the test binaries are
-# run through sudo. Needs: iproute2 nftables nmap tcpdump chromium zmap (Debian), duckdb CLI
+# run through sudo. Needs: iproute2 nftables nmap tcpdump chromium zmap hping3 (Debian), duckdb CLI
 # (pip install duckdb-cli); .ci/run installs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
