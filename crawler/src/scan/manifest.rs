@@ -32,6 +32,10 @@ pub struct ScanSummary {
     /// Probes without a row because their final attempt was not in the send log (should be 0).
     pub unlogged: u64,
     pub duplicates: u64,
+    /// The most probes the senders' deferred queues (held back by the per-AS and per-/24
+    /// limits) held at once, summed over senders; never more than `deferred_bound`.
+    pub deferred_peak: u64,
+    pub deferred_bound: u64,
     pub skipped: BTreeMap<String, u64>,
     pub rows: u64,
     pub rows_by_reply: BTreeMap<String, u64>,
@@ -73,6 +77,8 @@ pub fn file_metadata(part: &Partition, vantage: &str, params: &serde_json::Value
 /// How the scan ended, beyond what the shared counters say.
 pub struct Ending {
     pub send_errors: u64,
+    /// (peak, bound) of the deferred queues, summed over senders.
+    pub deferred: (u64, u64),
     pub receive_drops: u64,
     pub unlogged: u64,
     pub written: Written,
@@ -108,6 +114,8 @@ impl ScanSummary {
             receive_drops: e.receive_drops,
             unlogged: e.unlogged,
             duplicates: c.dup.load(Relaxed),
+            deferred_peak: e.deferred.0,
+            deferred_bound: e.deferred.1,
             skipped,
             rows: e.written.rows,
             rows_by_reply: REPLY_KINDS.iter().zip(e.written.by_reply).map(|(k, v)| (k.to_string(), v)).collect(),

@@ -96,13 +96,14 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
 
     // The senders hold the record channel too; it closes when they are gone.
     let send_errors = loops.iter().map(|l| l.errors()).sum();
+    let deferred = loops.iter().fold((0, 0), |(p, b), l| (p + l.deferred_peak as u64, b + l.deferred_cap() as u64));
     drop(loops);
     drop(out);
     let mut written = writer.join().map_err(|_| anyhow::anyhow!("record thread panicked"))??.finish()?;
     if let Some(r) = second {
         written.add(r.finish()?);
     }
-    let ending = manifest::Ending { send_errors, receive_drops, unlogged, written, rows_before_resume: done.len() as u64, first_pass_pps, interrupted, started_us: started };
+    let ending = manifest::Ending { send_errors, deferred, receive_drops, unlogged, written, rows_before_resume: done.len() as u64, first_pass_pps, interrupted, started_us: started };
     let summary = ScanSummary::new(&part, &st, cfg.resume, ending);
     manifest::write(&part, &params, &cfg.manifest_extra, &summary)?;
     Ok(summary)

@@ -61,8 +61,14 @@ pub fn net_key(ip: IpAddr) -> u128 {
 }
 
 impl KeyedLimits {
+    /// The burst allowance is a twentieth of the rate: governor's default (a full second's
+    /// worth) lets a full burst and a full second's rate land in the same second — 39 SYNs to
+    /// one /24 in a second at "20 pps" — while "20 pps per /24" must mean it (± 5 %).
     pub fn new(asn_pps: u64, net_pps: u64) -> KeyedLimits {
-        let q = |r: u64| NonZeroU32::new(r.min(u32::MAX as u64) as u32).map(Quota::per_second);
+        let q = |r: u64| {
+            let rate = NonZeroU32::new(r.min(u32::MAX as u64) as u32)?;
+            Some(Quota::per_second(rate).allow_burst(NonZeroU32::new((rate.get() / 20).max(1)).expect("at least 1")))
+        };
         KeyedLimits { asn: q(asn_pps).map(RateLimiter::keyed), net: q(net_pps).map(RateLimiter::keyed) }
     }
 
@@ -93,5 +99,59 @@ impl KeyedLimits {
             a.retain_recent();
             a.shrink_to_fit();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// The most events in any 1-s window (times in seconds, sorted).
+    fn busiest(t: &[f64]) -> usize {
+        let mut j = 0;
+        (0..t.len())
+            .map(|i| {
+                while j < t.len() && t[j] < t[i] + 1.0 {
+                    j += 1;
+                }
+                j - i
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn a_keyed_limit_holds_over_every_second() {
+        // Asked as fast as possible for 1.3 s, a /24 at 20 pps and an AS at 1000 pps.
+        let (per_net, per_asn) = (KeyedLimits::new(0, 20), KeyedLimits::new(1000, 0));
+        let (t0, mut net, mut asn) = (Instant::now(), vec![], vec![]);
+        while t0.elapsed() < Duration::from_millis(1300) {
+            if per_net.allow(7, "198.18.0.1".parse().unwrap()) {
+                net.push(t0.elapsed().as_secs_f64());
+            }
+            if per_asn.allow(8, "198.18.0.1".parse().unwrap()) {
+                asn.push(t0.elapsed().as_secs_f64());
+            }
+        }
+        let (n, a) = (busiest(&net), busiest(&asn));
+        assert!(n <= 21, "{n} probes to one /24 within a second at 20 pps");
+        assert!(a <= 1050, "{a} probes to one AS within a second at 1000 pps");
+        assert!(n >= 19 && a >= 900, "the limits let too little through: {n}, {a}");
+    }
+
+    #[test]
+    fn the_pacer_holds_the_global_rate() {
+        let p = Pacer::new(5000);
+        let (t0, mut t) = (Instant::now(), vec![]);
+        while t0.elapsed() < Duration::from_millis(1500) {
+            p.wait(p.batch);
+            for _ in 0..p.batch {
+                t.push(t0.elapsed().as_secs_f64());
+            }
+        }
+        let worst = busiest(&t);
+        assert!(worst <= 5050, "{worst} packets within a second at 5000 pps");
+        assert!(worst >= 4000, "only {worst} packets within a second at 5000 pps");
     }
 }

@@ -58,6 +58,16 @@ impl Targets {
         }
     }
 
+    /// Targets given directly (the send loop's tests): (address, AS), all in one prefix.
+    pub fn from_list(list: &[(IpAddr, u32)]) -> Targets {
+        let mut v4: Vec<(u32, u32)> = list.iter().filter_map(|(a, asn)| if let IpAddr::V4(a) = a { Some((u32::from(*a), *asn)) } else { None }).collect();
+        let mut v6: Vec<(u128, u32)> = list.iter().filter_map(|(a, asn)| if let IpAddr::V6(a) = a { Some((u128::from(*a), *asn)) } else { None }).collect();
+        v4.sort_unstable();
+        v6.sort_unstable();
+        let asn = v4.iter().map(|x| x.1).chain(v6.iter().map(|x| x.1)).collect::<Vec<_>>();
+        Targets { prefix_idx: vec![0; asn.len()], asn, v4: v4.into_iter().map(|x| x.0).collect(), v6: v6.into_iter().map(|x| x.0).collect(), prefixes: vec!["0.0.0.0/0".into()] }
+    }
+
     /// Load a plan file; keep shard `shard` of `shards` (disjoint by plan row).
     pub fn load(path: &Path, shard: (u64, u64)) -> Result<Targets> {
         let reader = schema::open_parquet_columns(path, 65_536, Some(&[plan::IP, plan::ASN, plan::PREFIX]))?;

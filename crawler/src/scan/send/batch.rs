@@ -2,7 +2,7 @@
 //! each gets the next send-log slot (carried in its sequence number), its frame is filled from
 //! the family's SYN template, and all of them leave in one `sendmmsg`.
 
-use super::socket::{TxSocket, BATCH};
+use super::socket::{Transmit, BATCH};
 use super::Shared;
 use crate::net::route::NetInfo;
 use crate::probe::{fill_syn, syn_template, Link, SynFields, MAX_FRAME};
@@ -45,18 +45,21 @@ impl Templates {
     }
 }
 
-pub struct Batch {
-    tx: TxSocket,
+pub struct Batch<T: Transmit> {
+    tx: T,
+    frames: Box<[[u8; MAX_FRAME]; BATCH]>,
+    lens: [usize; BATCH],
     templates: Templates,
     queued: [u64; BATCH],
     nq: usize,
     /// Frames per `sendmmsg` now: at most the pacer's, smaller while many replies come back.
     pub size: usize,
+    errors: u64,
 }
 
-impl Batch {
-    pub fn new(tx: TxSocket, templates: Templates, size: usize) -> Batch {
-        Batch { tx, templates, queued: [0; BATCH], nq: 0, size }
+impl<T: Transmit> Batch<T> {
+    pub fn new(tx: T, templates: Templates, size: usize) -> Batch<T> {
+        Batch { tx, frames: Box::new([[0u8; MAX_FRAME]; BATCH]), lens: [0; BATCH], templates, queued: [0; BATCH], nq: 0, size: size.clamp(1, BATCH), errors: 0 }
     }
 
     pub fn templates(&self) -> &Templates {
@@ -65,7 +68,11 @@ impl Batch {
 
     /// Frames the kernel refused.
     pub fn errors(&self) -> u64 {
-        self.tx.errors
+        self.errors
+    }
+
+    pub fn transmitter(&self) -> &T {
+        &self.tx
     }
 
     /// Queue probe `p`; true when the batch is full.
@@ -98,13 +105,37 @@ impl Batch {
             let (port, _) = st.ports.port(ip, p % slots);
             let (sport, seq) = st.cookie.probe(ip, port, st.log.slot(c), attempt, st.ports.src_port(p % slots));
             st.log.put(c, p, now as u32);
-            self.tx.frames[j] = **tmpl;
-            self.tx.lens[j] = fill_syn(&mut self.tx.frames[j], &SynFields { src: *src, dst: ip, sport, dport: port, seq, ip_id: (seq >> 16) as u16, tsval: (now / 1000) as u32 });
+            self.frames[j] = **tmpl;
+            self.lens[j] = fill_syn(&mut self.frames[j], &SynFields { src: *src, dst: ip, sport, dport: port, seq, ip_id: (seq >> 16) as u16, tsval: (now / 1000) as u32 });
         }
-        self.tx.n = n;
         self.nq = 0;
-        let sent = self.tx.flush();
+        let failed = self.tx.transmit(&mut self.frames[..n], &self.lens[..n]);
+        if failed != 0 {
+            self.unsent(failed, c0, n, sh, out);
+        }
+        let sent = n - failed.count_ones() as usize;
         st.c.sent.fetch_add(sent as u64, Relaxed);
         sent
+    }
+
+    /// Frames the kernel refused never left: a probe whose *final* attempt it was must not be
+    /// recorded as silent (silence would read as filtering), so its send-log entry is dropped
+    /// and it gets a row of its own, `unsent` — missing data, not a measurement. An earlier
+    /// attempt's probe is simply sent again in the next pass.
+    #[cold]
+    fn unsent(&mut self, failed: u64, c0: u64, n: usize, sh: &Shared, out: &Sender<Observation>) {
+        let st = sh.st;
+        self.errors += failed.count_ones() as u64;
+        for j in (0..n).filter(|j| failed & (1 << j) != 0) {
+            let (p, c) = (self.queued[j], c0 + j as u64);
+            if !st.log.is_final(c) {
+                continue;
+            }
+            st.log.clear(c);
+            if st.mark(p) {
+                let now = st.elapsed_us();
+                let _ = out.send(Observation { sent: false, ..st.silence(p, now as u32, now) });
+            }
+        }
     }
 }

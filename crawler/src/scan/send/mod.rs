@@ -4,6 +4,11 @@
 //! dropping it), and hands the rest to its [`batch::Batch`]. Passes after the first resend only
 //! the probes still silent.
 //!
+//! The deferred queue is bounded (a batch's worth per sender): when it is full the sender
+//! stops taking new probes and waits for the limits to let deferred ones go. So a probe is held
+//! back for at most the time its key needs to refill, the host's other ports stay close in
+//! time, and no pass ends in a burst of everything the limits held back.
+//!
 //! - [`socket`]: the AF_PACKET socket and its `sendmmsg`;
 //! - [`batch`]: SYNs built into a fixed array of frames, each with its send-log slot.
 
@@ -19,7 +24,7 @@ use super::Params;
 use batch::{Batch, Templates};
 use crossbeam_channel::Sender;
 use datasets::blocklist::{Blocklist, Reason};
-use socket::TxSocket;
+use socket::{Transmit, TxSocket};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -46,20 +51,34 @@ enum Outcome {
 }
 
 /// One sender thread's loop.
-pub struct SendLoop<'a> {
+pub struct SendLoop<'a, T: Transmit = TxSocket> {
     sh: Shared<'a>,
-    batch: Batch,
-    /// Probes the keyed limits held back, retried as their budgets refill.
+    batch: Batch<T>,
+    /// Probes the keyed limits held back, retried as their budgets refill; at most
+    /// `deferred_cap`.
     deferred: VecDeque<u64>,
+    deferred_cap: usize,
+    /// The most probes the deferred queue held at once.
+    pub deferred_peak: usize,
     /// Where probes whose final attempt's slot is reused are recorded as silent.
     out: Sender<Observation>,
     /// (sent, valid) when the batch size was last adapted.
     adapt: (u64, u64),
 }
 
-impl<'a> SendLoop<'a> {
-    pub fn new(sh: Shared<'a>, tx: TxSocket, templates: Templates, out: Sender<Observation>) -> SendLoop<'a> {
-        SendLoop { sh, batch: Batch::new(tx, templates, sh.pacer.batch), deferred: VecDeque::with_capacity(4096), out, adapt: (0, 0) }
+impl<'a, T: Transmit> SendLoop<'a, T> {
+    pub fn new(sh: Shared<'a>, tx: T, templates: Templates, out: Sender<Observation>) -> SendLoop<'a, T> {
+        let cap = sh.pacer.batch;
+        SendLoop { sh, batch: Batch::new(tx, templates, sh.pacer.batch), deferred: VecDeque::with_capacity(cap), deferred_cap: cap, deferred_peak: 0, out, adapt: (0, 0) }
+    }
+
+    pub fn transmitter(&self) -> &T {
+        self.batch.transmitter()
+    }
+
+    /// The most probes the deferred queue may hold.
+    pub fn deferred_cap(&self) -> usize {
+        self.deferred_cap
     }
 
     /// Frames the kernel refused.
@@ -139,8 +158,26 @@ impl<'a> SendLoop<'a> {
         }
     }
 
+    /// Hold `p` back until its keyed limits let it go; when the queue is full, wait for room
+    /// (the pass takes no new probe meanwhile).
+    fn defer(&mut self, p: u64, k: u64, last_house: &mut Instant) {
+        self.deferred.push_back(p);
+        self.deferred_peak = self.deferred_peak.max(self.deferred.len());
+        while self.deferred.len() >= self.deferred_cap && !self.sh.stop.load(Relaxed) {
+            if self.service_deferred(self.deferred.len()) == 0 {
+                self.flush();
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            if last_house.elapsed() > Duration::from_secs(5) {
+                self.housekeeping(k);
+                *last_house = Instant::now();
+            }
+        }
+    }
+
     /// One pass over the send order; sender `k` of `n` takes positions k, k+n, k+2n, ...
     /// The probes `AHEAD` positions on are computed early and their targets prefetched.
+    /// Periodic work is keyed to this sender's own count `m`, so every sender does it.
     pub fn pass(&mut self, order: &Order, k: u64, n: u64) {
         const AHEAD: u64 = 16;
         let mut last_house = Instant::now();
@@ -160,7 +197,7 @@ impl<'a> SendLoop<'a> {
             if self.sh.stop.load(Relaxed) {
                 break;
             }
-            let (i, p) = (k + m * n, ahead[(m % AHEAD) as usize]);
+            let p = ahead[(m % AHEAD) as usize];
             if m + AHEAD < count {
                 fetch(m + AHEAD, &mut ahead);
             }
@@ -168,15 +205,15 @@ impl<'a> SendLoop<'a> {
                 continue;
             }
             if let Outcome::Deferred = self.try_probe(p) {
-                self.deferred.push_back(p);
+                self.defer(p, k, &mut last_house);
             }
-            if !self.deferred.is_empty() && (i & 63) == 0 {
+            if !self.deferred.is_empty() && (m & 63) == 0 {
                 self.service_deferred(64);
             }
-            if (i & 0xfff) == 0 {
+            if (m & 0xfff) == 0 {
                 self.adapt_batch();
             }
-            if (i & 0x3ff) == 0 && last_house.elapsed() > Duration::from_secs(5) {
+            if (m & 0x3ff) == 0 && last_house.elapsed() > Duration::from_secs(5) {
                 self.housekeeping(k);
                 last_house = Instant::now();
             }
@@ -200,7 +237,7 @@ impl<'a> SendLoop<'a> {
 /// silent, each after `retry_delay` so the replies to the last pass had time to land. Several
 /// sender threads (ZMap's -T) each take a disjoint stride of the order; pacing and keyed limits
 /// are shared (governor's limiters are thread-safe). Returns the first pass's send rate.
-pub fn run_passes(loops: &mut [SendLoop], order: &Order, params: &Params) -> f64 {
+pub fn run_passes<T: Transmit>(loops: &mut [SendLoop<T>], order: &Order, params: &Params) -> f64 {
     let Some(first) = loops.first() else { return 0.0 };
     let (st, stop) = (first.sh.st, first.sh.stop);
     let n = loops.len() as u64;
@@ -232,4 +269,71 @@ pub fn run_passes(loops: &mut [SendLoop], order: &Order, params: &Params) -> f64
         }
     }
     first_pass_pps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::route::NetInfo;
+    use crate::probe::{ETH_LEN, MAX_FRAME};
+    use crate::scan::{ports::PortPlan, sendlog::SendLog, targets::Targets, validate::Cookie};
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::sync::{Arc, Mutex};
+
+    /// Instead of a socket: the time and destination of every frame.
+    struct Wire(Arc<Mutex<Vec<(f64, Ipv4Addr)>>>, Instant);
+
+    impl Transmit for Wire {
+        fn transmit(&mut self, frames: &mut [[u8; MAX_FRAME]], lens: &[usize]) -> u64 {
+            let t = self.1.elapsed().as_secs_f64();
+            let mut w = self.0.lock().unwrap();
+            for f in &frames[..lens.len()] {
+                let d = &f[ETH_LEN + 16..ETH_LEN + 20];
+                w.push((t, Ipv4Addr::new(d[0], d[1], d[2], d[3])));
+            }
+            0
+        }
+    }
+
+    #[test]
+    fn every_sender_services_its_deferred_queue_and_sends_each_probe_once() {
+        for senders in [1, 2, 4] {
+            // 4096 targets in 16 /24s, port 25 only, 400 pps per /24: most probes must wait
+            // for their /24's budget.
+            let list: Vec<(IpAddr, u32)> = (0..4096u32).map(|i| (Ipv4Addr::new(198, 18, (i % 16) as u8, (i / 16) as u8).into(), 64500)).collect();
+            let params = Params { ports: vec![25], control_ports: vec![], random_ports: 0, reflect_ports: vec![], retries: 0, rate: 0, asn_rate: 0, net_rate: 400, ..Default::default() };
+            let ports = Arc::new(PortPlan::new(&params, (1, 2)).unwrap());
+            let st = ScanState::new(Arc::new(Targets::from_list(&list)), ports, Cookie::new(1, 2), SendLog::new(1 << 14), 1_000_000);
+            let block = Blocklist::with_iana(&["198.18.0.0/15".parse().unwrap()]);
+            let (limits, pacer, stop) = (KeyedLimits::new(0, 400), Pacer::new(0), AtomicBool::new(false));
+            let sh = Shared { st: &st, block: &block, limits: &limits, pacer: &pacer, stop: &stop };
+            let ni = NetInfo { ifname: "lab0".into(), ifindex: 0, mac: [2, 0, 0, 0, 0, 1], src4: Some(Ipv4Addr::new(192, 0, 2, 2)), src6: None, gw4: [2, 0, 0, 0, 0, 2], gw6: [0; 6] };
+            let (out, _silent) = crossbeam_channel::unbounded();
+            let wire = Arc::new(Mutex::new(Vec::new()));
+            let t0 = Instant::now();
+            let mut loops: Vec<SendLoop<Wire>> = (0..senders).map(|_| SendLoop::new(sh, Wire(wire.clone(), t0), Templates::new(&ni), out.clone())).collect();
+            run_passes(&mut loops, &Order::new(4096, 1, 7), &params);
+            let wire = wire.lock().unwrap();
+            let distinct: std::collections::HashSet<_> = wire.iter().map(|x| x.1).collect();
+            assert_eq!((wire.len(), distinct.len()), (4096, 4096), "{senders} senders: every probe exactly once");
+            for l in &loops {
+                assert!(l.deferred_peak <= l.deferred_cap, "{senders} senders: a deferred queue held {} probes (cap {})", l.deferred_peak, l.deferred_cap);
+            }
+            for net in 0..16u8 {
+                let t: Vec<f64> = wire.iter().filter(|x| x.1.octets()[2] == net).map(|x| x.0).collect();
+                let mut j = 0;
+                let worst = (0..t.len())
+                    .map(|i| {
+                        while j < t.len() && t[j] < t[i] + 1.0 {
+                            j += 1;
+                        }
+                        j - i
+                    })
+                    .max()
+                    .unwrap();
+                assert!(worst <= 420, "{senders} senders: {worst} probes to 198.18.{net}.0/24 within a second at 400 pps");
+            }
+            println!("{senders} senders: 4096 probes in {:.2} s, deferred queue peaks {:?}", t0.elapsed().as_secs_f64(), loops.iter().map(|l| l.deferred_peak).collect::<Vec<_>>());
+        }
+    }
 }

@@ -8,13 +8,16 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 pub const BATCH: usize = 64;
 
+/// Where a batch's frames go: the AF_PACKET socket, or a stand-in in the send loop's tests.
+pub trait Transmit: Send {
+    /// Send `frames[j][..lens[j]]` for every j; returns a bitmask of the frames that could not
+    /// be sent (bit j: frame j).
+    fn transmit(&mut self, frames: &mut [[u8; MAX_FRAME]], lens: &[usize]) -> u64;
+}
+
 pub struct TxSocket {
     fd: OwnedFd,
     addr: libc::sockaddr_ll,
-    pub frames: Box<[[u8; MAX_FRAME]; BATCH]>,
-    pub lens: [usize; BATCH],
-    pub n: usize,
-    pub errors: u64,
 }
 
 impl TxSocket {
@@ -34,25 +37,26 @@ impl TxSocket {
         addr.sll_family = libc::AF_PACKET as u16;
         addr.sll_ifindex = ifindex;
         addr.sll_halen = 6;
-        Ok(TxSocket { fd, addr, frames: Box::new([[0u8; MAX_FRAME]; BATCH]), lens: [0; BATCH], n: 0, errors: 0 })
+        Ok(TxSocket { fd, addr })
     }
+}
 
-    /// Send every queued frame; returns how many went out.
-    pub fn flush(&mut self) -> usize {
+impl Transmit for TxSocket {
+    fn transmit(&mut self, frames: &mut [[u8; MAX_FRAME]], lens: &[usize]) -> u64 {
+        let n = lens.len().min(frames.len()).min(BATCH);
         let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
         let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        for i in 0..self.n {
-            iov[i] = libc::iovec { iov_base: self.frames[i].as_mut_ptr() as *mut libc::c_void, iov_len: self.lens[i] };
+        for i in 0..n {
+            iov[i] = libc::iovec { iov_base: frames[i].as_mut_ptr() as *mut libc::c_void, iov_len: lens[i] };
             msgs[i].msg_hdr.msg_iov = &mut iov[i];
             msgs[i].msg_hdr.msg_iovlen = 1;
             msgs[i].msg_hdr.msg_name = &mut self.addr as *mut _ as *mut libc::c_void;
             msgs[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
         }
-        let mut done = 0;
-        let mut spins = 0;
-        while done < self.n {
+        let (mut done, mut spins, mut failed) = (0, 0, 0u64);
+        while done < n {
             // SAFETY: msgs[done..n] point at live frames and addr for the duration of the call.
-            let r = unsafe { libc::sendmmsg(self.fd.as_raw_fd(), msgs[done..].as_mut_ptr(), (self.n - done) as u32, 0) };
+            let r = unsafe { libc::sendmmsg(self.fd.as_raw_fd(), msgs[done..].as_mut_ptr(), (n - done) as u32, 0) };
             if r > 0 {
                 done += r as usize;
                 continue;
@@ -64,14 +68,13 @@ impl TxSocket {
                     std::thread::yield_now();
                 }
                 _ => {
-                    // Drop the frame that failed; the probe stays unanswered and is retried.
-                    self.errors += 1;
+                    // Skip the frame that failed: the caller learns which, and does not count
+                    // it as sent.
+                    failed |= 1 << done;
                     done += 1;
                 }
             }
         }
-        let sent = self.n;
-        self.n = 0;
-        sent
+        failed
     }
 }
