@@ -234,6 +234,8 @@ pub mod reply {
     pub const RST: &str = "rst";
     pub const ICMP: &str = "icmp";
     pub const NONE: &str = "none";
+    /// The probe's final attempt could not be sent (a send error): missing data, not silence.
+    pub const UNSENT: &str = "unsent";
 }
 
 /// `port_role` values: the mail ports (25 is `target`, 465/587 `mail`), control ports that

@@ -7,7 +7,7 @@
 use crate::net::route;
 use crate::probe::{self, Link, ReplyKind, SynFields, MAX_FRAME};
 use crate::scan::recv::ring::RxRing;
-use crate::scan::send::socket::{TxSocket, BATCH};
+use crate::scan::send::socket::{Transmit, TxSocket, BATCH};
 use crate::scan::validate::Cookie;
 use anyhow::{bail, Result};
 use datasets::blocklist::Blocklist;
@@ -52,6 +52,7 @@ pub fn run(targets: &[IpAddr], control: u16, wait: f64, block: &Blocklist, iface
     let mut rounds = 0;
     while Instant::now() < end {
         if rounds < 3 && Instant::now() >= next_round {
+            let (mut frames, mut lens) = (Vec::new(), Vec::new());
             for (ti, t) in targets.iter().enumerate() {
                 let (src, i) = match t {
                     IpAddr::V4(_) => (ni.src4.map(IpAddr::V4), 0),
@@ -60,16 +61,14 @@ pub fn run(targets: &[IpAddr], control: u16, wait: f64, block: &Blocklist, iface
                 let Some(src) = src else { continue };
                 for port in [25, control] {
                     let (sport, seq) = cookie.probe(*t, port, ti as u32, 0, None);
-                    let n = tx.n;
-                    tx.frames[n] = tmpl[i];
-                    tx.lens[n] = probe::fill_syn(&mut tx.frames[n], &SynFields { src, dst: *t, sport, dport: port, seq, ip_id: 1, tsval: 0 });
-                    tx.n += 1;
-                    if tx.n == BATCH {
-                        tx.flush();
-                    }
+                    let mut f = tmpl[i];
+                    lens.push(probe::fill_syn(&mut f, &SynFields { src, dst: *t, sport, dport: port, seq, ip_id: 1, tsval: 0 }));
+                    frames.push(f);
                 }
             }
-            tx.flush();
+            for (f, l) in frames.chunks_mut(BATCH).zip(lens.chunks(BATCH)) {
+                tx.transmit(f, l);
+            }
             rounds += 1;
             next_round = Instant::now() + Duration::from_millis(300);
         }

@@ -26,6 +26,9 @@ pub struct Observation {
     pub sent_us: i64,
     pub reply: Option<Reply>,
     pub recv_us: i64,
+    /// False when the probe's final attempt could not be sent (a send error): not a
+    /// measurement, recorded as `unsent`.
+    pub sent: bool,
 }
 
 const BATCH_ROWS: usize = 8192;
@@ -34,7 +37,7 @@ const BATCH_ROWS: usize = 8192;
 const ROW_GROUP_ROWS: usize = 65_536;
 
 /// `reply` values in the order of [`Written::by_reply`].
-pub const REPLY_KINDS: [&str; 4] = [reply::SYNACK, reply::RST, reply::ICMP, reply::NONE];
+pub const REPLY_KINDS: [&str; 5] = [reply::SYNACK, reply::RST, reply::ICMP, reply::NONE, reply::UNSENT];
 
 /// What a recorder wrote.
 #[derive(Debug, Default)]
@@ -42,7 +45,7 @@ pub struct Written {
     pub files: Vec<PathBuf>,
     pub rows: u64,
     /// Rows per reply kind, as [`REPLY_KINDS`].
-    pub by_reply: [u64; 4],
+    pub by_reply: [u64; 5],
 }
 
 impl Written {
@@ -106,6 +109,10 @@ impl Recorder {
         let v = if ip.is_ipv4() { 4 } else { 6 };
         let mut row = ObsRow::silent(&self.crawl_id, &self.vantage, &self.ip, v, self.targets.asn[t], prefix, port, role.as_str(), o.sport, o.attempts, o.sent_us);
         let kind = match &o.reply {
+            None if !o.sent => {
+                row.reply = reply::UNSENT;
+                4
+            }
             None => 3,
             Some(r) => {
                 row.received_at = Some(o.recv_us);

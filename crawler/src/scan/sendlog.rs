@@ -55,6 +55,11 @@ impl SendLog {
         self.entries[(counter & self.mask) as usize].store((probe + 1) << 32 | tick as u64, Relaxed);
     }
 
+    /// Forget send `counter` (it never left).
+    pub fn clear(&self, counter: u64) {
+        self.entries[(counter & self.mask) as usize].store(0, Relaxed);
+    }
+
     /// (probe, send tick) held by a slot.
     #[inline]
     pub fn get(&self, slot: u32) -> Option<(u64, u32)> {

@@ -115,7 +115,7 @@ impl ScanState {
         let (slots, slot) = (self.ports.slots(), probe % self.ports.slots());
         let ip = self.targets.ip((probe / slots) as usize);
         let (sport, _) = self.cookie.probe(ip, self.ports.port(ip, slot).0, 0, attempts - 1, self.ports.src_port(slot));
-        Observation { probe, attempts, sport, sent_us: self.clock.sent_us(tick, now), reply: None, recv_us: 0 }
+        Observation { probe, attempts, sport, sent_us: self.clock.sent_us(tick, now), reply: None, recv_us: 0, sent: true }
     }
 }
 

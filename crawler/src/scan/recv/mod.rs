@@ -75,6 +75,6 @@ fn handle_frame(st: &ScanState, frame: &[u8], stamp_us: i64, out: &Sender<Observ
     st.c.valid.fetch_add(1, Relaxed);
     // Arrival time: the kernel's stamp, mapped onto the crawl's clock (start + elapsed).
     let now = if stamp_us > 0 { stamp_us - st.clock.start_us } else { st.elapsed_us() };
-    let o = Observation { probe, attempts, sport: r.our_port, sent_us: st.clock.sent_us(tick, now), reply: Some(r), recv_us: st.clock.start_us + now };
+    let o = Observation { probe, attempts, sport: r.our_port, sent_us: st.clock.sent_us(tick, now), reply: Some(r), recv_us: st.clock.start_us + now, sent: true };
     out.send(o).is_ok()
 }
