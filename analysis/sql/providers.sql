@@ -8,7 +8,8 @@
 -- mechanism) matches providers.csv.
 WITH obs AS (
   SELECT * FROM read_parquet(getvariable('data'), hive_partitioning = true, union_by_name = true)
-  WHERE crawl_id = (SELECT max_by(crawl_id, (crawl_date, crawl_id))
+  -- `unsent`: the probe never left (a send error): missing data, not silence.
+  WHERE reply <> 'unsent' AND crawl_id = (SELECT max_by(crawl_id, (crawl_date, crawl_id))
                     FROM read_parquet(getvariable('data'), hive_partitioning = true, union_by_name = true))
 ),
 host AS (

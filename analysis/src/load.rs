@@ -18,11 +18,13 @@ pub struct Crawl {
     pub date: String,
     pub id: String,
     pub files: Vec<PathBuf>,
+    /// The partition directories (one crawl id may appear under two dates: a resumed crawl).
+    pub dirs: Vec<PathBuf>,
 }
 
 /// Crawls under `DIR/crawl_date=*/crawl_id=*/`, oldest first.
 pub fn crawls(dir: &Path) -> Result<Vec<Crawl>> {
-    let mut out: BTreeMap<(String, String), Vec<PathBuf>> = BTreeMap::new();
+    let mut out: BTreeMap<(String, String), (Vec<PathBuf>, Vec<PathBuf>)> = BTreeMap::new();
     let rd = std::fs::read_dir(dir).with_context(|| format!("reading data directory {}", dir.display()))?;
     for d in rd {
         let d = d?;
@@ -39,11 +41,13 @@ pub fn crawls(dir: &Path) -> Result<Vec<Crawl>> {
                 .collect();
             files.sort();
             if !files.is_empty() {
-                out.entry((date.to_string(), id.to_string())).or_default().extend(files);
+                let e = out.entry((date.to_string(), id.to_string())).or_default();
+                e.0.extend(files);
+                e.1.push(c.path());
             }
         }
     }
-    Ok(out.into_iter().map(|((date, id), files)| Crawl { date, id, files }).collect())
+    Ok(out.into_iter().map(|((date, id), (files, dirs))| Crawl { date, id, files, dirs }).collect())
 }
 
 pub fn pick(all: &[Crawl], which: &str) -> Result<Crawl> {
@@ -181,6 +185,11 @@ fn fold_batch(f: &Path, batch: &RecordBatch, h: &mut Hosts) -> Result<()> {
                     "synack" => 1,
                     "rst" => 2,
                     "icmp" => 3,
+                    // The probe never left: missing data, not silence (as if not probed).
+                    "unsent" => {
+                        h.rows += 1;
+                        continue;
+                    }
                     _ => 0,
                 },
                 ttl: if ttl.is_null(i) { 0 } else { ttl.value(i) },

@@ -7,6 +7,7 @@ mod aggregate;
 mod charts;
 mod infer;
 mod load;
+mod manifest;
 mod report;
 mod trend;
 
@@ -52,6 +53,30 @@ struct Common {
     /// Print nothing but errors.
     #[arg(long)]
     quiet: bool,
+    /// Report crawls that are incomplete (interrupted, a shard missing, too many sends or
+    /// replies lost) anyway, marked as such, instead of refusing them.
+    #[arg(long)]
+    allow_incomplete: bool,
+    /// Largest share of failed sends a complete crawl may have.
+    #[arg(long, default_value_t = 0.001)]
+    max_send_errors: f64,
+    /// Largest share of replies the receive ring may have dropped in a complete crawl.
+    #[arg(long, default_value_t = 0.001)]
+    max_receive_drops: f64,
+}
+
+impl Common {
+    /// The crawl's completeness from its manifests; an incomplete crawl is an error (exit 2)
+    /// unless `--allow-incomplete`.
+    fn completeness(&self, cr: &load::Crawl) -> Result<manifest::Completeness> {
+        let limits = manifest::Limits { max_send_error_share: self.max_send_errors, max_receive_drop_share: self.max_receive_drops };
+        let c = manifest::check(&manifest::find(&cr.dirs), limits)?;
+        if !c.problems.is_empty() && !self.allow_incomplete {
+            let dir = cr.dirs.first().cloned().unwrap_or_default();
+            return Err(datasets::DatasetError::file(&dir, format!("crawl {} is incomplete: {} (--allow-incomplete reports it anyway, marked as such)", cr.id, c.problems.join("; "))).into());
+        }
+        Ok(c)
+    }
 }
 
 #[derive(Subcommand)]
@@ -136,9 +161,15 @@ fn aggregate_hosts(hosts: &load::Hosts, inp: &Inputs, c: &Common) -> Result<(Vec
     Ok((p, a))
 }
 
+/// The trend over every crawl in the data directory; incomplete ones are left out (unless
+/// `--allow-incomplete`), with a note.
 fn trend_over(all: &[load::Crawl], inp: &Inputs, c: &Common) -> Result<trend::Trend> {
     let mut per = Vec::new();
     for cr in all {
+        if let Err(e) = c.completeness(cr) {
+            tracing::warn!("trend: {e:#}; left out");
+            continue;
+        }
         let (_, p, _) = analyse(cr, inp, c).with_context(|| format!("crawl {}", cr.id))?;
         per.push(((cr.date.clone(), cr.id.clone()), p));
     }
@@ -155,6 +186,7 @@ fn run(cmd: Cmd) -> Result<()> {
             let inp = inputs(&c)?;
             let all = load::crawls(&c.data)?;
             let cr = load::pick(&all, &crawl)?;
+            let complete = c.completeness(&cr)?;
             ensure_dir(&c.out)?;
             let hosts = load::load_hosts(&cr.files)?;
             // Per-host states go to hosts.parquet on one core while the other aggregates.
@@ -175,11 +207,16 @@ fn run(cmd: Cmd) -> Result<()> {
                 thresholds: thresholds(&c),
                 selection: c.select.clone(),
                 software: concat!("port25-analysis/", env!("CARGO_PKG_VERSION")),
+                completeness: complete,
             };
             report::write_reports(&c.out, &meta, &providers, &asns, trend.as_ref())?;
             if !c.quiet {
                 println!("crawl {} ({}), vantage {}: {} rows, {} hosts — inbound 25 (SYN scan) beside outbound 25, 465, 587 (source-port reflection: stateless egress filters only)", cr.id, cr.date, hosts.vantage, hosts.rows, hosts.hosts.len());
                 report::print_table(&providers);
+                println!("data: {}", meta.completeness.line());
+                for p in &meta.completeness.problems {
+                    println!("INCOMPLETE CRAWL: {p}");
+                }
                 println!("reports in {}", c.out.display());
             }
             // Millions of small allocations: the OS frees them faster at exit than we would.

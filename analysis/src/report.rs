@@ -26,6 +26,8 @@ pub struct Meta {
     pub thresholds: Thresholds,
     pub selection: String,
     pub software: &'static str,
+    /// What the crawl's manifests say it lost; `problems` non-empty: an incomplete crawl.
+    pub completeness: crate::manifest::Completeness,
 }
 
 pub const MEASURED: &str = "inbound reachability of TCP port 25 (and 465/587) — whether SYNs from a remote vantage reach hosts in each network (a SYN scan) — and outbound filtering of the same ports — whether those hosts' own traffic to them leaves their network, seen from outside by source-port reflection (stateless egress filters only: a lower bound). The two directions are never mixed in one number.";
@@ -179,6 +181,10 @@ pub fn write_reports(dir: &Path, meta: &Meta, providers: &[Row], asns: &[Row], t
     let _ = writeln!(md, "# Port-25 blocking report — crawl {} ({})\n", meta.crawl_id, meta.crawl_date);
     let _ = writeln!(md, "**What was measured:** {MEASURED}\n");
     let _ = writeln!(md, "Vantage `{}`, crawl date {}, {} observations of {} hosts, selection `{}`.\n", meta.vantage, meta.crawl_date, meta.rows, meta.hosts, meta.selection);
+    let _ = writeln!(md, "Data: {}.\n", meta.completeness.line());
+    for p in &meta.completeness.problems {
+        let _ = writeln!(md, "**INCOMPLETE CRAWL: {p}.** Missing data may read as filtering here.\n");
+    }
     md.push_str("## Can the providers' customers send mail out? Outbound 25, 465, 587 beside inbound 25\n\n");
     let _ = writeln!(md, "{OUTBOUND_REACH}\n");
     md.push_str("| provider | family | inbound 25 (scan) | outbound 25 (reflection) | outbound 465 (reflection) | outbound 587 (reflection) |\n|---|---|---|---|---|---|\n");
@@ -237,6 +243,10 @@ figure{{margin:1em 0}}.note{{background:#f4f4f4;padding:.6em 1em;border-left:4px
         "<p id=\"meta\">Crawl <b>{}</b> on <b>{}</b> from vantage <b>{}</b>: {} observations of {} hosts (selection: {}).</p>",
         esc(&meta.crawl_id), esc(&meta.crawl_date), esc(&meta.vantage), meta.rows, meta.hosts, esc(&meta.selection)
     );
+    let _ = write!(html, "<p id=\"completeness\">Data: {}.</p>", esc(&meta.completeness.line()));
+    for p in &meta.completeness.problems {
+        let _ = write!(html, "<p class=\"note\" style=\"border-color:#c00\"><b>INCOMPLETE CRAWL:</b> {}. Missing data may read as filtering here.</p>", esc(p));
+    }
     let _ = write!(html, "<h2>Can the providers' customers send mail out?</h2><p class=\"note\" id=\"outbound-reach\">{}</p>", esc(OUTBOUND_REACH));
     html.push_str("<table id=\"answer\"><thead><tr><th>provider</th><th>family</th><th>inbound 25<br>(SYN scan)</th><th>outbound 25<br>(reflection)</th><th>outbound 465<br>(reflection)</th><th>outbound 587<br>(reflection)</th></tr></thead><tbody>");
     for (p, f, c) in answer {
