@@ -107,5 +107,9 @@ pub fn generate(out: &Path, rows: u64, ases: u32, files: u32) -> Result<()> {
         }
         w.into_inner()?.commit()?;
     }
+    // The manifest a complete crawl ends with (`analysis` refuses crawls without one).
+    let manifest = serde_json::json!({"exit_status": "complete", "params": {"generator": "lab gen-crawl", "rows": rows},
+        "summary": {"sent": rows, "send_errors": 0, "frames_received": rows, "receive_drops": 0, "unlogged": 0, "interrupted": false, "rows": rows}});
+    datasets::publish::write_atomic(&part.join("manifest.json"), serde_json::to_string_pretty(&manifest)?)?;
     Ok(())
 }

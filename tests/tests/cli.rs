@@ -74,7 +74,7 @@ fn truncated_parquet_is_named_by_analysis_and_scan() {
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let o = run(
         analysis(),
-        &["report", "--data", d.path().join("data").to_str().unwrap(), "--routes", &fixture("routeviews-rv2-20261101-1200.pfx2as"), "--orgs", &fixture("20261001.as-org2info.txt"), "--out", d.path().join("r").to_str().unwrap()],
+        &["report", "--allow-incomplete", "--data", d.path().join("data").to_str().unwrap(), "--routes", &fixture("routeviews-rv2-20261101-1200.pfx2as"), "--orgs", &fixture("20261001.as-org2info.txt"), "--out", d.path().join("r").to_str().unwrap()],
     );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("part-1.parquet") && stderr(&o).contains("not a complete Parquet file"), "{}", stderr(&o));
@@ -100,4 +100,41 @@ fn reserved_space_is_refused_unless_allowed() {
     let t = port25_lab::topology::Topology::load(&topo).unwrap();
     let ases = t.providers.iter().flat_map(|p| &p.ases).filter(|a| !a.v4.is_empty()).count();
     assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("{} targets", ases * 10)), "{}", String::from_utf8_lossy(&o.stdout));
+}
+
+#[test]
+fn analysis_refuses_an_incomplete_crawl_or_marks_it() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let o = Command::new(env!("CARGO_BIN_EXE_lab")).args(["gen-crawl", "--rows", "16000", "--ases", "10", "--files", "1", "--out", data.to_str().unwrap()]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report = |extra: &[&str]| {
+        let mut a = vec!["report", "--data", data.to_str().unwrap(), "--routes"];
+        let (r, g, out) = (data.join("routes.pfx2as"), data.join("as-org2info.jsonl"), d.path().join("r"));
+        a.extend([r.to_str().unwrap(), "--orgs", g.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        a.extend(extra);
+        let o = Command::new(analysis()).args(&a).output().unwrap();
+        (o.status.code(), stderr(&o), std::fs::read_to_string(out.join("report.md")).unwrap_or_default())
+    };
+    let (code, err, md) = report(&[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(md.contains("1 manifest(s) of 1 shard(s)") && !md.contains("INCOMPLETE"), "{md}");
+    // An interrupted crawl: refused, exit 2, the crawl named; reported when asked, marked.
+    let m = data.join("crawl_date=2026-11-01/crawl_id=synthetic/manifest.json");
+    let text = std::fs::read_to_string(&m).unwrap();
+    std::fs::write(&m, text.replace("\"complete\"", "\"interrupted\"")).unwrap();
+    let (code, err, _) = report(&[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("crawl synthetic is incomplete") && err.contains("interrupted") && !err.contains("panicked"), "{err}");
+    let (code, err, md) = report(&["--allow-incomplete"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(md.contains("INCOMPLETE CRAWL") && md.contains("interrupted"), "{md}");
+    // Too many failed sends.
+    std::fs::write(&m, text.replace("\"send_errors\": 0", "\"send_errors\": 900")).unwrap();
+    let (code, err, _) = report(&[]);
+    assert!(code == Some(2) && err.contains("900 of"), "{err}");
+    // No manifest at all.
+    std::fs::remove_file(&m).unwrap();
+    let (code, err, _) = report(&[]);
+    assert!(code == Some(2) && err.contains("no manifest"), "{err}");
 }
