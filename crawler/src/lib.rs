@@ -8,7 +8,8 @@
 //! - [`scan`]: the probe engine — order, pace, send, receive, validate, record;
 //! - [`probe`]: the packets — SYNs we send, replies we parse (and builders for both);
 //! - [`job`]: `crawler run` — config, vantage self-check, resume state;
-//! - [`net`]: routes and neighbours, asked of the kernel.
+//! - [`net`]: routes and neighbours, asked of the kernel;
+//! - [`sink`]: the server end of outbound-blocking tests run from inside a network.
 
 pub mod job;
 pub mod net;
@@ -16,5 +17,6 @@ pub mod plan;
 pub mod probe;
 pub mod progress;
 pub mod scan;
+pub mod sink;
 
 pub const SOFTWARE: &str = concat!("port25-crawler/", env!("CARGO_PKG_VERSION"));

@@ -58,6 +58,8 @@ pub mod end {
     /// Over the per-client or global connection cap: answered 421 and closed at once.
     pub const BUSY: &str = "busy";
     pub const TLS_FAILED: &str = "tls-failed";
+    /// The sink was stopped while the connection was open.
+    pub const SHUTDOWN: &str = "shutdown";
     pub const ERROR: &str = "error";
 }
 
