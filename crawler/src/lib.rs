@@ -9,8 +9,10 @@
 //! - [`probe`]: the packets — SYNs we send, replies we parse (and builders for both);
 //! - [`job`]: `crawler run` — config, vantage self-check, resume state;
 //! - [`net`]: routes and neighbours, asked of the kernel;
-//! - [`sink`]: the server end of outbound-blocking tests run from inside a network.
+//! - [`sink`] and [`egress`]: outbound blocking seen from inside a network (a server we run,
+//!   and the client a vantage runs against it).
 
+pub mod egress;
 pub mod job;
 pub mod net;
 pub mod plan;
