@@ -68,6 +68,28 @@ async fn sink_and_egress_agree_on_an_open_path_in_both_families() {
         assert!(summary.contains(&format!("port {p}: open on IPv4 and IPv6")), "{summary}");
     }
     assert!(summary.contains("public IPv4 address: 127.0.0.1") && summary.contains("public IPv6 address: ::1"), "{summary}");
+    readme_recipes_run(out.path(), _keep.path());
+}
+
+/// The README's DuckDB recipes for these tables run on real sink and egress files (with the
+/// DuckDB CLI; CI installs it, elsewhere its absence skips this part).
+fn readme_recipes_run(egress_dir: &std::path::Path, sink_dir: &std::path::Path) {
+    if std::process::Command::new("duckdb").arg("--version").output().is_err() {
+        assert!(std::env::var("CI").is_err(), "the DuckDB CLI is missing");
+        eprintln!("duckdb CLI missing: README recipes not run");
+        return;
+    }
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let section = readme.split("### `crawler sink` and `crawler egress`").nth(1).unwrap().split("\n### ").next().unwrap();
+    let mut n = 0;
+    for block in section.split("```sh\nduckdb <<'SQL'\n").skip(1) {
+        let sql = block.split("SQL\n```").next().unwrap().replace("'egress/", &format!("'{}/", egress_dir.display())).replace("'sink/", &format!("'{}/", sink_dir.display()));
+        let o = std::process::Command::new("duckdb").args(["-csv", "-c", &sql]).output().unwrap();
+        assert!(o.status.success(), "{sql}\n{}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stdout).lines().count() >= 2, "recipe returned nothing:\n{sql}");
+        n += 1;
+    }
+    assert_eq!(n, 3, "the README's sink/egress recipes");
 }
 
 async fn connect_from(src: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
