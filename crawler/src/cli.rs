@@ -4,7 +4,7 @@
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use crawler::job::{self, config::ConfigError};
-use crawler::{plan, scan};
+use crawler::{egress, plan, scan, sink};
 use ipnet::IpNet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -200,6 +200,10 @@ pub enum Cmd {
         #[arg(long)]
         skip_self_check: bool,
     },
+    /// Serve as the sink of egress tests: greet first, say what was seen, record every connection.
+    Sink(sink::SinkArgs),
+    /// From inside a network: connect to a sink on the mail ports and say what is blocked or intercepted.
+    Egress(egress::EgressArgs),
 }
 
 /// Run `job` on a blocking thread while the control plane (tokio) waits for Ctrl-C; the
@@ -227,6 +231,8 @@ pub fn is_bad_input(e: &anyhow::Error) -> bool {
 /// Run a command; its exit code.
 pub fn run(cmd: Cmd, progress: bool) -> Result<i32> {
     match cmd {
+        Cmd::Sink(a) => sink::run(a),
+        Cmd::Egress(a) => egress::run(a),
         Cmd::Plan(a) => {
             let inp = plan::PlanInputs {
                 routes: a.routes,

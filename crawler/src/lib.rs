@@ -8,13 +8,17 @@
 //! - [`scan`]: the probe engine — order, pace, send, receive, validate, record;
 //! - [`probe`]: the packets — SYNs we send, replies we parse (and builders for both);
 //! - [`job`]: `crawler run` — config, vantage self-check, resume state;
-//! - [`net`]: routes and neighbours, asked of the kernel.
+//! - [`net`]: routes and neighbours, asked of the kernel;
+//! - [`sink`] and [`egress`]: outbound blocking seen from inside a network (a server we run,
+//!   and the client a vantage runs against it).
 
+pub mod egress;
 pub mod job;
 pub mod net;
 pub mod plan;
 pub mod probe;
 pub mod progress;
 pub mod scan;
+pub mod sink;
 
 pub const SOFTWARE: &str = concat!("port25-crawler/", env!("CARGO_PKG_VERSION"));

@@ -7,6 +7,7 @@
 
 pub mod blocklist;
 pub mod categories;
+pub mod egress;
 pub mod error;
 pub mod hitlist;
 pub mod input;

@@ -45,6 +45,7 @@ macro_rules! primitive_columns {
     )*};
 }
 primitive_columns!(UInt8Builder: u8, UInt16Builder: u16, UInt32Builder: u32);
+pub(crate) use primitive_columns;
 
 impl Column<&str> for StringBuilder {
     #[inline]
@@ -91,7 +92,7 @@ impl NewColumn for UtcMicros {
     }
 }
 
-fn utc_micros() -> DataType {
+pub(crate) fn utc_micros() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
@@ -148,6 +149,7 @@ macro_rules! table {
         }
     };
 }
+pub(crate) use table;
 
 table! {
     /// One planned target.

@@ -1,0 +1,314 @@
+//! `crawler egress`: outbound blocking seen from inside a network. A vantage (a volunteer's
+//! machine, a rented VM) connects with plain, unprivileged connect() to a sink we run
+//! (`crawler sink`) on the mail and control ports, both families, several times spread over
+//! time, and records per attempt what came back: no connection (RST, ICMP, timeout), another
+//! server's banner, a sink that saw another client, STARTTLS missing, another certificate, the
+//! k-th connection failing. It connects to nothing but the sink addresses it is given and sends
+//! nothing but EHLO, STARTTLS and QUIT.
+//!
+//! - [`connect`]: connect() with the ICMP error queue;
+//! - [`session`]: the SMTP/TLS conversation and the certificate recorder;
+//! - [`verdict`]: from an attempt to its verdict, and throttling over a series;
+//! - [`output`]: the Parquet file and the one-screen summary.
+
+pub mod connect;
+pub mod output;
+pub mod session;
+pub mod verdict;
+
+use crate::job::config::ConfigError;
+use crate::sink::wire::Greeting;
+use anyhow::Result;
+use connect::{Connected, IcmpError};
+use datasets::egress::{outcome, verdict as v};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct EgressArgs {
+    /// The sink's addresses, IPv4 and IPv6 (literals: resolve a name yourself, so that egress
+    /// contacts nothing but the sink).
+    #[arg(long, required = true, num_args = 1..)]
+    pub sink: Vec<String>,
+    /// This vantage's name (e.g. `hetzner-fsn1-cx22`): a partition of the output.
+    #[arg(long)]
+    pub vantage: String,
+    #[arg(long, value_delimiter = ',', default_value = "25,465,587,2525,80,443")]
+    pub ports: Vec<u16>,
+    /// Ports that speak TLS from the first byte (465's role), as on the sink.
+    #[arg(long, value_delimiter = ',', default_value = "465")]
+    pub implicit_tls_ports: Vec<u16>,
+    /// Ports tried first to learn this machine's public address (and the sink's pin) from the
+    /// sink's greeting: ones that are rarely blocked or proxied.
+    #[arg(long, value_delimiter = ',', default_value = "80,443")]
+    pub control_ports: Vec<u16>,
+    /// Attempts per (sink address, port): throttling shows as the k-th failing.
+    #[arg(long, default_value_t = 3)]
+    pub repeat: u16,
+    /// Seconds between the starts of two rounds of attempts.
+    #[arg(long, default_value_t = 10.0)]
+    pub interval: f64,
+    /// Seconds to wait for a connection, and for each answer.
+    #[arg(long, default_value_t = 10.0)]
+    pub timeout: f64,
+    /// SHA-256 of the sink's certificate (hex; `crawler sink` prints it). Without it, the pin
+    /// the sink announces on a control port is used.
+    #[arg(long)]
+    pub sink_pin: Option<String>,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct EgressConfig {
+    pub sinks: Vec<IpAddr>,
+    pub vantage: String,
+    /// Every port tried: `--ports` and the control ports.
+    pub ports: Vec<u16>,
+    pub implicit_tls: Vec<u16>,
+    pub control_ports: Vec<u16>,
+    pub repeat: u16,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub pin: Option<String>,
+    pub out: PathBuf,
+}
+
+fn bad(m: String) -> anyhow::Error {
+    ConfigError(m).into()
+}
+
+impl EgressConfig {
+    pub fn from_args(a: &EgressArgs) -> Result<EgressConfig> {
+        let mut sinks = Vec::new();
+        for s in &a.sink {
+            let ip: IpAddr = s.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| bad(format!("--sink `{s}`: not an IP address (give the sink's IPv4 and IPv6 addresses, so that egress contacts nothing else)")))?;
+            if ip.is_unspecified() || ip.is_multicast() || ip == IpAddr::from([255, 255, 255, 255]) {
+                return Err(bad(format!("--sink {ip}: not a host address")));
+            }
+            if !sinks.contains(&ip) {
+                sinks.push(ip);
+            }
+        }
+        if sinks.len() > 8 {
+            return Err(bad("--sink: at most 8 addresses".into()));
+        }
+        if !crate::sink::valid_name(&a.vantage) {
+            return Err(bad(format!("--vantage `{}`: letters, digits, `.`, `-`, `_` only, at most 63", a.vantage)));
+        }
+        let mut ports: Vec<u16> = a.ports.iter().chain(&a.control_ports).copied().collect();
+        ports.sort_unstable();
+        ports.dedup();
+        if a.ports.is_empty() || ports.contains(&0) || ports.len() > 16 {
+            return Err(bad("--ports/--control-ports: 1 to 16 ports, none of them 0".into()));
+        }
+        if !(1..=50).contains(&a.repeat) {
+            return Err(bad(format!("--repeat {}: 1 to 50", a.repeat)));
+        }
+        if !(0.0..=3600.0).contains(&a.interval) {
+            return Err(bad(format!("--interval {}: 0 to 3600 seconds", a.interval)));
+        }
+        if !(a.timeout > 0.0 && a.timeout <= 120.0) {
+            return Err(bad(format!("--timeout {}: more than 0, at most 120 seconds", a.timeout)));
+        }
+        let pin = match &a.sink_pin {
+            None => None,
+            Some(p) => {
+                let p = p.replace(':', "").to_ascii_lowercase();
+                if p.len() != 64 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(bad("--sink-pin: 64 hex digits (the SHA-256 `crawler sink` prints)".into()));
+                }
+                Some(p)
+            }
+        };
+        Ok(EgressConfig {
+            sinks,
+            vantage: a.vantage.clone(),
+            ports,
+            implicit_tls: a.implicit_tls_ports.clone(),
+            control_ports: a.control_ports.clone(),
+            repeat: a.repeat,
+            interval: Duration::from_secs_f64(a.interval),
+            timeout: Duration::from_secs_f64(a.timeout),
+            pin,
+            out: a.out.clone(),
+        })
+    }
+}
+
+/// One connection attempt and what it showed.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub sink: IpAddr,
+    pub port: u16,
+    pub implicit_tls: bool,
+    pub attempt: u16,
+    pub started_us: i64,
+    pub outcome: &'static str,
+    pub connect_us: Option<u32>,
+    pub local_port: Option<u16>,
+    pub icmp: Option<IcmpError>,
+    pub banner: Option<String>,
+    pub greeting: Option<Greeting>,
+    pub starttls_offered: Option<bool>,
+    pub tls_done: Option<bool>,
+    pub cert_sha256: Option<String>,
+    pub you_matches: Option<bool>,
+    pub pin_matches: Option<bool>,
+    pub verdict: &'static str,
+    pub detail: Option<String>,
+}
+
+impl Attempt {
+    pub fn new(sink: IpAddr, port: u16, implicit_tls: bool, attempt: u16, started_us: i64) -> Attempt {
+        Attempt {
+            sink,
+            port,
+            implicit_tls,
+            attempt,
+            started_us,
+            outcome: outcome::ERROR,
+            connect_us: None,
+            local_port: None,
+            icmp: None,
+            banner: None,
+            greeting: None,
+            starttls_offered: None,
+            tls_done: None,
+            cert_sha256: None,
+            you_matches: None,
+            pin_matches: None,
+            verdict: v::ERROR,
+            detail: None,
+        }
+    }
+
+    pub fn family(&self) -> u8 {
+        if self.sink.is_ipv4() { 4 } else { 6 }
+    }
+}
+
+/// A run's attempts and what was learned along the way.
+#[derive(Debug)]
+pub struct Report {
+    pub run_id: String,
+    pub started_us: i64,
+    pub rows: Vec<Attempt>,
+    /// Per family (4, 6): this machine's public address as the sink saw it on a control port,
+    /// and that port.
+    pub public: BTreeMap<u8, (IpAddr, u16)>,
+    pub pin: Option<String>,
+    /// Where the pin came from, in words.
+    pub pin_source: String,
+}
+
+/// One attempt: connect, talk if connected. Bounded by a few `timeout`s in all.
+pub async fn probe(sink: IpAddr, port: u16, implicit_tls: bool, attempt: u16, limit: Duration) -> Attempt {
+    let mut a = Attempt::new(sink, port, implicit_tls, attempt, crate::sink::conn::now_us());
+    match connect::connect(SocketAddr::new(sink, port), limit).await {
+        Connected::Failed { outcome: o, icmp, detail, connect_us } => {
+            (a.outcome, a.icmp, a.detail, a.connect_us) = (o, icmp, Some(detail), connect_us);
+        }
+        Connected::Up { stream, connect_us } => {
+            (a.outcome, a.connect_us) = (outcome::ESTABLISHED, Some(connect_us));
+            a.local_port = stream.local_addr().ok().map(|l| l.port());
+            let _ = stream.set_nodelay(true);
+            let t = match tokio::time::timeout(limit * 8, session::talk(stream, sink, implicit_tls, limit)).await {
+                Ok(t) => t,
+                Err(_) => session::Talk { detail: Some("conversation: took too long".into()), ..Default::default() },
+            };
+            (a.banner, a.greeting, a.starttls_offered, a.tls_done, a.cert_sha256, a.detail) = (t.banner, t.greeting, t.starttls_offered, t.tls_done, t.cert_sha256, t.detail);
+        }
+    }
+    a
+}
+
+async fn round(cfg: &EgressConfig, ports: &[u16], k: u16) -> Vec<Attempt> {
+    let mut set = tokio::task::JoinSet::new();
+    for &sink in &cfg.sinks {
+        for &port in ports {
+            set.spawn(probe(sink, port, cfg.implicit_tls.contains(&port), k, cfg.timeout));
+        }
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        if let Ok(a) = r {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// Every round of attempts, control ports first in the first round (they teach the public
+/// address and the pin), then the verdicts.
+pub async fn measure(cfg: &EgressConfig) -> Report {
+    let started_us = crate::sink::conn::now_us();
+    let run_id = chrono::DateTime::from_timestamp_micros(started_us).unwrap_or_default().format("%Y%m%dT%H%M%SZ").to_string();
+    let t0 = tokio::time::Instant::now();
+    let (control, rest): (Vec<u16>, Vec<u16>) = cfg.ports.iter().partition(|p| cfg.control_ports.contains(p));
+    let mut rows = Vec::new();
+    for k in 0..cfg.repeat {
+        tokio::time::sleep_until(t0 + cfg.interval * k as u32).await;
+        if k == 0 {
+            rows.extend(round(cfg, &control, k).await);
+            rows.extend(round(cfg, &rest, k).await);
+        } else {
+            rows.extend(round(cfg, &cfg.ports, k).await);
+        }
+    }
+    rows.sort_by_key(|a| (a.sink.is_ipv6(), a.sink, a.port, a.attempt));
+    let (public, pin, pin_source) = learn(cfg, &rows);
+    finalize(&mut rows, &public, pin.as_deref());
+    Report { run_id, started_us, rows, public, pin, pin_source }
+}
+
+/// The public address per family and the pin, from the sink's greetings on control ports.
+fn learn(cfg: &EgressConfig, rows: &[Attempt]) -> (BTreeMap<u8, (IpAddr, u16)>, Option<String>, String) {
+    let mut public = BTreeMap::new();
+    let mut announced = None;
+    let mut order: Vec<&Attempt> = rows.iter().filter(|a| cfg.control_ports.contains(&a.port)).collect();
+    order.sort_by_key(|a| (a.attempt, cfg.control_ports.iter().position(|p| *p == a.port)));
+    for a in order {
+        let Some(g) = a.greeting.as_ref().filter(|g| g.is_sink) else { continue };
+        if let Some(you) = g.you {
+            public.entry(a.family()).or_insert((you.ip().to_canonical(), a.port));
+        }
+        if announced.is_none() {
+            announced = g.pin.clone().map(|p| (p, a.port));
+        }
+    }
+    match (&cfg.pin, announced) {
+        (Some(p), _) => (public, Some(p.clone()), "--sink-pin".into()),
+        (None, Some((p, port))) => (public, Some(p), format!("the sink's greeting on control port {port}")),
+        (None, None) => (public, None, "unknown (no sink greeting on a control port): certificates were not checked".into()),
+    }
+}
+
+fn finalize(rows: &mut [Attempt], public: &BTreeMap<u8, (IpAddr, u16)>, pin: Option<&str>) {
+    for a in rows.iter_mut() {
+        let you = a.greeting.as_ref().filter(|g| g.is_sink).and_then(|g| g.you);
+        a.you_matches = match (you, public.get(&a.family())) {
+            (Some(y), Some((ip, _))) => Some(y.ip().to_canonical() == *ip),
+            _ => None,
+        };
+        a.pin_matches = match (&a.cert_sha256, pin) {
+            (Some(c), Some(p)) => Some(c == p),
+            _ => None,
+        };
+        a.verdict = verdict::decide(a);
+    }
+    verdict::mark_throttled(rows);
+}
+
+/// `crawler egress`: measure, write the Parquet file, print the summary.
+pub fn run(a: EgressArgs) -> Result<i32> {
+    let cfg = EgressConfig::from_args(&a)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let report = rt.block_on(measure(&cfg));
+    let path = output::write(&cfg, &report)?;
+    print!("{}", output::summary(&cfg, &report));
+    println!("rows: {}", path.display());
+    Ok(0)
+}

@@ -1,0 +1,137 @@
+//! A run's attempts as one Parquet file in `OUT/egress_date=YYYY-MM-DD/vantage=NAME/`,
+//! published atomically, and the one-screen summary a volunteer reads.
+
+use super::{Attempt, EgressConfig, Report};
+use anyhow::{Context, Result};
+use datasets::egress::{egress_schema, outcome, verdict as v, writer_props, EgressBatch, EgressRow};
+use datasets::publish::AtomicFile;
+use parquet::arrow::ArrowWriter;
+use std::fmt::Write;
+use std::path::PathBuf;
+
+fn push_row(b: &mut EgressBatch, report: &Report, vantage: &str, a: &Attempt) {
+    let sink = a.sink.to_string();
+    let responder = a.icmp.and_then(|i| i.responder).map(|r| r.to_string());
+    let g = a.greeting.as_ref().filter(|g| g.is_sink);
+    let you = g.and_then(|g| g.you).map(|y| y.to_string());
+    b.push(&EgressRow {
+        run_id: &report.run_id,
+        vantage,
+        sink: &sink,
+        ip_version: a.family(),
+        port: a.port,
+        implicit_tls: a.implicit_tls,
+        attempt: a.attempt,
+        started_at: a.started_us,
+        outcome: a.outcome,
+        connect_us: a.connect_us,
+        local_port: a.local_port,
+        icmp_type: a.icmp.map(|i| i.icmp_type),
+        icmp_code: a.icmp.map(|i| i.code),
+        icmp_responder: responder.as_deref(),
+        rst_ttl: None,
+        banner: a.banner.as_deref(),
+        banner_is_sink: a.greeting.as_ref().map(|g| g.is_sink),
+        sink_id: g.and_then(|g| g.id.as_deref()),
+        you_addr: you.as_deref(),
+        you_matches: a.you_matches,
+        sink_saw_port: g.and_then(|g| g.port),
+        starttls_offered: a.starttls_offered,
+        tls_done: a.tls_done,
+        cert_sha256: a.cert_sha256.as_deref(),
+        pin_matches: a.pin_matches,
+        verdict: a.verdict,
+        detail: a.detail.as_deref(),
+    });
+}
+
+/// Write the run's rows; the file's path.
+pub fn write(cfg: &EgressConfig, report: &Report) -> Result<PathBuf> {
+    let date = chrono::DateTime::from_timestamp_micros(report.started_us).unwrap_or_default().format("%Y-%m-%d");
+    let dir = cfg.out.join(format!("egress_date={date}")).join(format!("vantage={}", cfg.vantage));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dest = dir.join(format!("part-{}-{:08x}.parquet", report.run_id, rand::random::<u32>()));
+    let mut b = EgressBatch::with_capacity(report.rows.len());
+    for a in &report.rows {
+        push_row(&mut b, report, &cfg.vantage, a);
+    }
+    let public: Vec<String> = report.public.iter().map(|(f, (ip, port))| format!("v{f}={ip} (port {port})")).collect();
+    let kv = vec![
+        ("software".to_string(), crate::SOFTWARE.to_string()),
+        ("run_id".to_string(), report.run_id.clone()),
+        ("vantage".to_string(), cfg.vantage.clone()),
+        ("sinks".to_string(), cfg.sinks.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(",")),
+        ("pin".to_string(), report.pin.clone().unwrap_or_default()),
+        ("pin_source".to_string(), report.pin_source.clone()),
+        ("public_addresses".to_string(), public.join(" ")),
+    ];
+    let mut w = ArrowWriter::try_new(AtomicFile::create(&dest)?, egress_schema(), Some(writer_props(kv, report.rows.len().max(1))))?;
+    w.write(&b.finish())?;
+    w.into_inner()?.commit()?;
+    Ok(dest)
+}
+
+/// What one (port, family) series amounts to: its most telling verdict, with counts when the
+/// attempts disagree, and the evidence in a few words.
+fn series_phrase(rows: &[&Attempt]) -> String {
+    const ORDER: [&str; 9] = [v::TLS_INTERCEPTED, v::INTERCEPTED, v::STRIPPED, v::THROTTLED, v::TLS_FAILED, v::BLOCKED, v::ERROR, v::OPEN, v::NO_ROUTE];
+    let top = ORDER.iter().copied().find(|o| rows.iter().any(|a| a.verdict == *o)).unwrap_or(v::ERROR);
+    let n = rows.iter().filter(|a| a.verdict == top).count();
+    let first = rows.iter().find(|a| a.verdict == top).copied();
+    let why = first.map(evidence).unwrap_or_default();
+    if n == rows.len() { format!("{top}{why}") } else { format!("{top} in {n} of {} attempts{why}", rows.len()) }
+}
+
+fn evidence(a: &Attempt) -> String {
+    let s = match a.verdict {
+        v::BLOCKED | v::THROTTLED => match (a.outcome, a.icmp) {
+            (outcome::REFUSED, _) => "refused by a RST".to_string(),
+            (outcome::TIMEOUT, _) => "no answer".to_string(),
+            (_, Some(i)) => format!("ICMP type {} code {}{}", i.icmp_type, i.code, i.responder.map(|r| format!(" from {r}")).unwrap_or_default()),
+            _ => a.outcome.to_string(),
+        },
+        v::INTERCEPTED => match (&a.greeting, &a.banner) {
+            (Some(g), _) if g.is_sink => "the sink saw another client address or port: a proxy in between".to_string(),
+            (_, Some(b)) => format!("another server answered: {:?}", b.chars().take(60).collect::<String>()),
+            _ => "something accepted the connection but did not speak as the sink".to_string(),
+        },
+        v::TLS_INTERCEPTED => "the certificate is not the sink's".to_string(),
+        v::STRIPPED => "STARTTLS removed from the EHLO reply".to_string(),
+        v::TLS_FAILED => "the sink answered but TLS did not complete".to_string(),
+        v::NO_ROUTE => "this machine has no route for the family".to_string(),
+        v::ERROR => a.detail.clone().unwrap_or_default(),
+        _ => return String::new(),
+    };
+    if a.verdict == v::THROTTLED { format!(" (attempt {} failed after earlier ones connected: {s})", a.attempt + 1) } else { format!(" ({s})") }
+}
+
+/// The one-screen summary, e.g. "port 25: blocked (refused by a RST) on IPv4 and IPv6".
+pub fn summary(cfg: &EgressConfig, r: &Report) -> String {
+    let mut s = String::new();
+    let sinks: Vec<String> = cfg.sinks.iter().map(|x| x.to_string()).collect();
+    let _ = writeln!(s, "egress from vantage {} to sink {} — {} attempt(s) per port, run {}", cfg.vantage, sinks.join(", "), cfg.repeat, r.run_id);
+    for f in [4u8, 6] {
+        if cfg.sinks.iter().any(|x| (x.is_ipv4() && f == 4) || (x.is_ipv6() && f == 6)) {
+            let p = r.public.get(&f).map(|(ip, port)| format!("{ip} (as the sink saw it on port {port})")).unwrap_or_else(|| "not learned (no control port reached the sink)".into());
+            let _ = writeln!(s, "public IPv{f} address: {p}");
+        }
+    }
+    let _ = writeln!(s, "sink certificate pin from {}", r.pin_source);
+    for &port in &cfg.ports {
+        let mut parts: Vec<(String, Vec<&str>)> = Vec::new();
+        for (f, name) in [(4u8, "IPv4"), (6, "IPv6")] {
+            let rows: Vec<&Attempt> = r.rows.iter().filter(|a| a.port == port && a.family() == f).collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let phrase = series_phrase(&rows);
+            match parts.iter_mut().find(|(p, _)| *p == phrase) {
+                Some((_, fams)) => fams.push(name),
+                None => parts.push((phrase, vec![name])),
+            }
+        }
+        let text: Vec<String> = parts.iter().map(|(p, fams)| format!("{p} on {}", fams.join(" and "))).collect();
+        let _ = writeln!(s, "port {port}: {}", text.join("; "));
+    }
+    s
+}
