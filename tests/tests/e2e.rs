@@ -221,6 +221,7 @@ fn crawl_default_lab(flags: &[&str]) -> (Lab, std::path::PathBuf, f64) {
 }
 
 #[test]
+#[ignore = "lab test: needs root and network namespaces (tests/run-tests.sh runs it)"]
 fn crawl_and_report_match_the_lab_ground_truth() {
     if !require_root("e2e") || !require_tool("e2e", "duckdb") || !require_tool("e2e", "chromium") {
         return;
@@ -264,6 +265,7 @@ fn crawl_and_report_match_the_lab_ground_truth() {
 /// out each probe's cooldown and record it as silent before reusing its slot. Every probe must
 /// still be one row, matching the ground truth as well as with the default log.
 #[test]
+#[ignore = "lab test: needs root and network namespaces (tests/run-tests.sh runs it)"]
 fn a_small_send_log_keeps_every_probe_and_its_cooldown() {
     if !require_root("e2e") {
         return;
