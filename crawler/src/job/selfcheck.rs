@@ -72,8 +72,8 @@ pub fn run(targets: &[IpAddr], control: u16, wait: f64, block: &Blocklist, iface
             rounds += 1;
             next_round = Instant::now() + Duration::from_millis(300);
         }
-        rx.next_block(20, |frame, _| {
-            if let Some(r) = probe::parse(frame) {
+        rx.next_block(20, |frame, meta| {
+            if let probe::Parsed::Reply(r) = probe::parse_frame(frame, meta.verify) {
                 if cookie.index(&r, 1, |i, _| targets.get(i as usize) == Some(&r.target)).is_some() && r.kind != ReplyKind::Icmp {
                     if r.tport == 25 {
                         got25.insert(r.target);

@@ -17,7 +17,7 @@ pub mod options;
 pub mod reply;
 pub mod syn;
 
-pub use reply::{parse, Reply, ReplyKind};
+pub use reply::{parse, parse_frame, Parsed, Reply, ReplyKind};
 pub use syn::{fill_syn, syn_template, SynFields};
 
 pub const ETH_LEN: usize = 14;

@@ -42,9 +42,11 @@ pub struct Reply {
     pub icmp_type: u8,
     pub icmp_code: u8,
     pub responder: IpAddr,
+    /// IPv6 extension headers came before the TCP or ICMPv6 header.
+    pub ext_headers: bool,
 }
 
-fn tcp_reply(t: &TcpPacket, src: IpAddr, ttl: u8, ip_id: Option<u16>) -> Option<Reply> {
+fn tcp_reply(t: &TcpPacket, src: IpAddr, ttl: u8, ip_id: Option<u16>, ext_headers: bool) -> Option<Reply> {
     let flags = t.get_flags();
     let kind = if flags & TcpFlags::RST != 0 {
         ReplyKind::Rst
@@ -80,6 +82,7 @@ fn tcp_reply(t: &TcpPacket, src: IpAddr, ttl: u8, ip_id: Option<u16>) -> Option<
         icmp_type: 0,
         icmp_code: 0,
         responder: src,
+        ext_headers,
     })
 }
 
@@ -92,7 +95,8 @@ fn quoted_tcp(b: &[u8]) -> Option<(u16, u16, u32)> {
 }
 
 /// An ICMP error quoting our SYN to `target` (quoted: our port, its port, our sequence number).
-fn icmp_reply(target: IpAddr, quoted: (u16, u16, u32), ttl: u8, ip_id: Option<u16>, icmp_type: u8, icmp_code: u8, responder: IpAddr) -> Reply {
+#[allow(clippy::too_many_arguments)]
+fn icmp_reply(target: IpAddr, quoted: (u16, u16, u32), ttl: u8, ip_id: Option<u16>, icmp_type: u8, icmp_code: u8, responder: IpAddr, ext_headers: bool) -> Reply {
     let (sport, dport, seq) = quoted;
     Reply {
         kind: ReplyKind::Icmp,
@@ -109,68 +113,151 @@ fn icmp_reply(target: IpAddr, quoted: (u16, u16, u32), ttl: u8, ip_id: Option<u1
         icmp_type,
         icmp_code,
         responder,
+        ext_headers,
     }
 }
 
-/// Parse an Ethernet frame into a reply to one of our SYNs, if it can be one.
+/// What a received frame is to the scan.
+#[derive(Debug, Clone, Copy)]
+pub enum Parsed {
+    /// Not a SYN-ACK, RST or ICMP error about TCP: traffic the scan ignores.
+    NotReply,
+    /// A reply whose checksum (IPv4 header, TCP or ICMP) is wrong: damaged or forged, dropped.
+    BadChecksum,
+    Reply(Reply),
+}
+
+/// Parse an Ethernet frame into a reply to one of our SYNs, if it can be one, verifying its
+/// checksums.
 pub fn parse(frame: &[u8]) -> Option<Reply> {
-    let eth = EthernetPacket::new(frame)?;
-    match eth.get_ethertype() {
-        EtherTypes::Ipv4 => {
-            let ip = Ipv4Packet::new(&frame[ETH_LEN..])?;
-            if ip.get_version() != 4 || ip.get_header_length() < 5 {
-                return None;
+    match parse_frame(frame, true) {
+        Parsed::Reply(r) => Some(r),
+        _ => None,
+    }
+}
+
+/// [`parse`], with checksum verification optional: the receive ring says when the kernel has
+/// verified them already, or cannot have (a locally made frame whose checksum the NIC was to
+/// fill in, or one cut at the capture length).
+pub fn parse_frame(frame: &[u8], verify: bool) -> Parsed {
+    let Some(eth) = EthernetPacket::new(frame) else { return Parsed::NotReply };
+    let r = match eth.get_ethertype() {
+        EtherTypes::Ipv4 => parse_v4(&frame[ETH_LEN..], verify),
+        EtherTypes::Ipv6 => parse_v6(&frame[ETH_LEN..], verify),
+        _ => None,
+    };
+    r.unwrap_or(Parsed::NotReply)
+}
+
+/// The TCP or ICMP payload after an IPv6 header and its extension headers (hop-by-hop,
+/// routing, destination options, fragment): (next header, payload, any extension header?).
+/// Only a first fragment carries the upper-layer header; later fragments are not replies.
+fn skip_v6_extensions(mut next: u8, mut p: &[u8]) -> Option<(u8, &[u8], bool)> {
+    let mut ext = false;
+    for _ in 0..8 {
+        match next {
+            0 | 43 | 60 => {
+                let h = p.get(..2)?;
+                let len = (h[1] as usize + 1) * 8;
+                next = h[0];
+                p = p.get(len..)?;
             }
-            let hl = ip.get_header_length() as usize * 4;
-            let total = (ip.get_total_length() as usize).min(frame.len() - ETH_LEN);
-            if total < hl {
-                return None;
-            }
-            let payload = &frame[ETH_LEN + hl..ETH_LEN + total];
-            let src = IpAddr::V4(ip.get_source());
-            match ip.get_next_level_protocol() {
-                IpNextHeaderProtocols::Tcp => tcp_reply(&TcpPacket::new(payload)?, src, ip.get_ttl(), Some(ip.get_identification())),
-                IpNextHeaderProtocols::Icmp => {
-                    let icmp = IcmpPacket::new(payload)?;
-                    // Destination unreachable (3) and time exceeded (11) quote our packet.
-                    let ty = icmp.get_icmp_type().0;
-                    if ty != 3 && ty != 11 {
-                        return None;
-                    }
-                    let inner = Ipv4Packet::new(payload.get(8..)?)?;
-                    if inner.get_next_level_protocol() != IpNextHeaderProtocols::Tcp {
-                        return None;
-                    }
-                    let ihl = inner.get_header_length() as usize * 4;
-                    let quoted = quoted_tcp(payload.get(8 + ihl..)?)?;
-                    Some(icmp_reply(IpAddr::V4(inner.get_destination()), quoted, ip.get_ttl(), Some(ip.get_identification()), ty, icmp.get_icmp_code().0, src))
+            44 => {
+                let h = p.get(..8)?;
+                if u16::from_be_bytes([h[2], h[3]]) >> 3 != 0 {
+                    return None;
                 }
-                _ => None,
+                next = h[0];
+                p = &p[8..];
             }
+            _ => return Some((next, p, ext)),
         }
-        EtherTypes::Ipv6 => {
-            let ip = Ipv6Packet::new(&frame[ETH_LEN..])?;
-            let plen = (ip.get_payload_length() as usize).min(frame.len().saturating_sub(ETH_LEN + 40));
-            let payload = &frame[ETH_LEN + 40..ETH_LEN + 40 + plen];
-            let src = IpAddr::V6(ip.get_source());
-            match ip.get_next_header() {
-                IpNextHeaderProtocols::Tcp => tcp_reply(&TcpPacket::new(payload)?, src, ip.get_hop_limit(), None),
-                IpNextHeaderProtocols::Icmpv6 => {
-                    let icmp = Icmpv6Packet::new(payload)?;
-                    // Destination unreachable (1) and time exceeded (3) quote our packet.
-                    let ty = icmp.get_icmpv6_type().0;
-                    if ty != 1 && ty != 3 {
-                        return None;
-                    }
-                    let inner = Ipv6Packet::new(payload.get(8..)?)?;
-                    if inner.get_next_header() != IpNextHeaderProtocols::Tcp {
-                        return None;
-                    }
-                    let quoted = quoted_tcp(payload.get(48..)?)?;
-                    Some(icmp_reply(IpAddr::V6(inner.get_destination()), quoted, ip.get_hop_limit(), None, ty, icmp.get_icmpv6_code().0, src))
-                }
-                _ => None,
+        ext = true;
+    }
+    None
+}
+
+fn parse_v4(packet: &[u8], verify: bool) -> Option<Parsed> {
+    let ip = Ipv4Packet::new(packet)?;
+    if ip.get_version() != 4 || ip.get_header_length() < 5 {
+        return None;
+    }
+    let hl = ip.get_header_length() as usize * 4;
+    let total = ip.get_total_length() as usize;
+    // A frame cut short (capture length) cannot have its checksums checked.
+    let verify = verify && total <= packet.len();
+    let total = total.min(packet.len());
+    if total < hl {
+        return None;
+    }
+    let payload = &packet[hl..total];
+    let src = IpAddr::V4(ip.get_source());
+    let (ttl, id) = (ip.get_ttl(), Some(ip.get_identification()));
+    if verify && pnet_packet::ipv4::checksum(&ip) != ip.get_checksum() {
+        return Some(Parsed::BadChecksum);
+    }
+    match ip.get_next_level_protocol() {
+        IpNextHeaderProtocols::Tcp => {
+            let t = TcpPacket::new(payload)?;
+            if verify && pnet_packet::tcp::ipv4_checksum(&t, &ip.get_source(), &ip.get_destination()) != t.get_checksum() {
+                return Some(Parsed::BadChecksum);
             }
+            tcp_reply(&t, src, ttl, id, false).map(Parsed::Reply)
+        }
+        IpNextHeaderProtocols::Icmp => {
+            let icmp = IcmpPacket::new(payload)?;
+            // Destination unreachable (3) and time exceeded (11) quote our packet.
+            let ty = icmp.get_icmp_type().0;
+            if ty != 3 && ty != 11 {
+                return None;
+            }
+            if verify && pnet_packet::icmp::checksum(&icmp) != icmp.get_checksum() {
+                return Some(Parsed::BadChecksum);
+            }
+            let inner = Ipv4Packet::new(payload.get(8..)?)?;
+            if inner.get_next_level_protocol() != IpNextHeaderProtocols::Tcp || inner.get_header_length() < 5 {
+                return None;
+            }
+            let ihl = inner.get_header_length() as usize * 4;
+            let quoted = quoted_tcp(payload.get(8 + ihl..)?)?;
+            Some(Parsed::Reply(icmp_reply(IpAddr::V4(inner.get_destination()), quoted, ttl, id, ty, icmp.get_icmp_code().0, src, false)))
+        }
+        _ => None,
+    }
+}
+
+fn parse_v6(packet: &[u8], verify: bool) -> Option<Parsed> {
+    let ip = Ipv6Packet::new(packet)?;
+    let plen = ip.get_payload_length() as usize;
+    let verify = verify && 40 + plen <= packet.len();
+    let body = &packet[40..(40 + plen).min(packet.len())];
+    let (next, payload, ext) = skip_v6_extensions(ip.get_next_header().0, body)?;
+    let (src, dst, hop) = (ip.get_source(), ip.get_destination(), ip.get_hop_limit());
+    match next {
+        6 => {
+            let t = TcpPacket::new(payload)?;
+            if verify && pnet_packet::tcp::ipv6_checksum(&t, &src, &dst) != t.get_checksum() {
+                return Some(Parsed::BadChecksum);
+            }
+            tcp_reply(&t, IpAddr::V6(src), hop, None, ext).map(Parsed::Reply)
+        }
+        58 => {
+            let icmp = Icmpv6Packet::new(payload)?;
+            // Destination unreachable (1) and time exceeded (3) quote our packet.
+            let ty = icmp.get_icmpv6_type().0;
+            if ty != 1 && ty != 3 {
+                return None;
+            }
+            if verify && pnet_packet::icmpv6::checksum(&icmp, &src, &dst) != icmp.get_checksum() {
+                return Some(Parsed::BadChecksum);
+            }
+            let inner = Ipv6Packet::new(payload.get(8..)?)?;
+            let (inner_next, quoted, _) = skip_v6_extensions(inner.get_next_header().0, payload.get(48..)?)?;
+            if inner_next != 6 {
+                return None;
+            }
+            let quoted = quoted_tcp(quoted)?;
+            Some(Parsed::Reply(icmp_reply(IpAddr::V6(inner.get_destination()), quoted, hop, None, ty, icmp.get_icmpv6_code().0, IpAddr::V6(src), ext)))
         }
         _ => None,
     }
@@ -214,5 +301,37 @@ mod tests {
             // A frame cut anywhere short of the quoted ports and sequence number names nothing.
             assert!((0..n).all(|k| parse(&b[..k]).is_none()));
         }
+    }
+
+    #[test]
+    fn ipv6_extension_headers_are_walked_and_bad_checksums_caught() {
+        let mut b = [0u8; MAX_REPLY_FRAME];
+        let host: IpAddr = "2001:db8:101::5".parse().unwrap();
+        let us: IpAddr = "2001:db8:0:1::2".parse().unwrap();
+        let n = TcpReply::rst(host, us, 25, 40000, 77, 62).emit(&mut b, &LINK).unwrap();
+        // Insert an 8-byte destination-options header (next header: TCP) after the IPv6 header.
+        let mut f = b[..ETH_LEN + 40].to_vec();
+        f.extend_from_slice(&[6, 0, 1, 4, 0, 0, 0, 0]);
+        f.extend_from_slice(&b[ETH_LEN + 40..n]);
+        f[ETH_LEN + 6] = 60;
+        let plen = u16::from_be_bytes([f[ETH_LEN + 4], f[ETH_LEN + 5]]) + 8;
+        f[ETH_LEN + 4..ETH_LEN + 6].copy_from_slice(&plen.to_be_bytes());
+        let r = parse(&f).expect("a RST behind a destination-options header");
+        assert!(r.ext_headers && r.kind == ReplyKind::Rst && r.ack_or_seq == 78);
+        // A later fragment carries no TCP header.
+        let mut frag = f.clone();
+        frag[ETH_LEN + 6] = 44;
+        frag[ETH_LEN + 40..ETH_LEN + 48].copy_from_slice(&[6, 0, 0, 8, 0, 0, 0, 1]);
+        assert!(parse(&frag).is_none());
+        // One flipped bit in the TCP header: a bad checksum, unless the kernel vouches for it.
+        let mut bad = b[..n].to_vec();
+        bad[n - 3] ^= 1;
+        assert!(matches!(parse_frame(&bad, true), Parsed::BadChecksum));
+        assert!(matches!(parse_frame(&bad, false), Parsed::Reply(_)));
+        let v4: IpAddr = "198.18.0.5".parse().unwrap();
+        let n = TcpReply::synack(v4, "192.0.2.2".parse().unwrap(), 25, 40000, 9, 62).emit(&mut b, &LINK).unwrap();
+        let mut bad = b[..n].to_vec();
+        bad[ETH_LEN + 8] ^= 0x40; // the TTL: the IPv4 header checksum no longer matches
+        assert!(matches!(parse_frame(&bad, true), Parsed::BadChecksum));
     }
 }

@@ -32,6 +32,13 @@ pub struct ScanSummary {
     /// Probes without a row because their final attempt was not in the send log (should be 0).
     pub unlogged: u64,
     pub duplicates: u64,
+    /// Replies by kind beyond valid ones: `unknown-cookie` (= validation_failed),
+    /// `stale-slot` (= stale_replies), `duplicate`, `bad-checksum`, `rst-without-ack` (counted,
+    /// then validated), `ipv6-extension-headers` (counted, then validated), and receive-ring
+    /// blocks that did not add up (`corrupt-ring-blocks`).
+    pub replies_by_kind: BTreeMap<String, u64>,
+    /// Wall-clock steps seen during the scan; RTTs and times stay on one monotonic base.
+    pub clock_steps: u64,
     /// The most probes the senders' deferred queues (held back by the per-AS and per-/24
     /// limits) held at once, summed over senders; never more than `deferred_bound`.
     pub deferred_peak: u64,
@@ -114,6 +121,19 @@ impl ScanSummary {
             receive_drops: e.receive_drops,
             unlogged: e.unlogged,
             duplicates: c.dup.load(Relaxed),
+            replies_by_kind: [
+                ("unknown-cookie", &c.invalid),
+                ("stale-slot", &c.stale),
+                ("duplicate", &c.dup),
+                ("bad-checksum", &c.bad_checksum),
+                ("rst-without-ack", &c.rst_without_ack),
+                ("ipv6-extension-headers", &c.ipv6_ext),
+                ("corrupt-ring-blocks", &c.corrupt_blocks),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.load(Relaxed)))
+            .collect(),
+            clock_steps: c.clock_steps.load(Relaxed),
             deferred_peak: e.deferred.0,
             deferred_bound: e.deferred.1,
             skipped,

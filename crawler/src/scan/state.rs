@@ -11,12 +11,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+/// A change of the wall−monotonic offset larger than this between two receive blocks (a few ms
+/// apart) is a step, not NTP's slewing (at most 0.5 ms a second).
+pub const CLOCK_STEP_US: i64 = 50_000;
+
 pub fn unix_us() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
 }
 
-/// One anchor for both clocks: monotonic elapsed time maps onto wall time from here, and the
-/// kernel's receive stamps (wall time) map back onto it.
+/// One clock base for the whole scan: monotonic time since the start. Send times are monotonic
+/// ticks; the kernel stamps replies with wall-clock time, which is mapped back onto monotonic
+/// time through the wall−monotonic offset *at the time the stamp is read* (so a wall-clock step
+/// during the crawl — NTP, an operator — never distorts an RTT). Times written to the output
+/// are `start_us` (the wall clock at the start) plus monotonic time.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
     start: Instant,
@@ -32,6 +39,20 @@ impl Clock {
     pub fn elapsed_us(&self) -> i64 {
         self.start.elapsed().as_micros() as i64
     }
+    /// The wall clock minus monotonic time now (µs); it changes only when the wall clock is
+    /// stepped (or slewed, by at most a few hundred µs a second).
+    #[inline]
+    pub fn wall_offset(&self) -> i64 {
+        unix_us() - self.elapsed_us()
+    }
+
+    /// Monotonic time (µs since the start) of a kernel receive stamp, given the wall−monotonic
+    /// offset read close to when the packet arrived.
+    #[inline]
+    pub fn stamp_to_elapsed(stamp_us: i64, wall_offset: i64) -> i64 {
+        stamp_us - wall_offset
+    }
+
     /// Absolute send time of a wrapping 32-bit send tick, seen at elapsed `now`.
     #[inline]
     pub fn sent_us(&self, tick: u32, now: i64) -> i64 {
@@ -53,6 +74,17 @@ pub struct Counters {
     pub skipped_optout: AtomicU64,
     pub skipped_excluded: AtomicU64,
     pub skipped_nosource: AtomicU64,
+    /// Frames whose IPv4-header, TCP or ICMP checksum was wrong (dropped).
+    pub bad_checksum: AtomicU64,
+    /// RSTs without the ACK bit (a stack that answers a SYN so breaks RFC 793: a middlebox?).
+    pub rst_without_ack: AtomicU64,
+    /// Replies with IPv6 extension headers.
+    pub ipv6_ext: AtomicU64,
+    /// Receive-ring blocks whose header fields did not add up.
+    pub corrupt_blocks: AtomicU64,
+    /// Wall-clock steps seen during the scan (the wall−monotonic offset jumped by more than
+    /// `CLOCK_STEP_US` between two receive blocks); RTTs stay right, see `Clock`.
+    pub clock_steps: AtomicU64,
 }
 
 pub struct ScanState {
@@ -124,5 +156,27 @@ pub fn sleep_unless(stop: &AtomicBool, d: std::time::Duration) {
     let end = Instant::now() + d;
     while Instant::now() < end && !stop.load(Relaxed) {
         std::thread::sleep(std::time::Duration::from_millis(20).min(end.saturating_duration_since(Instant::now())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn a_wall_clock_step_does_not_move_rtts() {
+        // The scan started at wall time W; 0.5 s later (monotonic) the wall clock is stepped
+        // forward by an hour; a reply arrives 99 ms after a probe sent at 0.4 s.
+        let c = Clock { start: Instant::now(), start_us: 1_800_000_000_000_000 };
+        let step = 3_600_000_000;
+        let sent_tick = 400_000u32;
+        let arrival_mono = 499_000;
+        let stamp = c.start_us + arrival_mono + step; // what the kernel stamps: wall time
+        let offset_now = c.start_us + step; // wall − monotonic, read when the block is read
+        let now = Clock::stamp_to_elapsed(stamp, offset_now);
+        assert_eq!(now, arrival_mono);
+        assert_eq!(c.start_us + now - c.sent_us(sent_tick, now), 99_000);
+        // Mapped with the start's offset instead (the old way), the RTT is an hour off.
+        let old = stamp - c.start_us;
+        assert_ne!(c.start_us + old - c.sent_us(sent_tick, old), 99_000);
     }
 }

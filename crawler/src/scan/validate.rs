@@ -117,7 +117,7 @@ mod tests {
     use super::*;
     use crate::probe::options::OptionKinds;
     fn reply(kind: ReplyKind, target: IpAddr, tport: u16, our_port: u16, ack: u32) -> Reply {
-        Reply { kind, target, tport, our_port, ack_or_seq: ack, ttl: 64, ip_id: None, tcp_flags: 0, window: 0, mss: None, options: OptionKinds::default(), icmp_type: 0, icmp_code: 0, responder: target }
+        Reply { kind, target, tport, our_port, ack_or_seq: ack, ttl: 64, ip_id: None, tcp_flags: 0, window: 0, mss: None, options: OptionKinds::default(), icmp_type: 0, icmp_code: 0, responder: target, ext_headers: false }
     }
     #[test]
     fn accepts_ours_rejects_forgeries() {

@@ -27,33 +27,63 @@ pub struct RxRing {
     fd: OwnedFd,
     ring: *mut u8,
     next: usize,
+    /// Blocks whose header fields did not add up (handed back unread; should be 0).
+    pub corrupt_blocks: u64,
 }
 
 // SAFETY: the ring is only touched through `&mut self` (one receive thread); the kernel side
 // is synchronised by the block status words.
 unsafe impl Send for RxRing {}
 
-/// ldh [12]; v4: ldb [23] tcp|icmp; v6: ldb [20] tcp|icmpv6 — keep SNAPLEN bytes, else drop.
-fn filter() -> [SockFilter; 12] {
+/// The kernel's filter: IPv4 carrying TCP or ICMP, IPv6 whose first next header is TCP,
+/// ICMPv6 or an extension header (hop-by-hop, routing, fragment, destination options — the
+/// parser walks them; dropping them here would hide a middlebox that adds them). Keeps
+/// SNAPLEN bytes of what it accepts.
+fn filter() -> Vec<SockFilter> {
     const LDH: u16 = 0x28; // BPF_LD|BPF_H|BPF_ABS
     const LDB: u16 = 0x30; // BPF_LD|BPF_B|BPF_ABS
     const JEQ: u16 = 0x15; // BPF_JMP|BPF_JEQ|BPF_K
     const RET: u16 = 0x06; // BPF_RET|BPF_K
-    [
-        SockFilter::new(LDH, 0, 0, 12),
-        SockFilter::new(JEQ, 0, 4, 0x0800), // IPv4? else -> 6
-        SockFilter::new(LDB, 0, 0, 23),
-        SockFilter::new(JEQ, 6, 0, 6),      // tcp -> accept (11)
-        SockFilter::new(JEQ, 5, 6, 1),      // icmp -> accept, else drop
-        SockFilter::new(RET, 0, 0, 0),      // (unreached filler keeps offsets simple)
-        SockFilter::new(JEQ, 0, 4, 0x86dd), // IPv6? else drop
-        SockFilter::new(LDB, 0, 0, 20),
-        SockFilter::new(JEQ, 1, 0, 6),      // tcp -> accept
-        SockFilter::new(JEQ, 0, 1, 58),     // icmpv6 -> accept else drop
-        SockFilter::new(RET, 0, 0, SNAPLEN),
-        SockFilter::new(RET, 0, 0, 0),
-    ]
+    const V4: [u32; 2] = [6, 1];
+    const V6: [u32; 6] = [6, 58, 0, 43, 44, 60];
+    // Jump offsets are relative to the next instruction; ACCEPT and DROP are the last two.
+    let mut f = vec![SockFilter::new(LDH, 0, 0, 12), SockFilter::new(JEQ, 0, (V4.len() + 1) as u8, 0x0800), SockFilter::new(LDB, 0, 0, 23)];
+    let v4_end = f.len() + V4.len(); // index of the IPv6 check
+    let total = v4_end + 2 + V6.len() + 2;
+    let (accept, drop) = (total - 2, total - 1);
+    for (i, proto) in V4.iter().enumerate() {
+        let at = f.len();
+        let jf = if i + 1 == V4.len() { drop - at - 1 } else { 0 };
+        f.push(SockFilter::new(JEQ, (accept - at - 1) as u8, jf as u8, *proto));
+    }
+    let at = f.len();
+    f.push(SockFilter::new(JEQ, 0, (drop - at - 1) as u8, 0x86dd));
+    f.push(SockFilter::new(LDB, 0, 0, 20));
+    for (i, nh) in V6.iter().enumerate() {
+        let at = f.len();
+        let jf = if i + 1 == V6.len() { drop - at - 1 } else { 0 };
+        f.push(SockFilter::new(JEQ, (accept - at - 1) as u8, jf as u8, *nh));
+    }
+    f.push(SockFilter::new(RET, 0, 0, SNAPLEN));
+    f.push(SockFilter::new(RET, 0, 0, 0));
+    debug_assert_eq!(f.len(), total);
+    f
 }
+
+/// What the kernel says of a frame besides its bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameMeta {
+    /// Receive time, µs since the epoch (the kernel's wall clock).
+    pub stamp_us: i64,
+    /// Whether checksums are worth checking: not when the kernel validated them already, or
+    /// when the frame was made on this host with the checksum left to the NIC (veth offload),
+    /// or when it was cut at the capture length.
+    pub verify: bool,
+}
+
+/// `tp_status` bits (linux/if_packet.h).
+const TP_STATUS_CSUMNOTREADY: u32 = 1 << 3;
+const TP_STATUS_CSUM_VALID: u32 = 1 << 7;
 
 fn setopt<T>(fd: &OwnedFd, level: i32, name: i32, v: &T, what: &str) -> Result<()> {
     // SAFETY: `v` is a live value of the size passed.
@@ -102,7 +132,7 @@ impl RxRing {
         if ring == libc::MAP_FAILED {
             bail!("receive socket: mapping the ring: {}", std::io::Error::last_os_error());
         }
-        Ok(RxRing { fd, ring: ring as *mut u8, next: 0 })
+        Ok(RxRing { fd, ring: ring as *mut u8, next: 0, corrupt_blocks: 0 })
     }
 
     /// Start receiving the frames of interface `ifindex`.
@@ -131,10 +161,12 @@ impl RxRing {
         }
     }
 
-    /// Hand each frame of the next filled block to `f(frame, kernel receive time in µs since
-    /// the epoch)`, then give the block back. Waits up to `timeout_ms` for one; returns the
-    /// frames seen (0 on timeout). `f` returning false stops early (the block is still returned).
-    pub fn next_block(&mut self, timeout_ms: i32, mut f: impl FnMut(&[u8], i64) -> bool) -> usize {
+    /// Hand each frame of the next filled block to `f(frame, meta)`, then give the block back.
+    /// Waits up to `timeout_ms` for one; returns the frames seen (0 on timeout). `f` returning
+    /// false stops early (the block is still returned). The block's header fields are checked
+    /// against the block's size before any frame is read: a block that does not add up is
+    /// handed back unread (counted in `corrupt_blocks`).
+    pub fn next_block(&mut self, timeout_ms: i32, mut f: impl FnMut(&[u8], FrameMeta) -> bool) -> usize {
         if self.status(self.next).load(Ordering::Acquire) & libc::TP_STATUS_USER == 0 {
             let mut p = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN | libc::POLLERR, revents: 0 };
             // SAFETY: one valid pollfd.
@@ -143,23 +175,37 @@ impl RxRing {
                 return 0;
             }
         }
-        let base = unsafe { self.ring.add(self.next * BLOCK_SIZE as usize) };
-        // SAFETY: the block is ours (TP_STATUS_USER) until we write TP_STATUS_KERNEL back; the
-        // kernel wrote num_pkts frames chained by tp_next_offset, all inside the block.
+        let block = BLOCK_SIZE as usize;
+        let hdr = std::mem::size_of::<libc::tpacket3_hdr>();
+        let base = unsafe { self.ring.add(self.next * block) };
+        // SAFETY: the block is ours (TP_STATUS_USER) until we write TP_STATUS_KERNEL back; every
+        // offset read from it is checked to stay inside the block before it is followed.
         let n = unsafe {
             let h = &(*(base as *const libc::tpacket_block_desc)).hdr.bh1;
             let n = h.num_pkts as usize;
             let mut off = h.offset_to_first_pkt as usize;
-            for _ in 0..n {
+            let mut seen = 0;
+            while seen < n {
+                if off < std::mem::size_of::<libc::tpacket_block_desc>() || off + hdr > block || off % 4 != 0 {
+                    self.corrupt_blocks += 1;
+                    break;
+                }
                 let ph = &*(base.add(off) as *const libc::tpacket3_hdr);
-                let frame = std::slice::from_raw_parts(base.add(off + ph.tp_mac as usize), ph.tp_snaplen as usize);
-                let stamp = ph.tp_sec as i64 * 1_000_000 + ph.tp_nsec as i64 / 1000;
-                if !f(frame, stamp) {
+                let (start, len) = (off + ph.tp_mac as usize, ph.tp_snaplen as usize);
+                if (ph.tp_mac as usize) < hdr || start + len > block {
+                    self.corrupt_blocks += 1;
+                    break;
+                }
+                let frame = std::slice::from_raw_parts(base.add(start), len);
+                let csum_known = ph.tp_status & (TP_STATUS_CSUMNOTREADY | TP_STATUS_CSUM_VALID) != 0;
+                let meta = FrameMeta { stamp_us: ph.tp_sec as i64 * 1_000_000 + ph.tp_nsec as i64 / 1000, verify: !csum_known && ph.tp_len == ph.tp_snaplen };
+                seen += 1;
+                if !f(frame, meta) || ph.tp_next_offset == 0 {
                     break;
                 }
                 off += ph.tp_next_offset as usize;
             }
-            n
+            seen
         };
         self.status(self.next).store(libc::TP_STATUS_KERNEL, Ordering::Release);
         self.next = (self.next + 1) % BLOCK_NR as usize;
