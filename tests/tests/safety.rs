@@ -13,38 +13,6 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
 
-/// Time, source port and destination of every SYN (no ACK) in a capture, from tcpdump's own
-/// decoding.
-fn syns(pcap: &std::path::Path) -> Vec<(f64, u16, IpAddr)> {
-    let text = sh(&format!("tcpdump -n -tt -r {} 2>/dev/null", pcap.display()));
-    let mut out = vec![];
-    for l in text.lines() {
-        if !l.contains("Flags [S],") {
-            continue;
-        }
-        // "1764248400.123456 IP 192.0.2.2.40000 > 198.18.0.5.25: Flags [S], ..." (IP6 alike):
-        // address.port — the port is after the last dot, for IPv4 and IPv6 alike.
-        let t: f64 = l.split_whitespace().next().unwrap().parse().unwrap();
-        let (src, rest) = l.split_once(" > ").unwrap_or_else(|| panic!("unparsed capture line: {l}"));
-        let sport: u16 = src.rsplit_once('.').and_then(|(_, p)| p.parse().ok()).unwrap_or_else(|| panic!("unparsed capture line: {l}"));
-        let dst = rest.split(": ").next().unwrap().rsplit_once('.').unwrap_or_else(|| panic!("unparsed capture line: {l}")).0;
-        out.push((t, sport, dst.parse().unwrap_or_else(|_| panic!("cannot parse {dst} in {l}"))));
-    }
-    out
-}
-
-/// The most packets in any 1-s window (windows starting at every packet; times sorted).
-fn busiest_second(times: &[f64]) -> usize {
-    let (mut worst, mut j) = (0, 0);
-    for i in 0..times.len() {
-        while j < times.len() && times[j] < times[i] + 1.0 {
-            j += 1;
-        }
-        worst = worst.max(j - i);
-    }
-    worst
-}
-
 #[test]
 #[ignore = "lab test: needs root and network namespaces (tests/run-tests.sh runs it)"]
 fn capture_shows_no_probe_outside_the_plan_and_the_rate_holds() {
@@ -146,37 +114,6 @@ fn forged_replies_are_counted_and_never_recorded() {
     assert!(missed as f64 <= 0.005 * rows.len() as f64, "{missed} of {} probes missed their reply", rows.len());
 }
 
-
-/// A tcpdump of the packets entering a lab namespace's interface.
-struct Capture {
-    child: std::process::Child,
-    file: std::path::PathBuf,
-}
-
-impl Capture {
-    fn start(ns: &str, iface: &str, file: std::path::PathBuf, filter: &str) -> Capture {
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, "tcpdump", "-i", iface, "-Q", "in", "-n", "-U", "-w", file.to_str().unwrap(), filter])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Capture { child, file }
-    }
-    /// Stop it; the capture file.
-    fn stop(mut self) -> std::path::PathBuf {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        self.child.wait().unwrap();
-        self.file
-    }
-}
-
-/// Destination ports of the TCP packets in a capture.
-fn dst_ports(pcap: &std::path::Path) -> Vec<u16> {
-    let text = sh(&format!("tcpdump -n -tt -r {} 2>/dev/null", pcap.display()));
-    text.lines().filter_map(|l| l.split(" > ").nth(1)?.split(": ").next()?.rsplit_once('.')?.1.parse().ok()).collect()
-}
 
 #[test]
 #[ignore = "lab test: needs root and network namespaces (tests/run-tests.sh runs it)"]

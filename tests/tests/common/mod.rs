@@ -6,7 +6,8 @@ use port25_lab::netns::{self, LabState};
 use port25_lab::topology::Topology;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::net::IpAddr;
+use std::process::{Command, Stdio};
 
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -213,3 +214,67 @@ pub fn find_manifest(dir: &std::path::Path) -> std::path::PathBuf {
     }
     panic!("no manifest.json under {}", dir.display());
 }
+
+/// Time, source port and destination of every SYN (no ACK) in a capture, from tcpdump's own
+/// decoding.
+pub fn syns(pcap: &std::path::Path) -> Vec<(f64, u16, IpAddr)> {
+    let text = sh(&format!("tcpdump -n -tt -r {} 2>/dev/null", pcap.display()));
+    let mut out = vec![];
+    for l in text.lines() {
+        if !l.contains("Flags [S],") {
+            continue;
+        }
+        // "1764248400.123456 IP 192.0.2.2.40000 > 198.18.0.5.25: Flags [S], ..." (IP6 alike):
+        // address.port — the port is after the last dot, for IPv4 and IPv6 alike.
+        let t: f64 = l.split_whitespace().next().unwrap().parse().unwrap();
+        let (src, rest) = l.split_once(" > ").unwrap_or_else(|| panic!("unparsed capture line: {l}"));
+        let sport: u16 = src.rsplit_once('.').and_then(|(_, p)| p.parse().ok()).unwrap_or_else(|| panic!("unparsed capture line: {l}"));
+        let dst = rest.split(": ").next().unwrap().rsplit_once('.').unwrap_or_else(|| panic!("unparsed capture line: {l}")).0;
+        out.push((t, sport, dst.parse().unwrap_or_else(|_| panic!("cannot parse {dst} in {l}"))));
+    }
+    out
+}
+
+/// The most packets in any 1-s window (windows starting at every packet; times sorted).
+pub fn busiest_second(times: &[f64]) -> usize {
+    let (mut worst, mut j) = (0, 0);
+    for i in 0..times.len() {
+        while j < times.len() && times[j] < times[i] + 1.0 {
+            j += 1;
+        }
+        worst = worst.max(j - i);
+    }
+    worst
+}
+
+/// A tcpdump of the packets entering a lab namespace's interface.
+pub struct Capture {
+    child: std::process::Child,
+    file: std::path::PathBuf,
+}
+
+impl Capture {
+    pub fn start(ns: &str, iface: &str, file: std::path::PathBuf, filter: &str) -> Capture {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "tcpdump", "-i", iface, "-Q", "in", "-n", "-U", "-w", file.to_str().unwrap(), filter])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Capture { child, file }
+    }
+    /// Stop it; the capture file.
+    pub fn stop(mut self) -> std::path::PathBuf {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.child.wait().unwrap();
+        self.file
+    }
+}
+
+/// Destination ports of the TCP packets in a capture.
+pub fn dst_ports(pcap: &std::path::Path) -> Vec<u16> {
+    let text = sh(&format!("tcpdump -n -tt -r {} 2>/dev/null", pcap.display()));
+    text.lines().filter_map(|l| l.split(" > ").nth(1)?.split(": ").next()?.rsplit_once('.')?.1.parse().ok()).collect()
+}
+
