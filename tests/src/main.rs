@@ -61,6 +61,14 @@ enum Cmd {
         /// Forged packets of each kind (SYN-ACK, RST, ICMP).
         #[arg(long, default_value_t = 4000)]
         count: usize,
+        /// Instead: watch the SYNs arriving on this interface and answer them with near misses,
+        /// replies from another host, and late replies for dead hosts (prints a JSON count).
+        #[arg(long)]
+        sniff: Option<String>,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 1500)]
+        late_ms: u64,
     },
     /// Write a synthetic crawl (the crawler's schema) plus matching routes and AS2Org, for benchmarks.
     GenCrawl {
@@ -144,7 +152,16 @@ fn real_main() -> Result<()> {
             result?;
             println!("demo finished in {:.1} s; report: {}", t0.elapsed().as_secs_f64(), out.join("report/report.html").display());
         }
-        Cmd::Forge { topology, provider, count } => {
+        Cmd::Forge { topology, provider, count, sniff: Some(iface), seconds, late_ms } => {
+            let _ = count;
+            let topo = Topology::load(&topology)?;
+            let hosts = topo.hosts_of(provider);
+            let dead = hosts.iter().filter(|h| h.dead).map(|h| h.ip).collect();
+            let ips: Vec<std::net::IpAddr> = hosts.iter().map(|h| h.ip).collect();
+            let f = port25_lab::forge::answer_syns(&iface, &ips, &dead, seconds, late_ms)?;
+            println!("{}", serde_json::to_string(&f)?);
+        }
+        Cmd::Forge { topology, provider, count, sniff: None, .. } => {
             let topo = Topology::load(&topology)?;
             let hosts: Vec<std::net::Ipv4Addr> =
                 topo.hosts_of(provider).iter().filter_map(|h| if let std::net::IpAddr::V4(a) = h.ip { Some(a) } else { None }).collect();

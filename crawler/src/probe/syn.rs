@@ -98,6 +98,89 @@ pub fn fill_syn(buf: &mut [u8; MAX_FRAME], f: &SynFields) -> usize {
     len
 }
 
+/// A SYN as seen on the wire (the parse half of [`syn_template`]/[`fill_syn`]): what the lab's
+/// forger answers, and what a test compares with the SYN of the host's own TCP stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SynView {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    pub seq: u32,
+    pub ttl: u8,
+    /// IPv4 identification and Don't Fragment flag (None for IPv6).
+    pub ip_id: Option<u16>,
+    pub dont_fragment: bool,
+    pub window: u16,
+    /// TCP option kinds in order, and the values of MSS, window scale and timestamps.
+    pub options: Vec<u8>,
+    pub mss: Option<u16>,
+    pub wscale: Option<u8>,
+    pub tsval: Option<u32>,
+}
+
+/// Parse an Ethernet frame holding a TCP SYN (without ACK); `None` for anything else.
+pub fn parse_syn(frame: &[u8]) -> Option<SynView> {
+    use pnet_packet::ethernet::EthernetPacket;
+    use pnet_packet::ipv4::Ipv4Packet;
+    use pnet_packet::ipv6::Ipv6Packet;
+    use pnet_packet::tcp::TcpOptionNumbers;
+    use pnet_packet::Packet;
+    let eth = EthernetPacket::new(frame)?;
+    let (src, dst, ttl, ip_id, df, tcp) = match eth.get_ethertype() {
+        EtherTypes::Ipv4 => {
+            let ip = Ipv4Packet::new(frame.get(ETH_LEN..)?)?;
+            if ip.get_next_level_protocol() != IpNextHeaderProtocols::Tcp || ip.get_header_length() < 5 {
+                return None;
+            }
+            let body = frame.get(ETH_LEN + ip.get_header_length() as usize * 4..)?;
+            (IpAddr::V4(ip.get_source()), IpAddr::V4(ip.get_destination()), ip.get_ttl(), Some(ip.get_identification()), ip.get_flags() & ipv4::Ipv4Flags::DontFragment != 0, TcpPacket::new(body)?)
+        }
+        EtherTypes::Ipv6 => {
+            let ip = Ipv6Packet::new(frame.get(ETH_LEN..)?)?;
+            if ip.get_next_header() != IpNextHeaderProtocols::Tcp {
+                return None;
+            }
+            (IpAddr::V6(ip.get_source()), IpAddr::V6(ip.get_destination()), ip.get_hop_limit(), None, false, TcpPacket::new(frame.get(ETH_LEN + 40..)?)?)
+        }
+        _ => return None,
+    };
+    if tcp.get_flags() & (TcpFlags::SYN | TcpFlags::ACK | TcpFlags::RST) != TcpFlags::SYN {
+        return None;
+    }
+    let (mut options, mut mss, mut wscale, mut tsval) = (vec![], None, None, None);
+    for o in tcp.get_options_iter() {
+        let k = o.get_number();
+        options.push(k.0);
+        let p = o.payload();
+        match k {
+            TcpOptionNumbers::MSS if p.len() >= 2 => mss = Some(u16::from_be_bytes([p[0], p[1]])),
+            TcpOptionNumbers::WSCALE if !p.is_empty() => wscale = Some(p[0]),
+            TcpOptionNumbers::TIMESTAMPS if p.len() >= 4 => tsval = Some(u32::from_be_bytes([p[0], p[1], p[2], p[3]])),
+            _ => {}
+        }
+    }
+    Some(SynView {
+        src_mac: eth.get_source().octets(),
+        dst_mac: eth.get_destination().octets(),
+        src,
+        dst,
+        sport: tcp.get_source(),
+        dport: tcp.get_destination(),
+        seq: tcp.get_sequence(),
+        ttl,
+        ip_id,
+        dont_fragment: df,
+        window: tcp.get_window(),
+        options,
+        mss,
+        wscale,
+        tsval,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,5 +202,8 @@ mod tests {
         let kinds: Vec<u8> = t.get_options_iter().map(|o| o.get_number().0).collect();
         assert_eq!(kinds, vec![2, 4, 8, 1, 3]);
         assert_eq!((t.get_sequence(), t.get_flags()), (0xdead_beef, TcpFlags::SYN));
+        let v = parse_syn(&b[..n]).unwrap();
+        assert_eq!((v.src, v.dst, v.sport, v.dport, v.seq, v.ip_id, v.dont_fragment), (src.into(), dst.into(), 40000, 25, 0xdead_beef, Some(7), true));
+        assert_eq!((v.options, v.mss, v.wscale, v.tsval, v.ttl, v.window), (vec![2, 4, 8, 1, 3], Some(1460), Some(7), Some(99), 64, 64240));
     }
 }
