@@ -28,7 +28,7 @@ pub fn forge(hosts: &[Ipv4Addr], to: Ipv4Addr, count: usize) -> Result<usize> {
             1 => TcpReply::rst(from.into(), to.into(), 25, our_port, rng.random(), 64).emit(&mut buf, &link),
             // ICMP 3/13 quoting a SYN "we" never sent (wrong sequence number).
             _ => {
-                let quoted = SynFields { src: to.into(), dst: from.into(), sport: our_port, dport: 25, seq: rng.random(), ip_id: 0, tsval: 0 };
+                let quoted = SynFields { src: to.into(), dst: from.into(), sport: our_port, dport: 25, seq: rng.random(), ip_id: 0, tsval: 0, flow_label: 0 };
                 IcmpError { responder: from.into(), icmp_type: 3, icmp_code: 13, ttl: 64, quoted }.emit(&mut buf, &link)
             }
         }

@@ -81,6 +81,10 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// (internal) Open a TCP connection to each ADDR:PORT with the kernel's own stack (a plain
+    /// connect(), 0.5 s each): the SYN a fingerprint test compares ours with.
+    #[command(hide = true)]
+    Connect { targets: Vec<std::net::SocketAddr> },
     /// (internal) Hold the listening sockets of one namespace.
     #[command(hide = true)]
     Serve {
@@ -171,6 +175,12 @@ fn real_main() -> Result<()> {
         Cmd::GenCrawl { rows, ases, files, out } => {
             port25_lab::gencrawl::generate(&out, rows, ases, files)?;
             println!("wrote {rows} rows to {}", out.display());
+        }
+        Cmd::Connect { targets } => {
+            for t in targets {
+                let r = std::net::TcpStream::connect_timeout(&t, std::time::Duration::from_millis(500));
+                println!("{t}: {}", r.map_or_else(|e| e.to_string(), |_| "connected".into()));
+            }
         }
         Cmd::Datasets { topology, out } => {
             let topo = Topology::load(&topology)?;

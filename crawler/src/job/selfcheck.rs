@@ -40,10 +40,10 @@ pub fn run(targets: &[IpAddr], control: u16, wait: f64, block: &Blocklist, iface
     let cookie = Cookie::new(rand::random(), rand::random());
     let mut tmpl = [[0u8; MAX_FRAME]; 2];
     if let Some(s) = ni.src4 {
-        probe::syn_template(&mut tmpl[0], &Link { src_mac: ni.mac, gw_mac: ni.gw4 }, s.into());
+        probe::syn_template(&mut tmpl[0], &Link { src_mac: ni.mac, gw_mac: ni.gw4 }, s.into(), &probe::SynStyle::of_this_host(false));
     }
     if let Some(s) = ni.src6 {
-        probe::syn_template(&mut tmpl[1], &Link { src_mac: ni.mac, gw_mac: ni.gw6 }, s.into());
+        probe::syn_template(&mut tmpl[1], &Link { src_mac: ni.mac, gw_mac: ni.gw6 }, s.into(), &probe::SynStyle::of_this_host(true));
     }
     let mut got25 = std::collections::HashSet::new();
     let mut gotc = std::collections::HashSet::new();
@@ -61,8 +61,9 @@ pub fn run(targets: &[IpAddr], control: u16, wait: f64, block: &Blocklist, iface
                 let Some(src) = src else { continue };
                 for port in [25, control] {
                     let (sport, seq) = cookie.probe(*t, port, ti as u32, 0, None);
+                    let (ip_id, flow_label, tsval) = cookie.disguise(*t, ti as u32);
                     let mut f = tmpl[i];
-                    lens.push(probe::fill_syn(&mut f, &SynFields { src, dst: *t, sport, dport: port, seq, ip_id: 1, tsval: 0 }));
+                    lens.push(probe::fill_syn(&mut f, &SynFields { src, dst: *t, sport, dport: port, seq, ip_id, tsval, flow_label }));
                     frames.push(f);
                 }
             }

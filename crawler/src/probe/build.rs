@@ -4,7 +4,7 @@
 //! and the lab's forger use them to make replies (valid and forged) with the same code that
 //! defines what a reply is.
 
-use super::options::{syn_options, SYN_OPTIONS_LEN};
+use super::options::{syn_options, SynStyle, SYN_OPTIONS_LEN};
 use super::syn::{fill_syn, syn_template, SynFields};
 use super::{Link, ETH_LEN, MAX_FRAME};
 use pnet_packet::ethernet::{EtherTypes, MutableEthernetPacket};
@@ -97,7 +97,7 @@ impl TcpReply {
             t.set_flags(self.flags);
             t.set_window(self.window);
             if opts > 0 {
-                t.set_options(&syn_options());
+                t.set_options(&syn_options(SynStyle::linux(self.src.is_ipv6(), 6 << 20).mss, 7));
             }
         }
         let t = TcpPacket::new(&buf[off..end])?;
@@ -127,7 +127,7 @@ impl IcmpError {
     pub fn emit(&self, buf: &mut [u8], link: &Link) -> Option<usize> {
         let q = &self.quoted;
         let mut syn = [0u8; MAX_FRAME];
-        syn_template(&mut syn, link, q.src);
+        syn_template(&mut syn, link, q.src, &SynStyle::linux(q.src.is_ipv6(), 6 << 20));
         fill_syn(&mut syn, q);
         let quote = &syn[ETH_LEN..ETH_LEN + if q.src.is_ipv4() { 20 } else { 40 } + 8];
         let len = 8 + quote.len();

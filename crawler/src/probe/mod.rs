@@ -18,6 +18,7 @@ pub mod reply;
 pub mod syn;
 
 pub use reply::{parse, parse_frame, Parsed, Reply, ReplyKind};
+pub use options::SynStyle;
 pub use syn::{fill_syn, parse_syn, syn_template, SynFields, SynView};
 
 pub const ETH_LEN: usize = 14;

@@ -293,7 +293,7 @@ mod tests {
             ("2001:db8:0:1::2", "2001:db8:104::9", "2001:db8:ff:3::2", 1, 1),
         ] {
             let (us, target, router): (IpAddr, IpAddr, IpAddr) = (us.parse().unwrap(), target.parse().unwrap(), router.parse().unwrap());
-            let syn = SynFields { src: us, dst: target, sport: 41000, dport: 25, seq: 0x0102_0304, ip_id: 0, tsval: 0 };
+            let syn = SynFields { src: us, dst: target, sport: 41000, dport: 25, seq: 0x0102_0304, ip_id: 0, tsval: 0, flow_label: 0 };
             let n = IcmpError { responder: router, icmp_type: ty, icmp_code: code, ttl: 63, quoted: syn }.emit(&mut b, &LINK).unwrap();
             let p = parse(&b[..n]).unwrap();
             assert_eq!((p.kind, p.target, p.tport, p.our_port, p.ack_or_seq), (ReplyKind::Icmp, target, 25, 41000, 0x0102_0304));

@@ -2,7 +2,7 @@
 //! the constant fields and options set once), rewritten per probe with the fields that change
 //! and both checksums — the only per-probe packet work on the send path.
 
-use super::options::{syn_options, TSVAL_OFFSET};
+use super::options::{syn_options, SynStyle, TSVAL_OFFSET};
 use super::{Link, ETH_LEN, INITIAL_TTL, MAX_FRAME, SYN_V4_LEN, SYN_V6_LEN, TCP_LEN};
 use pnet_packet::ethernet::{EtherTypes, MutableEthernetPacket};
 use pnet_packet::ip::IpNextHeaderProtocols;
@@ -12,9 +12,9 @@ use pnet_packet::tcp::{self, MutableTcpPacket, TcpFlags, TcpPacket};
 use pnet_packet::MutablePacket;
 use std::net::IpAddr;
 
-/// Prepare `buf` as a SYN template for one family; per probe only the fields that change are
-/// rewritten by [`fill_syn`].
-pub fn syn_template(buf: &mut [u8; MAX_FRAME], link: &Link, src: IpAddr) -> usize {
+/// Prepare `buf` as a SYN template for one family, in `style`; per probe only the fields that
+/// change are rewritten by [`fill_syn`].
+pub fn syn_template(buf: &mut [u8; MAX_FRAME], link: &Link, src: IpAddr, style: &SynStyle) -> usize {
     buf.fill(0);
     let len = if src.is_ipv4() { SYN_V4_LEN } else { SYN_V6_LEN };
     {
@@ -48,8 +48,8 @@ pub fn syn_template(buf: &mut [u8; MAX_FRAME], link: &Link, src: IpAddr) -> usiz
     let mut t = MutableTcpPacket::new(&mut buf[ETH_LEN + ip_len..len]).expect("sized");
     t.set_data_offset((TCP_LEN / 4) as u8);
     t.set_flags(TcpFlags::SYN);
-    t.set_window(64240);
-    t.set_options(&syn_options());
+    t.set_window(style.window);
+    t.set_options(&syn_options(style.mss, style.wscale));
     len
 }
 
@@ -61,8 +61,11 @@ pub struct SynFields {
     pub sport: u16,
     pub dport: u16,
     pub seq: u32,
+    /// IPv4 identification (Linux: random per connection, for a SYN with DF).
     pub ip_id: u16,
     pub tsval: u32,
+    /// IPv6 flow label, 20 bits (Linux: a random one per connection).
+    pub flow_label: u32,
 }
 
 /// Rewrite a template from [`syn_template`] for one probe, with both checksums. Source and
@@ -89,7 +92,9 @@ pub fn fill_syn(buf: &mut [u8; MAX_FRAME], f: &SynFields) -> usize {
             ip.set_checksum(c);
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
-            MutableIpv6Packet::new(&mut buf[ETH_LEN..len]).expect("sized").set_destination(d);
+            let mut ip = MutableIpv6Packet::new(&mut buf[ETH_LEN..len]).expect("sized");
+            ip.set_destination(d);
+            ip.set_flow_label(f.flow_label & 0xf_ffff);
             let sum = tcp::ipv6_checksum(&TcpPacket::new(&buf[ETH_LEN + 40..len]).expect("sized"), &s, &d);
             MutableTcpPacket::new(&mut buf[ETH_LEN + 40..len]).expect("sized").set_checksum(sum);
         }
@@ -113,6 +118,8 @@ pub struct SynView {
     /// IPv4 identification and Don't Fragment flag (None for IPv6).
     pub ip_id: Option<u16>,
     pub dont_fragment: bool,
+    /// IPv6 flow label (None for IPv4).
+    pub flow_label: Option<u32>,
     pub window: u16,
     /// TCP option kinds in order, and the values of MSS, window scale and timestamps.
     pub options: Vec<u8>,
@@ -129,21 +136,21 @@ pub fn parse_syn(frame: &[u8]) -> Option<SynView> {
     use pnet_packet::tcp::TcpOptionNumbers;
     use pnet_packet::Packet;
     let eth = EthernetPacket::new(frame)?;
-    let (src, dst, ttl, ip_id, df, tcp) = match eth.get_ethertype() {
+    let (src, dst, ttl, ip_id, df, flow, tcp) = match eth.get_ethertype() {
         EtherTypes::Ipv4 => {
             let ip = Ipv4Packet::new(frame.get(ETH_LEN..)?)?;
             if ip.get_next_level_protocol() != IpNextHeaderProtocols::Tcp || ip.get_header_length() < 5 {
                 return None;
             }
             let body = frame.get(ETH_LEN + ip.get_header_length() as usize * 4..)?;
-            (IpAddr::V4(ip.get_source()), IpAddr::V4(ip.get_destination()), ip.get_ttl(), Some(ip.get_identification()), ip.get_flags() & ipv4::Ipv4Flags::DontFragment != 0, TcpPacket::new(body)?)
+            (IpAddr::V4(ip.get_source()), IpAddr::V4(ip.get_destination()), ip.get_ttl(), Some(ip.get_identification()), ip.get_flags() & ipv4::Ipv4Flags::DontFragment != 0, None, TcpPacket::new(body)?)
         }
         EtherTypes::Ipv6 => {
             let ip = Ipv6Packet::new(frame.get(ETH_LEN..)?)?;
             if ip.get_next_header() != IpNextHeaderProtocols::Tcp {
                 return None;
             }
-            (IpAddr::V6(ip.get_source()), IpAddr::V6(ip.get_destination()), ip.get_hop_limit(), None, false, TcpPacket::new(frame.get(ETH_LEN + 40..)?)?)
+            (IpAddr::V6(ip.get_source()), IpAddr::V6(ip.get_destination()), ip.get_hop_limit(), None, false, Some(ip.get_flow_label()), TcpPacket::new(frame.get(ETH_LEN + 40..)?)?)
         }
         _ => return None,
     };
@@ -173,6 +180,7 @@ pub fn parse_syn(frame: &[u8]) -> Option<SynView> {
         ttl,
         ip_id,
         dont_fragment: df,
+        flow_label: flow,
         window: tcp.get_window(),
         options,
         mss,
@@ -192,8 +200,8 @@ mod tests {
     fn syn_v4_roundtrip_and_checksums() {
         let mut b = [0u8; MAX_FRAME];
         let (src, dst) = (std::net::Ipv4Addr::new(192, 0, 2, 2), std::net::Ipv4Addr::new(198, 18, 0, 9));
-        syn_template(&mut b, &LINK, src.into());
-        let n = fill_syn(&mut b, &SynFields { src: src.into(), dst: dst.into(), sport: 40000, dport: 25, seq: 0xdead_beef, ip_id: 7, tsval: 99 });
+        syn_template(&mut b, &LINK, src.into(), &SynStyle::linux(false, 6 << 20));
+        let n = fill_syn(&mut b, &SynFields { src: src.into(), dst: dst.into(), sport: 40000, dport: 25, seq: 0xdead_beef, ip_id: 7, tsval: 99, flow_label: 0 });
         assert_eq!(n, SYN_V4_LEN);
         let ip = Ipv4Packet::new(&b[ETH_LEN..n]).unwrap();
         assert_eq!(ip.get_checksum(), ipv4::checksum(&ip));

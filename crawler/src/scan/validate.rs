@@ -24,6 +24,14 @@ use std::net::IpAddr;
 pub const SPORT_BASE: u16 = 32768;
 pub const SPORT_SPAN: u32 = 28232; // 32768..=60999
 
+/// splitmix64's finalizer: a cheap bijective mix of 64 bits.
+#[inline]
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 #[derive(Clone, Copy)]
 pub struct Cookie {
     k0: u64,
@@ -79,6 +87,25 @@ impl Cookie {
     pub fn probe(&self, dst: IpAddr, dport: u16, index: u32, attempt: u8, fixed: Option<u16>) -> (u16, u32) {
         let h = self.hash(dst, dport);
         (fixed.unwrap_or_else(|| Self::sport(h, attempt)), h as u32 ^ index)
+    }
+
+    /// The fields a Linux client randomises per connection, keyed so that they reveal nothing of
+    /// the cookie (our SYNs carried `ip_id = seq >> 16` and timestamps from zero, which a filter
+    /// can match): the IP-ID and IPv6 flow label of the send in slot `index`, and the timestamp
+    /// offset of the destination (Linux keys its offset by address pair, so every probe to a
+    /// host shares it). Returns (ip_id, flow_label, ts_offset).
+    #[inline]
+    pub fn disguise(&self, dst: IpAddr, index: u32) -> (u16, u32, u32) {
+        let a = match dst {
+            IpAddr::V4(a) => u32::from(a) as u64,
+            IpAddr::V6(a) => {
+                let v = u128::from(a);
+                (v >> 64) as u64 ^ v as u64
+            }
+        };
+        let per_host = mix(a ^ self.k1);
+        let per_send = mix(per_host ^ self.k0 ^ ((index as u64) << 17));
+        ((per_send >> 48) as u16, (per_send as u32 & 0xf_ffff).max(1), per_host as u32)
     }
 
     /// The indices `r` may carry — an RST acknowledges seq+1 or carries seq, so it has two —

@@ -278,3 +278,21 @@ pub fn dst_ports(pcap: &std::path::Path) -> Vec<u16> {
     text.lines().filter_map(|l| l.split(" > ").nth(1)?.split(": ").next()?.rsplit_once('.')?.1.parse().ok()).collect()
 }
 
+
+/// The link-layer frames of a pcap file (Ethernet captures as tcpdump writes them).
+pub fn pcap_frames(path: &Path) -> Vec<Vec<u8>> {
+    let b = std::fs::read(path).unwrap();
+    assert!(b.len() >= 24 && b[..4] == [0xd4, 0xc3, 0xb2, 0xa1], "{}: not a little-endian pcap file", path.display());
+    let mut out = vec![];
+    let mut off = 24;
+    while off + 16 <= b.len() {
+        let caplen = u32::from_le_bytes(b[off + 8..off + 12].try_into().unwrap()) as usize;
+        off += 16;
+        if off + caplen > b.len() {
+            break;
+        }
+        out.push(b[off..off + caplen].to_vec());
+        off += caplen;
+    }
+    out
+}

@@ -5,7 +5,7 @@
 use super::socket::{Transmit, BATCH};
 use super::Shared;
 use crate::net::route::NetInfo;
-use crate::probe::{fill_syn, syn_template, Link, SynFields, MAX_FRAME};
+use crate::probe::{fill_syn, syn_template, Link, SynFields, SynStyle, MAX_FRAME};
 use crate::scan::record::Observation;
 use crate::scan::silence;
 use crossbeam_channel::Sender;
@@ -24,7 +24,7 @@ impl Templates {
     pub fn new(ni: &NetInfo) -> Templates {
         let make = |src: IpAddr, gw_mac| {
             let mut t = Box::new([0u8; MAX_FRAME]);
-            syn_template(&mut t, &Link { src_mac: ni.mac, gw_mac }, src);
+            syn_template(&mut t, &Link { src_mac: ni.mac, gw_mac }, src, &SynStyle::of_this_host(src.is_ipv6()));
             (src, t)
         };
         Templates { v4: ni.src4.map(|s| make(s.into(), ni.gw4)), v6: ni.src6.map(|s| make(s.into(), ni.gw6)) }
@@ -103,10 +103,13 @@ impl<T: Transmit> Batch<T> {
             let ip = st.targets.ip((p / slots) as usize);
             let (src, tmpl) = self.templates.of(ip).expect("queued only with a source address");
             let (port, _) = st.ports.port(ip, p % slots);
-            let (sport, seq) = st.cookie.probe(ip, port, st.log.slot(c), attempt, st.ports.src_port(p % slots));
+            let slot = st.log.slot(c);
+            let (sport, seq) = st.cookie.probe(ip, port, slot, attempt, st.ports.src_port(p % slots));
+            let (ip_id, flow_label, ts_off) = st.cookie.disguise(ip, slot);
             st.log.put(c, p, now as u32);
             self.frames[j] = **tmpl;
-            self.lens[j] = fill_syn(&mut self.frames[j], &SynFields { src: *src, dst: ip, sport, dport: port, seq, ip_id: (seq >> 16) as u16, tsval: (now / 1000) as u32 });
+            let tsval = ts_off.wrapping_add((now / 1000) as u32);
+            self.lens[j] = fill_syn(&mut self.frames[j], &SynFields { src: *src, dst: ip, sport, dport: port, seq, ip_id, tsval, flow_label });
         }
         self.nq = 0;
         let failed = self.tx.transmit(&mut self.frames[..n], &self.lens[..n]);
