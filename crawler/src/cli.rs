@@ -102,6 +102,10 @@ pub struct PlanArgs {
     /// Skip and count malformed input lines instead of stopping at the first.
     #[arg(long)]
     skip_bad_lines: bool,
+    /// Also sample IPv4 addresses ending in .0 or .255 (network and broadcast addresses of many
+    /// subnets; skipped by default).
+    #[arg(long)]
+    keep_edge_addresses: bool,
     #[arg(long)]
     out: PathBuf,
 }
@@ -248,6 +252,7 @@ pub fn run(cmd: Cmd, progress: bool) -> Result<i32> {
                 seed: a.seed,
                 allow_reserved: a.lists.allow_reserved.0,
                 skip_bad_lines: a.skip_bad_lines,
+                keep_edge_addresses: a.keep_edge_addresses,
                 progress,
             };
             let p = plan::build(&inp)?;

@@ -138,3 +138,33 @@ fn analysis_refuses_an_incomplete_crawl_or_marks_it() {
     let (code, err, _) = report(&[]);
     assert!(code == Some(2) && err.contains("no manifest"), "{err}");
 }
+
+#[test]
+fn edge_addresses_are_skipped_and_an_ipv4_hitlist_replaces_random_draws() {
+    let d = tempfile::tempdir().unwrap();
+    let routes = d.path().join("r.pfx2as");
+    std::fs::write(&routes, "8.8.8.0\t24\t15169\n1.1.1.0\t24\t13335\n").unwrap();
+    let plan = |extra: &[&str], name: &str| {
+        let out = d.path().join(name);
+        let mut a = vec!["plan", "--routes", routes.to_str().unwrap(), "--per-asn", "256", "--out", out.to_str().unwrap()];
+        a.extend(extra);
+        let o = run(crawler(), &a);
+        assert!(o.status.success(), "{}", stderr(&o));
+        (read_rows(&out, &["ip"]).into_iter().map(|r| r[0].clone().unwrap()).collect::<Vec<_>>(), String::from_utf8_lossy(&o.stdout).into_owned(), out)
+    };
+    let (ips, summary, _) = plan(&[], "a.parquet");
+    assert_eq!(ips.len(), 2 * 254, "{summary}");
+    assert!(ips.iter().all(|ip| !ip.ends_with(".0") && !ip.ends_with(".255")));
+    assert!(summary.contains("edge-address 4"), "{summary}");
+    let (ips, _, _) = plan(&["--keep-edge-addresses"], "b.parquet");
+    assert_eq!(ips.len(), 512);
+    // An IPv4 hitlist: IPv4 targets are its addresses (responsive ones), not random draws.
+    let hits = d.path().join("hits.txt");
+    std::fs::write(&hits, "8.8.8.8\n8.8.8.4\n1.1.1.1\n1.1.1.0\n9.9.9.9\n").unwrap();
+    let (ips, summary, out) = plan(&["--hitlist", hits.to_str().unwrap()], "c.parquet");
+    let mut ips = ips;
+    ips.sort();
+    assert_eq!(ips, vec!["1.1.1.0", "1.1.1.1", "8.8.8.4", "8.8.8.8"], "{summary}");
+    let meta = datasets::schema::parquet_metadata(&out).unwrap();
+    assert!(meta.contains(&("port25.sampling_v4".into(), "hitlist".into())), "{meta:?}");
+}

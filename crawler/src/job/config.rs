@@ -66,11 +66,13 @@ pub struct Plan {
     pub seed: toml::Value,
     pub allow_reserved: Vec<IpNet>,
     pub skip_bad_lines: bool,
+    /// Also sample IPv4 addresses ending in .0 or .255.
+    pub keep_edge_addresses: bool,
 }
 
 impl Default for Plan {
     fn default() -> Self {
-        Plan { select: "hosting".into(), per_asn: 64, seed: toml::Value::String("crawl-date".into()), allow_reserved: vec![], skip_bad_lines: false }
+        Plan { select: "hosting".into(), per_asn: 64, seed: toml::Value::String("crawl-date".into()), allow_reserved: vec![], skip_bad_lines: false, keep_edge_addresses: false }
     }
 }
 

@@ -97,6 +97,7 @@ fn ensure_plan(c: &CrawlConfig, crawl_date: &str, crawl_id: &str, seed: u64, pro
             seed,
             allow_reserved: c.plan.allow_reserved.clone(),
             skip_bad_lines: c.plan.skip_bad_lines,
+            keep_edge_addresses: c.plan.keep_edge_addresses,
             progress,
         };
         let p = plan::build(&inp)?;

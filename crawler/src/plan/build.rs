@@ -2,7 +2,7 @@
 //! (v4) and the hitlist addresses (v6) by origin AS, then sample each selected AS.
 
 use super::sample::Sampler;
-use super::{Plan, PlanInputs, PlanSummary, Selection};
+use super::{Plan, PlanInputs, PlanSummary, Sampling, Selection};
 use anyhow::{bail, Result};
 use datasets::blocklist::{Blocklist, Reason};
 use datasets::categories::Categories;
@@ -11,7 +11,7 @@ use datasets::routes::RouteTable;
 use datasets::{hitlist, input, LoadOptions, LoadStats};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::path::Path;
 
 /// Everything a plan is drawn from.
@@ -21,7 +21,7 @@ struct Inputs {
     categories: Categories,
     block: Blocklist,
     aliased: prefix_trie::PrefixSet<Ipv6Net>,
-    hits: Vec<Ipv6Addr>,
+    hits: Vec<IpAddr>,
     /// (file, sha256) of every input.
     hashes: Vec<(String, String)>,
 }
@@ -41,9 +41,13 @@ pub fn build(inp: &PlanInputs) -> Result<Plan> {
         Selection::Hosting => categories.is(asn, "hosting"),
         Selection::Asns(v) => v.contains(&asn),
     };
-    let v4 = v4_by_as(&routes, &selected);
-    let v6 = v6_by_as(&routes, &block, &aliased, hits, &selected, &mut sum);
-    let mut asns: Vec<u32> = v4.keys().chain(v6.keys()).copied().collect();
+    // IPv6 targets always come from a hitlist (a random draw from IPv6 space finds nothing);
+    // IPv4 targets too when the user gives IPv4 hitlist addresses, for samples of the same
+    // kind in both families, else random addresses of the announced prefixes.
+    let listed = listed_by_as(&routes, &block, &aliased, hits, &selected, &mut sum);
+    let v4_hitlist = listed.values().flatten().any(|(a, _)| a.is_ipv4());
+    let v4 = if v4_hitlist { HashMap::new() } else { v4_by_as(&routes, &selected) };
+    let mut asns: Vec<u32> = v4.keys().chain(listed.keys()).copied().collect();
     asns.sort_unstable();
     asns.dedup();
     if let Selection::Asns(v) = &inp.select {
@@ -54,14 +58,15 @@ pub fn build(inp: &PlanInputs) -> Result<Plan> {
     sum.asns_selected = asns.len();
     tracing::debug!("plan: grouped by AS in {:.2} s", t0.elapsed().as_secs_f64());
     let pb = crate::progress::bar(inp.progress, asns.len() as u64, "sampling ASNs");
-    let sampler = Sampler { routes: &routes, block: &block, v4: &v4, v6: &v6, per_asn: inp.per_asn, seed: inp.seed };
+    let sampler = Sampler { routes: &routes, block: &block, v4: &v4, listed: &listed, per_asn: inp.per_asn, seed: inp.seed, keep_edges: inp.keep_edge_addresses };
     let (targets, sampled) = sampler.sample_all(&asns, &pb);
     sum.merge(sampled);
     pb.finish_and_clear();
     tracing::debug!("plan: sampled in {:.2} s", t0.elapsed().as_secs_f64());
     // Already in (asn, family, address) order: ASes ascending, v4 then v6, each sorted.
     debug_assert!(targets.windows(2).all(|w| (w[0].asn, w[0].ip.is_ipv6(), w[0].ip) < (w[1].asn, w[1].ip.is_ipv6(), w[1].ip)));
-    Ok(Plan { targets, summary: sum, orgs, categories, inputs: hashes })
+    let v4_sampling = if v4_hitlist { Sampling::Hitlist } else { Sampling::Random };
+    Ok(Plan { sampling: (v4_sampling, Sampling::Hitlist), targets, summary: sum, orgs, categories, inputs: hashes })
 }
 
 fn note(sum: &mut PlanSummary, st: &LoadStats, file: &Path) {
@@ -118,7 +123,7 @@ fn load(inp: &PlanInputs, sum: &mut PlanSummary) -> Result<Inputs> {
     for f in &inp.hitlist {
         let (a, st) = hitlist::load_addresses(f, opts)?;
         note(sum, &st, f);
-        hits.extend(a.into_iter().filter_map(|a| if let IpAddr::V6(v) = a { Some(v) } else { None }));
+        hits.extend(a);
         record(f)?;
     }
     Ok(Inputs { routes, orgs, categories, block, aliased, hits, hashes })
@@ -135,23 +140,25 @@ fn v4_by_as(routes: &RouteTable, selected: &dyn Fn(u32) -> bool) -> HashMap<u32,
     m
 }
 
-/// Hitlist addresses of the selected ASes with their announced prefix; aliased, unrouted and
-/// blocked addresses are counted and dropped.
-fn v6_by_as(routes: &RouteTable, block: &Blocklist, aliased: &prefix_trie::PrefixSet<Ipv6Net>, hits: Vec<Ipv6Addr>, selected: &dyn Fn(u32) -> bool, sum: &mut PlanSummary) -> HashMap<u32, Vec<(Ipv6Addr, Ipv6Net)>> {
-    let mut m: HashMap<u32, Vec<(Ipv6Addr, Ipv6Net)>> = HashMap::new();
+/// Hitlist addresses of the selected ASes with their announced prefix; aliased (IPv6),
+/// unrouted and blocked addresses are counted and dropped.
+fn listed_by_as(routes: &RouteTable, block: &Blocklist, aliased: &prefix_trie::PrefixSet<Ipv6Net>, hits: Vec<IpAddr>, selected: &dyn Fn(u32) -> bool, sum: &mut PlanSummary) -> HashMap<u32, Vec<(IpAddr, IpNet)>> {
+    let mut m: HashMap<u32, Vec<(IpAddr, IpNet)>> = HashMap::new();
     for a in hits {
-        if aliased.get_lpm(&Ipv6Net::from(a)).is_some() {
-            *sum.excluded.entry(Reason::Aliased.as_str()).or_default() += 1;
-            continue;
+        if let IpAddr::V6(v) = a {
+            if aliased.get_lpm(&Ipv6Net::from(v)).is_some() {
+                *sum.excluded.entry(Reason::Aliased.as_str()).or_default() += 1;
+                continue;
+            }
         }
-        let Some((p, o)) = routes.v6.get_lpm(&Ipv6Net::from(a)) else {
+        let Some((p, o)) = routes.lookup(a) else {
             *sum.excluded.entry("unrouted").or_default() += 1;
             continue;
         };
         if !selected(o.asn) {
             continue;
         }
-        if let Some(r) = block.check(IpAddr::V6(a)) {
+        if let Some(r) = block.check(a) {
             *sum.excluded.entry(r.as_str()).or_default() += 1;
             continue;
         }

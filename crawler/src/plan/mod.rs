@@ -67,6 +67,8 @@ pub struct PlanInputs {
     pub seed: u64,
     pub allow_reserved: Vec<IpNet>,
     pub skip_bad_lines: bool,
+    /// Also sample IPv4 addresses ending in .0 or .255 (skipped by default).
+    pub keep_edge_addresses: bool,
     pub progress: bool,
 }
 
@@ -84,12 +86,33 @@ pub struct PlanSummary {
     pub prefixes: usize,
     pub targets_v4: usize,
     pub targets_v6: usize,
+    /// Addresses not drawn, by reason (`edge-address`: a .0 or .255 IPv4 address).
     pub excluded: BTreeMap<&'static str, usize>,
     pub excluded_prefixes: BTreeMap<&'static str, usize>,
     pub bad_lines: usize,
 }
 
+/// How a family's targets were drawn: `random` addresses of the announced prefixes, or the
+/// addresses of a `hitlist` (responsive addresses: a different population, not comparable
+/// like for like with a random sample).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sampling {
+    Random,
+    Hitlist,
+}
+
+impl Sampling {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sampling::Random => "random",
+            Sampling::Hitlist => "hitlist",
+        }
+    }
+}
+
 pub struct Plan {
+    /// How the IPv4 and IPv6 targets were drawn.
+    pub sampling: (Sampling, Sampling),
     pub targets: Vec<Target>,
     pub summary: PlanSummary,
     pub orgs: Orgs,

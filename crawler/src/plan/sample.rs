@@ -6,12 +6,12 @@ use super::{PlanSummary, Target};
 use datasets::blocklist::Blocklist;
 use datasets::routes::RouteTable;
 use indicatif::ProgressBar;
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net};
 use perfect_rand::PerfectRng;
 use siphasher::sip::SipHasher13;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::Hasher;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 
 pub(super) fn keyed(seed: u64, parts: &[u128]) -> u64 {
     let mut h = SipHasher13::new_with_keys(seed, 0x706f72743235_u64);
@@ -79,18 +79,27 @@ fn sample_v4(prefixes: &[Ipv4Net], want: usize, seed: u64, mut accept: impl FnMu
     }
 }
 
-/// Stratify hitlist addresses of one AS by (prefix, /48) and take them round-robin.
-fn sample_v6(mut cands: Vec<(Ipv6Addr, Ipv6Net)>, want: usize, seed: u64) -> Vec<(Ipv6Addr, Ipv6Net)> {
+/// Stratify listed (hitlist) addresses of one AS by (prefix, /24 for IPv4 or /48 for IPv6) and
+/// take them round-robin, each group in a keyed order.
+fn sample_listed(mut cands: Vec<(IpAddr, IpNet)>, want: usize, seed: u64) -> Vec<(IpAddr, IpNet)> {
     cands.sort_unstable();
     cands.dedup();
-    let mut groups: BTreeMap<(Ipv6Net, u64), Vec<Ipv6Addr>> = BTreeMap::new();
+    let mut groups: BTreeMap<(IpNet, u128), Vec<IpAddr>> = BTreeMap::new();
     for (a, n) in cands {
-        groups.entry((n, (u128::from(a) >> 80) as u64)).or_default().push(a);
+        let g = match a {
+            IpAddr::V4(v) => (u32::from(v) >> 8) as u128,
+            IpAddr::V6(v) => u128::from(v) >> 80,
+        };
+        groups.entry((n, g)).or_default().push(a);
     }
-    let mut lists: Vec<(Ipv6Net, Vec<Ipv6Addr>)> = groups
+    let mut lists: Vec<(IpNet, Vec<IpAddr>)> = groups
         .into_iter()
-        .map(|((n, g48), v)| {
-            let k = keyed(seed, &[u128::from(n.network()), g48 as u128]);
+        .map(|((n, g), v)| {
+            let net = match n.network() {
+                IpAddr::V4(a) => u32::from(a) as u128,
+                IpAddr::V6(a) => u128::from(a),
+            };
+            let k = keyed(seed, &[net, g]);
             let len = v.len() as u64;
             let shuffled = (0..len).map(|i| v[perm(len, k, i) as usize]).collect();
             (n, shuffled)
@@ -125,10 +134,14 @@ fn sample_v6(mut cands: Vec<(Ipv6Addr, Ipv6Net)>, want: usize, seed: u64) -> Vec
 pub(super) struct Sampler<'a> {
     pub routes: &'a RouteTable,
     pub block: &'a Blocklist,
+    /// Announced IPv4 prefixes to draw random addresses from.
     pub v4: &'a HashMap<u32, Vec<Ipv4Net>>,
-    pub v6: &'a HashMap<u32, Vec<(Ipv6Addr, Ipv6Net)>>,
+    /// Hitlist addresses with their prefix (IPv6; IPv4 too when a hitlist gave some).
+    pub listed: &'a HashMap<u32, Vec<(IpAddr, IpNet)>>,
     pub per_asn: usize,
     pub seed: u64,
+    /// Draw IPv4 addresses ending in .0 and .255 too.
+    pub keep_edges: bool,
 }
 
 impl Sampler<'_> {
@@ -158,15 +171,22 @@ impl Sampler<'_> {
         if let Some(pfx) = self.v4.get(&asn) {
             self.sample_as_v4(asn, pfx, out, s);
         }
-        if let Some(c) = self.v6.get(&asn) {
-            let mut got = sample_v6(c.clone(), self.per_asn, keyed(self.seed, &[asn as u128, 6]));
-            let mut pf: Vec<Ipv6Net> = got.iter().map(|(_, n)| *n).collect();
-            pf.sort_unstable();
-            pf.dedup();
-            s.prefixes += pf.len();
-            s.targets_v6 += got.len();
-            got.sort_unstable_by_key(|(a, _)| *a);
-            out.extend(got.into_iter().map(|(a, n)| Target { ip: IpAddr::V6(a), asn, prefix: IpNet::V6(n) }));
+        if let Some(c) = self.listed.get(&asn) {
+            // Per family, with the keys the IPv6 draws always had (the same plans as before).
+            for (v6, fam) in [(false, 4u128), (true, 6)] {
+                let cands: Vec<(IpAddr, IpNet)> = c.iter().filter(|(a, _)| a.is_ipv6() == v6).copied().collect();
+                if cands.is_empty() {
+                    continue;
+                }
+                let mut got = sample_listed(cands, self.per_asn, keyed(self.seed, &[asn as u128, fam]));
+                let mut pf: Vec<IpNet> = got.iter().map(|(_, n)| *n).collect();
+                pf.sort_unstable();
+                pf.dedup();
+                s.prefixes += pf.len();
+                *if v6 { &mut s.targets_v6 } else { &mut s.targets_v4 } += got.len();
+                got.sort_unstable();
+                out.extend(got.into_iter().map(|(ip, prefix)| Target { ip, asn, prefix }));
+            }
         }
         if out.len() > before {
             s.asns_with_targets += 1;
@@ -195,6 +215,12 @@ impl Sampler<'_> {
             .copied()
             .collect();
         let mut got = sample_v4(&usable, self.per_asn, seed, |a, net| {
+            // x.x.x.0 and x.x.x.255 are network and broadcast addresses in many subnets inside
+            // larger announced prefixes, and answer oddly where they answer at all: not drawn.
+            if !self.keep_edges && matches!(a.octets()[3], 0 | 255) {
+                *excluded.entry("edge-address").or_default() += 1;
+                return false;
+            }
             if !nested.contains(net) {
                 return true;
             }

@@ -21,6 +21,11 @@ pub fn write(plan: &Plan, inp: &PlanInputs, out: &Path) -> Result<()> {
         ("port25.software".into(), crate::SOFTWARE.into()),
         ("port25.inputs".into(), serde_json::to_string(&plan.inputs.iter().map(|(f, h)| serde_json::json!({"file": f, "sha256": h})).collect::<Vec<_>>())?),
         ("port25.allow_reserved".into(), inp.allow_reserved.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",")),
+        // How each family was drawn: a report must not compare a random sample with a hitlist's
+        // responsive addresses like for like.
+        ("port25.sampling_v4".into(), plan.sampling.0.as_str().into()),
+        ("port25.sampling_v6".into(), plan.sampling.1.as_str().into()),
+        ("port25.edge_addresses".into(), if inp.keep_edge_addresses { "kept" } else { "skipped" }.into()),
     ];
     kv.sort();
     // Addresses are unique: a dictionary would be built only to be abandoned. A plan is read
