@@ -83,7 +83,7 @@ pub fn findings_md(md: &mut String, cmp: &[Comparison]) {
     let differ: Vec<&Comparison> = cmp.iter().filter(|c| !c.agree).collect();
     let _ = writeln!(md, "{} of {} provider, family and port comparisons agree.\n", cmp.len() - differ.len(), cmp.len());
     for c in differ {
-        let _ = writeln!(md, "- **{}** ({}, port {}): {} (reflection: {} of {} hosts; inside: {} of {} vantage(s)).", c.provider, c.family, c.port, c.finding, c.reflection, c.reflection_informative, c.inside, c.vantages);
+        let _ = writeln!(md, "- **{}** ({}, port {}): {} (reflection: {}, n={} hosts; inside: {}, n={} vantage(s)).", c.provider, c.family, c.port, c.finding, c.reflection, c.reflection_informative, c.inside, c.vantages);
     }
 }
 
@@ -91,7 +91,7 @@ pub fn findings_html(html: &mut String, cmp: &[Comparison]) {
     let differ: Vec<&Comparison> = cmp.iter().filter(|c| !c.agree).collect();
     let _ = write!(html, "<h2>Where the methods disagree</h2><div id=\"findings\"><p>{} of {} provider, family and port comparisons of reflection with the vantages inside agree.</p><ul>", cmp.len() - differ.len(), cmp.len());
     for c in differ {
-        let _ = write!(html, "<li><b>{}</b> ({}, port {}): {} (reflection: {} of {} hosts; inside: {} of {} vantage(s)).</li>", esc(&c.provider), c.family, c.port, esc(&c.finding), c.reflection, c.reflection_informative, c.inside, c.vantages);
+        let _ = write!(html, "<li><b>{}</b> ({}, port {}): {} (reflection: {}, n={} hosts; inside: {}, n={} vantage(s)).</li>", esc(&c.provider), c.family, c.port, esc(&c.finding), c.reflection, c.reflection_informative, c.inside, c.vantages);
     }
     html.push_str("</ul></div>");
 }

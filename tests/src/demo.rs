@@ -210,7 +210,7 @@ pub fn egress(st: &LabState, state: &Path, out: &Path) -> Result<Vec<EgressRun>>
 
 /// The egress part of the demo: run, say how it went (one line per vantage), stop the sink
 /// so its last file is published.
-pub fn egress_step(st: &LabState, state: &Path, out: &Path) -> Result<()> {
+fn egress_step(st: &LabState, state: &Path, out: &Path) -> Result<()> {
     println!("== crawler egress (as nobody) from {} customer vantages to the lab's sink {} / {}", st.customers.len(), addr::SINK_V4, addr::SINK_V6);
     // This run's attempts only: the report reads every file under the directory.
     let _ = std::fs::remove_dir_all(out.join("egress"));
@@ -232,6 +232,7 @@ pub fn egress_step(st: &LabState, state: &Path, out: &Path) -> Result<()> {
 pub fn run(topo: &Topology, st: &LabState, state: &Path, out: &Path, rate: u64) -> Result<()> {
     let ds = Datasets { dir: state.join("datasets") };
     export::write_all(topo, &ds.dir)?;
+    std::fs::create_dir_all(out)?;
     let plan_path = out.join("plan.parquet");
     println!("== crawler plan");
     plan(&ds, &plan_path, 400, true)?;
@@ -243,7 +244,12 @@ pub fn run(topo: &Topology, st: &LabState, state: &Path, out: &Path, rate: u64) 
     let mut flags: Vec<&str> = LAB_SCAN.to_vec();
     flags.extend(["--rate", &rate]);
     scan(st, &ds, &plan_path, &out.join("data"), &flags)?;
+    if !st.customers.is_empty() {
+        egress_step(st, state, out)?;
+    }
     println!("== analysis report");
-    report(&ds, &out.join("data"), &out.join("report"), &[])?;
+    let egress_dir = out.join("egress");
+    let extra: Vec<&str> = if st.customers.is_empty() { vec![] } else { vec!["--egress", egress_dir.to_str().unwrap()] };
+    report(&ds, &out.join("data"), &out.join("report"), &extra)?;
     Ok(())
 }
