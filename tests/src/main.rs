@@ -133,8 +133,10 @@ fn real_main() -> Result<()> {
                 st.vantage,
                 state.display()
             );
-            let sink = port25_lab::topology::addr::SINK_V4;
-            println!("sink {sink} / {} (namespace {}), certificate pin {}", port25_lab::topology::addr::SINK_V6, st.sink, st.sink_pin);
+            if !st.sink.is_empty() {
+                let sink = port25_lab::topology::addr::SINK_V4;
+                println!("sink {sink} / {} (namespace {}), certificate pin {}", port25_lab::topology::addr::SINK_V6, st.sink, st.sink_pin);
+            }
             for c in &st.customers {
                 println!("customer vantage {} ({}, {} / {}): lab exec --customer {} -- ...", c.vantage.name, topo.providers[c.vantage.provider].name, c.vantage.v4, c.vantage.v6, c.vantage.name);
             }
@@ -151,7 +153,8 @@ fn real_main() -> Result<()> {
             let st = netns::LabState::load(&state)?;
             let ns = match (&customer, sink) {
                 (Some(name), _) => &st.customers.iter().find(|c| &c.vantage.name == name).with_context(|| format!("no customer vantage {name}"))?.ns,
-                (None, true) => &st.sink,
+                (None, true) if !st.sink.is_empty() => &st.sink,
+                (None, true) => bail!("this lab has no sink (its topology has no customer vantages)"),
                 _ if blocked => &st.vantage_blocked,
                 _ => &st.vantage,
             };

@@ -136,12 +136,14 @@ pub fn up(topo_path: &Path, dir: &Path) -> Result<LabState> {
         hosts: (0..n).map(|i| format!("{name}-h{i}")).collect(),
         namespaces: vec![],
         vantage_if: "eth0".into(),
-        sink: format!("{name}-s"),
+        // A sink only serves customer vantages: a lab without them has none.
+        sink: if topo.customers().is_empty() { String::new() } else { format!("{name}-s") },
         sink_pin: String::new(),
         customers: topo.customers().into_iter().enumerate().map(|(g, c)| CustomerNs { ns: format!("{name}-e{g}"), vantage: c }).collect(),
     };
     st.namespaces = [st.vantage.clone(), st.vantage_blocked.clone(), st.core.clone(), st.sink.clone()]
         .into_iter()
+        .filter(|ns| !ns.is_empty())
         .chain(st.borders.iter().cloned())
         .chain(st.hosts.iter().cloned())
         .chain(st.customers.iter().map(|c| c.ns.clone()))
@@ -187,7 +189,9 @@ fn build(topo: &Topology, st: &LabState, dir: &Path) -> Result<String> {
     }
     let mut cl = link_vantages(st)?;
     cl.extend(link_providers(topo, st)?);
-    cl.extend(link_sink(st)?);
+    if !st.sink.is_empty() {
+        cl.extend(link_sink(st)?);
+    }
     cl.extend(link_customers(topo, st)?);
     ip_batch(&st.core, &cl)?;
     check_interrupt()?;
@@ -200,7 +204,7 @@ fn build(topo: &Topology, st: &LabState, dir: &Path) -> Result<String> {
         in_ns(&st.hosts[i], "nft", &["-f", "-"], Some(&rules::hosts(&topo.hosts_of(i))))?;
     }
     let waits = start_listeners(topo, st, dir)?;
-    let pin = start_sink(st, dir)?;
+    let pin = if st.sink.is_empty() { String::new() } else { start_sink(st, dir)? };
     wait_ready(&waits, dir)?;
     Ok(pin)
 }
@@ -318,6 +322,9 @@ fn sysctls(topo: &Topology, st: &LabState) -> Result<()> {
             sysctl(&st.borders[i], &[&a, &b, "net.ipv4.icmp_msgs_per_sec=1000", "net.ipv4.icmp_msgs_burst=50"])?;
         }
         sysctl(&st.hosts[i], &["net.ipv4.ip_nonlocal_bind=1", "net.ipv6.ip_nonlocal_bind=1", "net.core.somaxconn=4096"])?;
+    }
+    if st.sink.is_empty() {
+        return Ok(());
     }
     // The sink runs as nobody: in its own namespace, every port may be bound without privilege
     // (the per-namespace equivalent of the deployment's CAP_NET_BIND_SERVICE).
