@@ -121,7 +121,7 @@ pub fn trend(title: &str, crawls: &[String], lines: &[(String, Vec<Option<f64>>)
 /// Lines for a chart from provider rows: one line per provider, one point per (family, port).
 /// One line per provider with data, one point per (direction, family, port) of `pick`.
 pub fn lines_from(rows: &[Row], pick: &[(&str, &str, u16)]) -> Vec<Line> {
-    let mut names: Vec<String> = rows.iter().filter(|r| r.informative > 0).map(|r| r.provider.clone()).collect();
+    let mut names: Vec<String> = rows.iter().filter(|r| r.informative > 0 && r.method != "egress").map(|r| r.provider.clone()).collect();
     names.sort();
     names.dedup();
     names
@@ -132,7 +132,8 @@ pub fn lines_from(rows: &[Row], pick: &[(&str, &str, u16)]) -> Vec<Line> {
                 .iter()
                 .map(|(dir, fam, port)| {
                     rows.iter()
-                        .find(|r| r.provider == name && r.direction == *dir && r.family == *fam && r.port == *port && r.verdict != "insufficient")
+                        // Rates of hosts only: the vantages inside are too few for an interval.
+                        .find(|r| r.provider == name && r.direction == *dir && r.method != "egress" && r.family == *fam && r.port == *port && r.verdict != "insufficient")
                         .and_then(|r| Some((r.rate?, r.ci_low?, r.ci_high?)))
                 })
                 .collect(),

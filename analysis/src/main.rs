@@ -5,11 +5,14 @@
 
 mod aggregate;
 mod charts;
+mod compare;
+mod egress;
 mod infer;
 mod load;
 mod manifest;
 mod report;
 mod trend;
+mod views;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -91,6 +94,10 @@ enum Cmd {
         /// Skip the across-crawls section.
         #[arg(long)]
         no_trend: bool,
+        /// Output directory of `crawler egress` runs (repeatable): outbound from vantages
+        /// inside providers, reported beside the crawl's inbound and reflection results.
+        #[arg(long)]
+        egress: Vec<PathBuf>,
     },
     /// One row per provider per crawl, and the verdict changes between crawls.
     Trend {
@@ -161,6 +168,28 @@ fn aggregate_hosts(hosts: &load::Hosts, inp: &Inputs, c: &Common) -> Result<(Vec
     Ok((p, a))
 }
 
+/// The egress runs: vantages placed in providers, their provider rows appended to
+/// `providers` (`method = egress`), and what the report says about them.
+fn egress_from(dirs: &[PathBuf], inp: &Inputs, c: &Common, strings: &[String], providers: &mut Vec<aggregate::Row>) -> Result<(report::EgressView, report::EgressMeta)> {
+    let attempts = egress::load(dirs)?;
+    let th = thresholds(c);
+    let cx = aggregate::Context { routes: &inp.routes, orgs: &inp.orgs, categories: &inp.categories, strings, th: &th };
+    let hosting = c.select == "hosting";
+    let keep = |asn: u32| !hosting || inp.categories.is(asn, "hosting");
+    let (series, unmapped) = egress::series(&attempts, &cx, &keep);
+    providers.extend(egress::provider_rows(&series, &cx));
+    let runs: std::collections::BTreeSet<(&str, &str)> = attempts.iter().map(|a| (a.vantage.as_str(), a.run_id.as_str())).collect();
+    let vantages: std::collections::BTreeSet<&str> = attempts.iter().map(|a| a.vantage.as_str()).collect();
+    let meta = report::EgressMeta {
+        dirs: dirs.iter().map(|d| d.display().to_string()).collect(),
+        runs: runs.len(),
+        attempts: attempts.len(),
+        vantages: vantages.len(),
+        unmapped: unmapped.len(),
+    };
+    Ok((report::EgressView { series, unmapped }, meta))
+}
+
 /// The trend over every crawl in the data directory; incomplete ones are left out (unless
 /// `--allow-incomplete`), with a note.
 fn trend_over(all: &[load::Crawl], inp: &Inputs, c: &Common) -> Result<trend::Trend> {
@@ -182,7 +211,7 @@ fn ensure_dir(p: &Path) -> Result<()> {
 
 fn run(cmd: Cmd) -> Result<()> {
     match cmd {
-        Cmd::Report { c, crawl, no_trend } => {
+        Cmd::Report { c, crawl, no_trend, egress } => {
             let inp = inputs(&c)?;
             let all = load::crawls(&c.data)?;
             let cr = load::pick(&all, &crawl)?;
@@ -190,28 +219,33 @@ fn run(cmd: Cmd) -> Result<()> {
             ensure_dir(&c.out)?;
             let hosts = load::load_hosts(&cr.files)?;
             // Per-host states go to hosts.parquet on one core while the other aggregates.
-            let (providers, asns) = std::thread::scope(|s| -> Result<_> {
+            let (mut providers, asns) = std::thread::scope(|s| -> Result<_> {
                 let w = s.spawn(|| report::write_hosts(&c.out.join("hosts.parquet"), aggregate::host_rows(&hosts), &hosts.strings.list));
                 let r = aggregate_hosts(&hosts, &inp, &c);
                 w.join().map_err(|_| anyhow::anyhow!("hosts writer panicked"))??;
                 r
             })?;
             let trend = if !no_trend && all.len() > 1 { Some(trend_over(&all, &inp, &c)?) } else { None };
+            let (egress_view, egress_meta) = if egress.is_empty() { (None, None) } else { egress_from(&egress, &inp, &c, &hosts.strings.list, &mut providers).map(|(v, m)| (Some(v), Some(m)))? };
             let meta = report::Meta {
                 crawl_id: cr.id.clone(),
                 crawl_date: cr.date.clone(),
                 vantage: hosts.vantage.clone(),
                 rows: hosts.rows,
                 hosts: hosts.hosts.len() as u64,
-                measured: report::MEASURED,
+                measured: if egress_view.is_some() { report::MEASURED_WITH_EGRESS } else { report::MEASURED },
                 thresholds: thresholds(&c),
                 selection: c.select.clone(),
                 software: concat!("port25-analysis/", env!("CARGO_PKG_VERSION")),
                 completeness: complete,
+                egress: egress_meta,
             };
-            report::write_reports(&c.out, &meta, &providers, &asns, trend.as_ref())?;
+            report::write_reports(&c.out, &meta, &providers, &asns, trend.as_ref(), egress_view.as_ref())?;
             if !c.quiet {
                 println!("crawl {} ({}), vantage {}: {} rows, {} hosts — inbound 25 (SYN scan) beside outbound 25, 465, 587 (source-port reflection: stateless egress filters only)", cr.id, cr.date, hosts.vantage, hosts.rows, hosts.hosts.len());
+                if let Some(e) = &meta.egress {
+                    println!("egress: {} runs, {} attempts from {} vantages inside providers ({} not placed in a provider) — outbound from inside: n counts vantages", e.runs, e.attempts, e.vantages, e.unmapped);
+                }
                 report::print_table(&providers);
                 println!("data: {}", meta.completeness.line());
                 for p in &meta.completeness.problems {

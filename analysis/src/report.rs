@@ -4,6 +4,8 @@
 
 use crate::aggregate::{HostRow, Row, Thresholds};
 use crate::charts;
+use crate::compare::{self, Answer, Comparison};
+use crate::views::{self, esc, pct, EGRESS_REACH};
 use crate::infer::{classify, Direction};
 use crate::trend::Trend;
 use anyhow::{Context, Result};
@@ -28,9 +30,27 @@ pub struct Meta {
     pub software: &'static str,
     /// What the crawl's manifests say it lost; `problems` non-empty: an incomplete crawl.
     pub completeness: crate::manifest::Completeness,
+    /// The egress runs reported beside the crawl (`--egress`), if any.
+    pub egress: Option<EgressMeta>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EgressMeta {
+    pub dirs: Vec<String>,
+    pub runs: usize,
+    pub attempts: usize,
+    pub vantages: usize,
+    pub unmapped: usize,
+}
+
+/// What `--egress` adds to a report: each vantage's series, and the vantages not placed.
+pub struct EgressView {
+    pub series: Vec<crate::egress::Series>,
+    pub unmapped: Vec<crate::egress::Unmapped>,
 }
 
 pub const MEASURED: &str = "inbound reachability of TCP port 25 (and 465/587) — whether SYNs from a remote vantage reach hosts in each network (a SYN scan) — and outbound filtering of the same ports — whether those hosts' own traffic to them leaves their network, seen from outside by source-port reflection (stateless egress filters only: a lower bound). The two directions are never mixed in one number.";
+pub const MEASURED_WITH_EGRESS: &str = "inbound reachability of TCP port 25 (and 465/587) — whether SYNs from a remote vantage reach hosts in each network (a SYN scan) — and outbound filtering of the same ports, two ways: whether those hosts' own traffic to them leaves their network, seen from outside by source-port reflection (stateless egress filters only: a lower bound), and whether vantages inside the providers can connect out to our sink on them (crawler egress: blocks, throttling, proxies, STARTTLS stripping, TLS interception). The directions and methods are never mixed in one number.";
 
 /// Rows as CSV, published atomically.
 pub fn write_csv<T: Serialize>(path: &Path, rows: &[T]) -> Result<()> {
@@ -42,13 +62,6 @@ pub fn write_csv<T: Serialize>(path: &Path, rows: &[T]) -> Result<()> {
     Ok(())
 }
 
-fn pct(x: Option<f64>) -> String {
-    x.map(|v| format!("{:.1} %", v * 100.0)).unwrap_or_else(|| "–".into())
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
 
 pub fn write_hosts<'a>(path: &Path, hosts: impl Iterator<Item = HostRow<'a>>, strings: &[String]) -> Result<u64> {
     let schema = Arc::new(Schema::new(vec![
@@ -133,72 +146,99 @@ fn table_html(out: &mut String, id: &str, rows: &[&Row]) {
 /// What the outbound numbers can and cannot see, said wherever they are shown.
 pub const OUTBOUND_REACH: &str = "Outbound is measured from outside by source-port reflection: a SYN from our port 25 (465, 587) to a closed port of the host makes the host's reply leave its network towards that port, through the provider's egress filter, and is compared with the same probe from an ordinary port and with a neutral source port (2525). It sees stateless egress filters (ACLs such as \"deny tcp any any eq 25\") — a lower bound: a provider that blocks only new outbound connections (a stateful firewall) lets these replies out and shows as open here; a vantage inside the provider (crawler egress) sees the rest.";
 
-/// The provider row of `dir`, `family`, `port`.
-fn find<'a>(rows: &'a [Row], provider: &str, dir: &str, family: &str, port: u16) -> Option<&'a Row> {
-    rows.iter().find(|r| r.provider == provider && r.direction == dir && r.family == family && r.port == port)
+/// Everything a report shows, gathered once for the Markdown and the HTML.
+struct Parts<'a> {
+    meta: &'a Meta,
+    providers: &'a [Row],
+    answer: Vec<Answer<'a>>,
+    cmp: Vec<Comparison>,
+    p25: Vec<&'a Row>,
+    reflection: Vec<&'a Row>,
+    inside: Vec<&'a Row>,
+    other: Vec<&'a Row>,
+    egress: Option<&'a EgressView>,
+    rules: String,
+    trend: Option<&'a Trend>,
 }
 
-/// A verdict with its rate and n, for the answer table.
-fn cell(r: Option<&Row>) -> String {
-    match r {
-        None => "–".into(),
-        Some(r) if r.informative == 0 => format!("{} (n=0)", r.verdict),
-        Some(r) => format!("{} {} (n={})", r.verdict, pct(r.rate), r.informative),
+impl Parts<'_> {
+    fn measured(&self) -> &'static str {
+        if self.egress.is_some() { MEASURED_WITH_EGRESS } else { MEASURED }
     }
 }
 
-/// The seed's question, per provider and family: outbound 25 / 465 / 587 (reflection) next to
-/// inbound 25 (scan). (provider, family, [inbound 25, outbound 25, 465, 587])
-fn answer(providers: &[Row]) -> Vec<(String, &'static str, [Option<&Row>; 4])> {
-    let mut keys: Vec<(&str, &'static str)> = providers.iter().filter(|r| r.port == 25).map(|r| (r.provider.as_str(), r.family)).collect();
-    keys.sort();
-    keys.dedup();
-    keys.into_iter()
-        .map(|(p, f)| {
-            let out = |port| find(providers, p, "outbound", f, port);
-            (p.to_string(), f, [find(providers, p, "inbound", f, 25), out(25), out(465), out(587)])
-        })
-        .collect()
-}
-
-pub fn write_reports(dir: &Path, meta: &Meta, providers: &[Row], asns: &[Row], trend: Option<&Trend>) -> Result<()> {
+pub fn write_reports(dir: &Path, meta: &Meta, providers: &[Row], asns: &[Row], trend: Option<&Trend>, egress: Option<&EgressView>) -> Result<()> {
+    let cmp = compare::comparisons(providers);
     write_csv(&dir.join("providers.csv"), providers)?;
     write_csv(&dir.join("asns.csv"), asns)?;
-    write_atomic(&dir.join("providers.json"), serde_json::to_string_pretty(&serde_json::json!({"meta": meta, "providers": providers, "asns": asns}))?)?;
+    let mut json = serde_json::json!({"meta": meta, "providers": providers, "asns": asns});
+    if let Some(e) = egress {
+        write_csv(&dir.join("egress-vantages.csv"), &e.series)?;
+        json["egress_vantages"] = serde_json::to_value(&e.series)?;
+        json["egress_unmapped"] = serde_json::to_value(&e.unmapped)?;
+        json["comparisons"] = serde_json::to_value(&cmp)?;
+    }
+    write_atomic(&dir.join("providers.json"), serde_json::to_string_pretty(&json)?)?;
     let th = &meta.thresholds;
     let inbound = |r: &&Row| r.direction == "inbound";
-    let p25: Vec<&Row> = providers.iter().filter(inbound).filter(|r| r.port == 25).collect();
-    let other: Vec<&Row> = providers.iter().filter(inbound).filter(|r| r.port != 25).collect();
-    let out: Vec<&Row> = providers.iter().filter(|r| r.direction == "outbound").collect();
-    let answer = answer(providers);
-    let rules = format!(
-        "Verdicts: `insufficient` below {} informative hosts; `blocks` when the 95 % Wilson interval's lower bound ≥ {:.0} %; `open` when its upper bound ≤ {:.0} %; `mixed` otherwise. A mechanism or location is named when ≥ {:.0} % of filtered hosts agree.",
-        th.min_informative, th.block_lower * 100.0, th.open_upper * 100.0, th.dominant * 100.0
-    );
+    let parts = Parts {
+        meta,
+        providers,
+        answer: compare::answer(providers, &cmp),
+        p25: providers.iter().filter(inbound).filter(|r| r.port == 25).collect(),
+        other: providers.iter().filter(inbound).filter(|r| r.port != 25).collect(),
+        reflection: providers.iter().filter(|r| r.method == "reflection").collect(),
+        inside: providers.iter().filter(|r| r.method == "egress").collect(),
+        cmp,
+        egress,
+        rules: format!(
+            "Verdicts: `insufficient` below {} informative hosts; `blocks` when the 95 % Wilson interval's lower bound ≥ {:.0} %; `open` when its upper bound ≤ {:.0} %; `mixed` otherwise. A mechanism or location is named when ≥ {:.0} % of filtered hosts agree.",
+            th.min_informative, th.block_lower * 100.0, th.open_upper * 100.0, th.dominant * 100.0
+        ),
+        trend,
+    };
+    write_atomic(&dir.join("report.md"), markdown(&parts))?;
+    write_atomic(&dir.join("report.html"), html(&parts))?;
+    Ok(())
+}
 
-    // Markdown.
+fn markdown(p: &Parts) -> String {
+    let meta = p.meta;
     let mut md = String::new();
     let _ = writeln!(md, "# Port-25 blocking report — crawl {} ({})\n", meta.crawl_id, meta.crawl_date);
-    let _ = writeln!(md, "**What was measured:** {MEASURED}\n");
+    let _ = writeln!(md, "**What was measured:** {}\n", p.measured());
     let _ = writeln!(md, "Vantage `{}`, crawl date {}, {} observations of {} hosts, selection `{}`.\n", meta.vantage, meta.crawl_date, meta.rows, meta.hosts, meta.selection);
     let _ = writeln!(md, "Data: {}.\n", meta.completeness.line());
-    for p in &meta.completeness.problems {
-        let _ = writeln!(md, "**INCOMPLETE CRAWL: {p}.** Missing data may read as filtering here.\n");
+    for x in &meta.completeness.problems {
+        let _ = writeln!(md, "**INCOMPLETE CRAWL: {x}.** Missing data may read as filtering here.\n");
+    }
+    if let Some(e) = &meta.egress {
+        let _ = writeln!(md, "Egress: {} runs, {} attempts from {} vantages ({} not placed in a provider), from {}.\n", e.runs, e.attempts, e.vantages, e.unmapped, e.dirs.join(", "));
     }
     md.push_str("## Can the providers' customers send mail out? Outbound 25, 465, 587 beside inbound 25\n\n");
     let _ = writeln!(md, "{OUTBOUND_REACH}\n");
-    md.push_str("| provider | family | inbound 25 (scan) | outbound 25 (reflection) | outbound 465 (reflection) | outbound 587 (reflection) |\n|---|---|---|---|---|---|\n");
-    for (p, f, c) in &answer {
-        let _ = writeln!(md, "| {p} | {f} | {} | {} | {} | {} |", cell(c[0]), cell(c[1]), cell(c[2]), cell(c[3]));
+    if p.egress.is_some() {
+        let _ = writeln!(md, "{EGRESS_REACH}\n");
     }
-    let _ = writeln!(md, "\n{rules}\n");
-    md.push_str("## Inbound port 25 by provider (SYN scan)\n\n");
-    table_md(&mut md, &p25);
+    views::answer_md(&mut md, &p.answer, p.egress.is_some());
+    let _ = writeln!(md, "\n{}\n", p.rules);
+    if p.egress.is_some() {
+        md.push_str("## Where the methods disagree (reflection vs the vantages inside)\n\n");
+        views::findings_md(&mut md, &p.cmp);
+    }
+    md.push_str("\n## Inbound port 25 by provider (SYN scan)\n\n");
+    table_md(&mut md, &p.p25);
     md.push_str("\n## Outbound by provider (source-port reflection: stateless egress filters only)\n\n");
-    table_md(&mut md, &out);
+    table_md(&mut md, &p.reflection);
+    if let Some(e) = p.egress {
+        md.push_str("\n## Outbound by provider from inside (crawler egress; n = vantages)\n\n");
+        table_md(&mut md, &p.inside);
+        md.push_str("\n### Egress vantages\n\n");
+        views::vantages_md(&mut md, &e.series, &e.unmapped);
+    }
     md.push_str("\n## Inbound mail submission ports (465, 587)\n\n");
-    table_md(&mut md, &other);
-    if let Some(t) = trend {
+    table_md(&mut md, &p.other);
+    if let Some(t) = p.trend {
         md.push_str("\n## Changes across crawls (inbound port 25)\n\n");
         if t.changes.is_empty() {
             md.push_str("No verdict changed between consecutive crawls.\n");
@@ -207,14 +247,12 @@ pub fn write_reports(dir: &Path, meta: &Meta, providers: &[Row], asns: &[Row], t
             let _ = writeln!(md, "- {} ({}): {}", c.provider, c.family, c.text);
         }
     }
-    md.push_str("\nPer-ASN rows: `asns.csv`; per-host states: `hosts.parquet`.\n");
-    write_atomic(&dir.join("report.md"), md)?;
-    write_atomic(&dir.join("report.html"), html(meta, providers, &answer, [&p25, &out, &other], &rules, trend))?;
-    Ok(())
+    md.push_str(if p.egress.is_some() { "\nPer-ASN rows: `asns.csv`; per-host states: `hosts.parquet`; per egress vantage and port: `egress-vantages.csv`.\n" } else { "\nPer-ASN rows: `asns.csv`; per-host states: `hosts.parquet`.\n" });
+    md
 }
 
-fn html(meta: &Meta, providers: &[Row], answer: &[(String, &'static str, [Option<&Row>; 4])], tables: [&[&Row]; 3], rules: &str, trend: Option<&Trend>) -> String {
-    let [p25, out, other] = tables;
+fn html(p: &Parts) -> String {
+    let (meta, providers) = (p.meta, p.providers);
     let c25 = charts::whiskers("Inbound port 25 filtered, by provider (IPv4)", &["25 / IPv4"], &charts::lines_from(providers, &[("inbound", "ipv4", 25)]));
     let cout = charts::whiskers(
         "Outbound 25, 465, 587 filtered (reflection, IPv4)",
@@ -234,37 +272,47 @@ fn html(meta: &Meta, providers: &[Row], answer: &[(String, &'static str, [Option
 body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;margin:1em 0;font-size:13px}}\
 td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}}th{{background:#eee}}tr.v-blocks td{{background:#fde0dc}}\
 tr.v-mixed td{{background:#fff4d6}}tr.v-open td{{background:#e3f4e1}}tr.v-insufficient td{{color:#777}}td.v-blocks{{background:#fde0dc}}td.v-open{{background:#e3f4e1}}td.v-mixed{{background:#fff4d6}}\
+td.m-differ{{background:#fde0dc;font-weight:bold}}td.v-throttled,td.v-intercepted,td.v-stripped,td.v-tls-intercepted{{background:#fde0dc}}\
 figure{{margin:1em 0}}.note{{background:#f4f4f4;padding:.6em 1em;border-left:4px solid #888}}</style></head><body>",
         esc(&meta.crawl_id)
     );
-    let _ = write!(html, "<h1>Port-25 blocking report</h1><p class=\"note\" id=\"measured\"><b>What was measured:</b> {}</p>", esc(MEASURED));
+    let _ = write!(html, "<h1>Port-25 blocking report</h1><p class=\"note\" id=\"measured\"><b>What was measured:</b> {}</p>", esc(p.measured()));
     let _ = write!(
         html,
         "<p id=\"meta\">Crawl <b>{}</b> on <b>{}</b> from vantage <b>{}</b>: {} observations of {} hosts (selection: {}).</p>",
         esc(&meta.crawl_id), esc(&meta.crawl_date), esc(&meta.vantage), meta.rows, meta.hosts, esc(&meta.selection)
     );
     let _ = write!(html, "<p id=\"completeness\">Data: {}.</p>", esc(&meta.completeness.line()));
-    for p in &meta.completeness.problems {
-        let _ = write!(html, "<p class=\"note\" style=\"border-color:#c00\"><b>INCOMPLETE CRAWL:</b> {}. Missing data may read as filtering here.</p>", esc(p));
+    for x in &meta.completeness.problems {
+        let _ = write!(html, "<p class=\"note\" style=\"border-color:#c00\"><b>INCOMPLETE CRAWL:</b> {}. Missing data may read as filtering here.</p>", esc(x));
+    }
+    if let Some(e) = &meta.egress {
+        let _ = write!(html, "<p id=\"egress-meta\">Egress: {} runs, {} attempts from {} vantages ({} not placed in a provider).</p>", e.runs, e.attempts, e.vantages, e.unmapped);
     }
     let _ = write!(html, "<h2>Can the providers' customers send mail out?</h2><p class=\"note\" id=\"outbound-reach\">{}</p>", esc(OUTBOUND_REACH));
-    html.push_str("<table id=\"answer\"><thead><tr><th>provider</th><th>family</th><th>inbound 25<br>(SYN scan)</th><th>outbound 25<br>(reflection)</th><th>outbound 465<br>(reflection)</th><th>outbound 587<br>(reflection)</th></tr></thead><tbody>");
-    for (p, f, c) in answer {
-        let _ = write!(html, "<tr><td>{}</td><td>{f}</td>", esc(p));
-        for r in c {
-            let _ = write!(html, "<td class=\"v-{}\">{}</td>", r.map_or("none", |r| r.verdict), esc(&cell(*r)));
-        }
-        html.push_str("</tr>");
+    if p.egress.is_some() {
+        let _ = write!(html, "<p class=\"note\" id=\"egress-reach\">{}</p>", esc(EGRESS_REACH));
     }
-    let _ = write!(html, "</tbody></table><p>{}</p><figure id=\"chart-outbound\">{cout}</figure>", esc(rules));
+    views::answer_html(&mut html, &p.answer, p.egress.is_some());
+    let _ = write!(html, "<p>{}</p>", esc(&p.rules));
+    if p.egress.is_some() {
+        views::findings_html(&mut html, &p.cmp);
+    }
+    let _ = write!(html, "<figure id=\"chart-outbound\">{cout}</figure>");
     let _ = write!(html, "<h2>Inbound port 25 by provider (SYN scan)</h2><figure id=\"chart-rates\">{c25}</figure>");
-    table_html(&mut html, "providers-25", p25);
+    table_html(&mut html, "providers-25", &p.p25);
     html.push_str("<h2>Outbound by provider (source-port reflection)</h2>");
-    table_html(&mut html, "providers-outbound", out);
+    table_html(&mut html, "providers-outbound", &p.reflection);
+    if let Some(e) = p.egress {
+        html.push_str("<h2>Outbound by provider from inside (crawler egress; n = vantages)</h2>");
+        table_html(&mut html, "providers-egress", &p.inside);
+        html.push_str("<h3>Egress vantages</h3>");
+        views::vantages_html(&mut html, &e.series, &e.unmapped);
+    }
     let _ = write!(html, "<h2>Inbound 25 vs 465/587</h2><figure id=\"chart-ports\">{cports}</figure>");
-    table_html(&mut html, "providers-submission", other);
+    table_html(&mut html, "providers-submission", &p.other);
     let _ = write!(html, "<h2>IPv4 vs IPv6</h2><figure id=\"chart-family\">{cfam}</figure>");
-    if let Some(t) = trend {
+    if let Some(t) = p.trend {
         let lines = t.chart_lines();
         let labels: Vec<String> = t.crawls.iter().map(|c| format!("{} {}", c.0, c.1)).collect();
         let ct = charts::trend("Inbound port 25 filtered over crawls (IPv4)", &labels, &lines);
@@ -282,11 +330,12 @@ figure{{margin:1em 0}}.note{{background:#f4f4f4;padding:.6em 1em;border-left:4px
 }
 
 /// The one-screen summary printed by `analysis report`: per provider and family, inbound 25
-/// beside outbound 25 / 465 / 587.
+/// beside outbound 25 / 465 / 587 from outside and, with egress data, from inside.
 pub fn print_table(providers: &[Row]) {
-    let short = |r: Option<&Row>| r.map_or("–".to_string(), |r| format!("{} {}/{}", r.verdict, r.filtered, r.informative));
-    println!("{:<28} {:<3} {:<22} {:<22} {:<22} {:<22}", "provider", "fam", "inbound 25 (scan)", "outbound 25 (reflect.)", "outbound 465", "outbound 587");
-    for (p, f, c) in answer(providers) {
-        println!("{:<28} {:<3} {:<22} {:<22} {:<22} {:<22}", p.chars().take(28).collect::<String>(), if f == "ipv4" { "v4" } else { "v6" }, short(c[0]), short(c[1]), short(c[2]), short(c[3]));
+    let cmp = compare::comparisons(providers);
+    let inside = providers.iter().any(|r| r.method == "egress");
+    views::print_table(&compare::answer(providers, &cmp), inside);
+    for c in cmp.iter().filter(|c| !c.agree) {
+        println!("finding: {} ({}, port {}): {}", c.provider, c.family, c.port, c.finding);
     }
 }

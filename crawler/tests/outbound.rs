@@ -85,7 +85,7 @@ fn readme_recipes_run(egress_dir: &std::path::Path, sink_dir: &std::path::Path) 
         assert!(String::from_utf8_lossy(&o.stdout).lines().count() >= 2, "recipe returned nothing:\n{sql}");
         n += 1;
     }
-    assert_eq!(n, 3, "the README's sink/egress recipes");
+    assert_eq!(n, 4, "the README's sink/egress recipes");
 }
 
 async fn connect_from(src: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {

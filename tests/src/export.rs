@@ -93,7 +93,28 @@ pub fn write_all(topo: &Topology, dir: &Path) -> Result<()> {
     std::fs::write(dir.join("responsive-addresses.txt"), hit)?;
     std::fs::write(dir.join("aliased-prefixes.txt"), aliased)?;
     std::fs::write(dir.join("opt-out.txt"), optout)?;
+    write_customers(topo, dir)?;
     write_truth(topo, dir)?;
+    Ok(())
+}
+
+/// Customer vantages' prefixes: originated by their provider's first AS (appended to the
+/// routing files, so the analysis maps a vantage to its provider by source address) and on
+/// the exclusion list (so no plan ever targets them).
+fn write_customers(topo: &Topology, dir: &Path) -> Result<()> {
+    let mut exclude = String::from("# customer vantages of the lab: measured from inside (crawler egress), never crawled\n");
+    let (mut r4, mut r6) = (String::new(), String::new());
+    for c in topo.customers() {
+        let _ = writeln!(r4, "{}\t{}\t{}", c.v4_net.network(), c.v4_net.prefix_len(), c.asn);
+        let _ = writeln!(r6, "{}\t{}\t{}", c.v6_net.network(), c.v6_net.prefix_len(), c.asn);
+        let _ = writeln!(exclude, "{}\n{}", c.v4_net, c.v6_net);
+    }
+    for (file, add) in [("routeviews-rv2-lab.pfx2as", r4), ("routeviews-rv6-lab.pfx2as", r6)] {
+        let mut t = std::fs::read_to_string(dir.join(file))?;
+        t.push_str(&add);
+        std::fs::write(dir.join(file), t)?;
+    }
+    std::fs::write(dir.join("exclude.txt"), exclude)?;
     Ok(())
 }
 
@@ -121,5 +142,7 @@ fn write_truth(topo: &Topology, dir: &Path) -> Result<()> {
     std::fs::write(dir.join("truth-hosts.jsonl"), f)?;
     std::fs::write(dir.join("truth-providers.json"), serde_json::to_string_pretty(&truth::provider_truth(topo, 30))?)?;
     std::fs::write(dir.join("truth-outbound.json"), serde_json::to_string_pretty(&truth::outbound_truth(topo, 30))?)?;
+    std::fs::write(dir.join("truth-egress.json"), serde_json::to_string_pretty(&truth::egress_truth(topo))?)?;
+    std::fs::write(dir.join("truth-egress-providers.json"), serde_json::to_string_pretty(&truth::egress_provider_truth(topo, 30))?)?;
     Ok(())
 }

@@ -7,6 +7,7 @@ pub mod forge;
 pub mod gencrawl;
 pub mod netns;
 pub mod nmap;
+pub mod proxy;
 pub mod rules;
 pub mod serve;
 pub mod topology;

@@ -26,12 +26,17 @@ enum Cmd {
         #[arg(long, default_value = "lab-runs/lab")]
         state: PathBuf,
     },
-    /// Run a command in the vantage namespace (or the blocked vantage with --blocked).
+    /// Run a command in the vantage namespace (or the blocked vantage with --blocked, or a
+    /// customer vantage with --customer NAME, or the sink's namespace with --sink).
     Exec {
         #[arg(long, default_value = "lab-runs/lab")]
         state: PathBuf,
         #[arg(long)]
         blocked: bool,
+        #[arg(long, conflicts_with = "blocked")]
+        customer: Option<String>,
+        #[arg(long, conflicts_with_all = ["blocked", "customer"])]
+        sink: bool,
         #[arg(trailing_var_arg = true, required = true)]
         argv: Vec<String>,
     },
@@ -41,7 +46,8 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
-    /// The main job on the lab: up, plan, crawl from the vantage, provider report, down.
+    /// The main job on the lab: up, plan, crawl from the vantage, egress from the customer
+    /// vantages to the lab's sink, provider report, down.
     Demo {
         #[arg(long, default_value = "tests/topologies/default.toml")]
         topology: PathBuf,
@@ -85,6 +91,18 @@ enum Cmd {
     /// connect(), 0.5 s each): the SYN a fingerprint test compares ours with.
     #[command(hide = true)]
     Connect { targets: Vec<std::net::SocketAddr> },
+    /// (internal) A border's SMTP proxy / STARTTLS stripper / TLS interceptor.
+    #[command(hide = true)]
+    Proxy {
+        /// Comma-separated: intercept, strip, tls.
+        #[arg(long, value_delimiter = ',', required = true)]
+        modes: Vec<String>,
+        /// The proxy's host name (its banner and certificate).
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        ready: PathBuf,
+    },
     /// (internal) Hold the listening sockets of one namespace.
     #[command(hide = true)]
     Serve {
@@ -127,6 +145,13 @@ fn real_main() -> Result<()> {
                 st.vantage,
                 state.display()
             );
+            if !st.sink.is_empty() {
+                let sink = port25_lab::topology::addr::SINK_V4;
+                println!("sink {sink} / {} (namespace {}), certificate pin {}", port25_lab::topology::addr::SINK_V6, st.sink, st.sink_pin);
+            }
+            for c in &st.customers {
+                println!("customer vantage {} ({}, {} / {}): lab exec --customer {} -- ...", c.vantage.name, topo.providers[c.vantage.provider].name, c.vantage.v4, c.vantage.v6, c.vantage.name);
+            }
             println!("datasets and ground truth: {}", state.join("datasets").display());
         }
         Cmd::Down { state } => {
@@ -136,9 +161,15 @@ fn real_main() -> Result<()> {
             }
             println!("lab down: nothing left");
         }
-        Cmd::Exec { state, blocked, argv } => {
+        Cmd::Exec { state, blocked, customer, sink, argv } => {
             let st = netns::LabState::load(&state)?;
-            let ns = if blocked { &st.vantage_blocked } else { &st.vantage };
+            let ns = match (&customer, sink) {
+                (Some(name), _) => &st.customers.iter().find(|c| &c.vantage.name == name).with_context(|| format!("no customer vantage {name}"))?.ns,
+                (None, true) if !st.sink.is_empty() => &st.sink,
+                (None, true) => bail!("this lab has no sink (its topology has no customer vantages)"),
+                _ if blocked => &st.vantage_blocked,
+                _ => &st.vantage,
+            };
             let status = netns::exec(ns, &argv)?;
             std::process::exit(status.code().unwrap_or(1));
         }
@@ -185,6 +216,10 @@ fn real_main() -> Result<()> {
         Cmd::Datasets { topology, out } => {
             let topo = Topology::load(&topology)?;
             export::write_all(&topo, &out)?;
+        }
+        Cmd::Proxy { modes, name, ready } => {
+            let modes = modes.iter().map(|m| port25_lab::proxy::Mode::parse(m)).collect::<Result<Vec<_>>>()?;
+            port25_lab::proxy::serve(&modes, &name, &ready).context("lab proxy")?;
         }
         Cmd::Serve { topology, provider, role, ready } => {
             let topo = Topology::load(&topology)?;

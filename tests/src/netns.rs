@@ -7,11 +7,11 @@
 //! namespace, and deleting the namespaces removes every veth and nftables table with them.
 
 use crate::rules;
-use crate::topology::{addr, Topology};
+use crate::topology::{addr, Customer, Topology};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +31,26 @@ pub struct LabState {
     pub borders: Vec<String>,
     pub hosts: Vec<String>,
     pub vantage_if: String,
+    /// The sink's namespace (`crawler sink` on the lab Internet, attached to the core).
+    #[serde(default)]
+    pub sink: String,
+    /// The SHA-256 pin of the sink's certificate, as the sink printed it at start.
+    #[serde(default)]
+    pub sink_pin: String,
+    /// Customer vantages behind provider borders, where `crawler egress` runs.
+    #[serde(default)]
+    pub customers: Vec<CustomerNs>,
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CustomerNs {
+    pub ns: String,
+    pub vantage: Customer,
+}
+
+/// `setpriv` arguments that run a command as nobody, with no groups and no capabilities.
+pub const AS_NOBODY: [&str; 4] = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+pub const NOBODY_ID: u32 = 65534;
 
 impl LabState {
     pub fn load(dir: &Path) -> Result<LabState> {
@@ -107,7 +126,7 @@ pub fn up(topo_path: &Path, dir: &Path) -> Result<LabState> {
     let run_id = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
     let name = format!("p25-{run_id}");
     let n = topo.providers.len();
-    let st = LabState {
+    let mut st = LabState {
         run_id: run_id.clone(),
         topology: std::fs::canonicalize(topo_path)?,
         vantage: format!("{name}-v"),
@@ -117,17 +136,26 @@ pub fn up(topo_path: &Path, dir: &Path) -> Result<LabState> {
         hosts: (0..n).map(|i| format!("{name}-h{i}")).collect(),
         namespaces: vec![],
         vantage_if: "eth0".into(),
+        // A sink only serves customer vantages: a lab without them has none.
+        sink: if topo.customers().is_empty() { String::new() } else { format!("{name}-s") },
+        sink_pin: String::new(),
+        customers: topo.customers().into_iter().enumerate().map(|(g, c)| CustomerNs { ns: format!("{name}-e{g}"), vantage: c }).collect(),
     };
-    let mut st = st;
-    st.namespaces = [st.vantage.clone(), st.vantage_blocked.clone(), st.core.clone()]
+    st.namespaces = [st.vantage.clone(), st.vantage_blocked.clone(), st.core.clone(), st.sink.clone()]
         .into_iter()
+        .filter(|ns| !ns.is_empty())
         .chain(st.borders.iter().cloned())
         .chain(st.hosts.iter().cloned())
+        .chain(st.customers.iter().map(|c| c.ns.clone()))
         .collect();
     // Saved first: `lab down` can clean up whatever a crash leaves.
     st.save(dir)?;
     match build(&topo, &st, dir) {
-        Ok(()) => Ok(st),
+        Ok(pin) => {
+            st.sink_pin = pin;
+            st.save(dir)?;
+            Ok(st)
+        }
         Err(e) => {
             let _ = down_state(&st);
             Err(e.context("lab up failed; everything it created was removed"))
@@ -135,7 +163,22 @@ pub fn up(topo_path: &Path, dir: &Path) -> Result<LabState> {
     }
 }
 
-fn build(topo: &Topology, st: &LabState, dir: &Path) -> Result<()> {
+/// Routes into the lab's documentation/benchmark ranges only, never a default route.
+fn lab_routes(gw4: Ipv4Addr, gw6: Ipv6Addr) -> Vec<String> {
+    let mut l: Vec<String> = ["198.18.0.0/15", "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"].iter().map(|p| format!("route add {p} via {gw4}")).collect();
+    l.push(format!("route add 2001:db8::/32 via {gw6}"));
+    l
+}
+
+/// A leaf namespace's side of a link: loopback, the addresses on `eth0`, lab routes via `gw`.
+fn leaf(v4: Ipv4Addr, len4: u8, v6: Ipv6Addr, gw4: Ipv4Addr, gw6: Ipv6Addr) -> Vec<String> {
+    let mut l = vec!["link set lo up".into(), format!("addr add {v4}/{len4} dev eth0"), format!("addr add {v6}/64 dev eth0 nodad"), "link set eth0 up".into()];
+    l.extend(lab_routes(gw4, gw6));
+    l
+}
+
+/// Returns the sink's certificate pin.
+fn build(topo: &Topology, st: &LabState, dir: &Path) -> Result<String> {
     for ns in &st.namespaces {
         run("ip", &["netns", "add", ns], None)?;
     }
@@ -144,40 +187,36 @@ fn build(topo: &Topology, st: &LabState, dir: &Path) -> Result<()> {
     if std::env::var("PORT25_LAB_FAIL_AFTER_NAMESPACES").is_ok() {
         bail!("failing on purpose (PORT25_LAB_FAIL_AFTER_NAMESPACES)");
     }
+    let mut cl = link_vantages(st)?;
+    cl.extend(link_providers(topo, st)?);
+    if !st.sink.is_empty() {
+        cl.extend(link_sink(st)?);
+    }
+    cl.extend(link_customers(st)?);
+    ip_batch(&st.core, &cl)?;
+    check_interrupt()?;
+    sysctls(topo, st)?;
+    check_interrupt()?;
+    in_ns(&st.core, "nft", &["-f", "-"], Some(&(rules::core(&topo.providers) + &rules::blocked_uplink("v2"))))?;
+    for (i, p) in topo.providers.iter().enumerate() {
+        let customers: Vec<&Customer> = st.customers.iter().map(|c| &c.vantage).filter(|c| c.provider == i).collect();
+        in_ns(&st.borders[i], "nft", &["-f", "-"], Some(&rules::border(p, &customers)))?;
+        in_ns(&st.hosts[i], "nft", &["-f", "-"], Some(&rules::hosts(&topo.hosts_of(i))))?;
+    }
+    let waits = start_listeners(topo, st, dir)?;
+    let pin = if st.sink.is_empty() { String::new() } else { start_sink(st, dir)? };
+    wait_ready(&waits, dir)?;
+    Ok(pin)
+}
+
+/// The scan vantage and the blocked vantage, and the core's side of their links.
+fn link_vantages(st: &LabState) -> Result<Vec<String>> {
     let (v, v2, c) = (&st.vantage, &st.vantage_blocked, &st.core);
-    // Vantages: only routes into the lab's documentation/benchmark ranges, no default route.
-    let lab_routes = |gw4: std::net::Ipv4Addr, gw6: std::net::Ipv6Addr| -> Vec<String> {
-        let mut l: Vec<String> = ["198.18.0.0/15", "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"]
-            .iter()
-            .map(|p| format!("route add {p} via {gw4}"))
-            .collect();
-        l.push(format!("route add 2001:db8::/32 via {gw6}"));
-        l
-    };
     ip_batch(v, &[format!("link add eth0 type veth peer name v0 netns {c}")])?;
     ip_batch(v2, &[format!("link add eth0 type veth peer name v2 netns {c}")])?;
-    for (i, b) in st.borders.iter().enumerate() {
-        ip_batch(c, &[format!("link add b{i} type veth peer name uplink netns {b}")])?;
-        ip_batch(b, &[format!("link add dnlink type veth peer name uplink netns {}", st.hosts[i])])?;
-    }
-    let mut vl = vec![
-        "link set lo up".into(),
-        format!("addr add {}/30 dev eth0", addr::VANTAGE_V4),
-        format!("addr add {}/64 dev eth0 nodad", addr::VANTAGE_V6),
-        "link set eth0 up".into(),
-    ];
-    vl.extend(lab_routes(addr::CORE_V4, addr::CORE_V6));
-    ip_batch(v, &vl)?;
-    let mut vl2 = vec![
-        "link set lo up".into(),
-        format!("addr add {}/30 dev eth0", addr::VANTAGE2_V4),
-        format!("addr add {}/64 dev eth0 nodad", addr::VANTAGE2_V6),
-        "link set eth0 up".into(),
-    ];
-    vl2.extend(lab_routes(addr::CORE2_V4, addr::CORE2_V6));
-    ip_batch(v2, &vl2)?;
-
-    let mut cl: Vec<String> = vec![
+    ip_batch(v, &leaf(addr::VANTAGE_V4, 30, addr::VANTAGE_V6, addr::CORE_V4, addr::CORE_V6))?;
+    ip_batch(v2, &leaf(addr::VANTAGE2_V4, 30, addr::VANTAGE2_V6, addr::CORE2_V4, addr::CORE2_V6))?;
+    Ok(vec![
         "link set lo up".into(),
         format!("addr add {}/30 dev v0", addr::CORE_V4),
         format!("addr add {}/64 dev v0 nodad", addr::CORE_V6),
@@ -185,8 +224,16 @@ fn build(topo: &Topology, st: &LabState, dir: &Path) -> Result<()> {
         format!("addr add {}/30 dev v2", addr::CORE2_V4),
         format!("addr add {}/64 dev v2 nodad", addr::CORE2_V6),
         "link set v2 up".into(),
-    ];
+    ])
+}
+
+/// Per provider: core ↔ border ↔ hosts, the hosts' prefixes (AnyIP); the core's lines.
+fn link_providers(topo: &Topology, st: &LabState) -> Result<Vec<String>> {
+    let mut cl = Vec::new();
     for (i, p) in topo.providers.iter().enumerate() {
+        let b = &st.borders[i];
+        ip_batch(&st.core, &[format!("link add b{i} type veth peer name uplink netns {b}")])?;
+        ip_batch(b, &[format!("link add dnlink type veth peer name uplink netns {}", st.hosts[i])])?;
         let (c4, b4) = addr::core_border_v4(i);
         let (c6, b6) = addr::core_border_v6(i);
         cl.push(format!("addr add {c4}/29 dev b{i}"));
@@ -194,7 +241,7 @@ fn build(topo: &Topology, st: &LabState, dir: &Path) -> Result<()> {
         cl.push(format!("link set b{i} up"));
         let (bh4, h4) = addr::border_hosts_v4(i);
         let (bh6, h6) = addr::border_hosts_v6(i);
-        cl.push(format!("route add {}/29 via {b4}", std::net::Ipv4Addr::from(u32::from(bh4) - 1)));
+        cl.push(format!("route add {}/29 via {b4}", Ipv4Addr::from(u32::from(bh4) - 1)));
         cl.push(format!("route add {}/64 via {b6}", ipnet::Ipv6Net::new(bh6, 64).unwrap().network()));
         let mut bl: Vec<String> = vec![
             "link set lo up".into(),
@@ -215,25 +262,48 @@ fn build(topo: &Topology, st: &LabState, dir: &Path) -> Result<()> {
             format!("route add default via {bh4}"),
             format!("route add ::/0 via {bh6}"),
         ];
-        for a in &p.ases {
-            for n in &a.v4 {
-                cl.push(format!("route add {n} via {b4}"));
-                bl.push(format!("route add {n} via {h4}"));
-                // AnyIP: the hosts namespace owns every address of the prefix.
-                hl.push(format!("route add local {n} dev lo"));
-            }
-            for n in &a.v6 {
-                cl.push(format!("route add {n} via {b6}"));
-                bl.push(format!("route add {n} via {h6}"));
-                hl.push(format!("route add local {n} dev lo"));
-            }
+        let nets = p.ases.iter().flat_map(|a| a.v4.iter().map(|n| (n.to_string(), b4.to_string(), h4.to_string())).chain(a.v6.iter().map(|n| (n.to_string(), b6.to_string(), h6.to_string()))));
+        for (n, via_border, via_hosts) in nets {
+            cl.push(format!("route add {n} via {via_border}"));
+            bl.push(format!("route add {n} via {via_hosts}"));
+            // AnyIP: the hosts namespace owns every address of the prefix.
+            hl.push(format!("route add local {n} dev lo"));
         }
-        ip_batch(&st.borders[i], &bl)?;
+        ip_batch(b, &bl)?;
         ip_batch(&st.hosts[i], &hl)?;
     }
-    ip_batch(c, &cl)?;
-    check_interrupt()?;
+    Ok(cl)
+}
 
+/// The sink on the lab Internet: a leaf of the core, like a researcher's VM at a carrier.
+fn link_sink(st: &LabState) -> Result<Vec<String>> {
+    ip_batch(&st.sink, &[format!("link add eth0 type veth peer name s0 netns {}", st.core)])?;
+    ip_batch(&st.sink, &leaf(addr::SINK_V4, 29, addr::SINK_V6, addr::CORE_SINK_V4, addr::CORE_SINK_V6))?;
+    Ok(vec![
+        format!("addr add {}/29 dev s0", addr::CORE_SINK_V4),
+        format!("addr add {}/64 dev s0 nodad", addr::CORE_SINK_V6),
+        "link set s0 up".into(),
+    ])
+}
+
+/// Customer vantages behind their provider's border (`vc<k>` there, `eth0` in the vantage);
+/// the core routes their prefixes to the border, like the provider's other space.
+fn link_customers(st: &LabState) -> Result<Vec<String>> {
+    let mut cl = Vec::new();
+    for cns in &st.customers {
+        let c = &cns.vantage;
+        let b = &st.borders[c.provider];
+        let ifc = c.iface();
+        ip_batch(b, &[format!("link add {ifc} type veth peer name eth0 netns {}", cns.ns)])?;
+        ip_batch(b, &[format!("addr add {}/29 dev {ifc}", c.gw_v4), format!("addr add {}/64 dev {ifc} nodad", c.gw_v6), format!("link set {ifc} up")])?;
+        ip_batch(&cns.ns, &leaf(c.v4, 29, c.v6, c.gw_v4, c.gw_v6))?;
+        cl.push(format!("route add {} via {}", c.v4_net, addr::core_border_v4(c.provider).1));
+        cl.push(format!("route add {} via {}", c.v6_net, addr::core_border_v6(c.provider).1));
+    }
+    Ok(cl)
+}
+
+fn sysctls(topo: &Topology, st: &LabState) -> Result<()> {
     // Routers forward and answer with ICMP as fast as asked, so ICMP policies are exact.
     let fwd = [
         "net.ipv4.ip_forward=1",
@@ -243,7 +313,7 @@ fn build(topo: &Topology, st: &LabState, dir: &Path) -> Result<()> {
         "net.ipv4.icmp_msgs_per_sec=100000000",
         "net.ipv4.icmp_msgs_burst=100000000",
     ];
-    sysctl(c, &fwd)?;
+    sysctl(&st.core, &fwd)?;
     for (i, p) in topo.providers.iter().enumerate() {
         sysctl(&st.borders[i], &fwd)?;
         if let Some(ms) = p.border.icmp_ratelimit_ms {
@@ -252,59 +322,137 @@ fn build(topo: &Topology, st: &LabState, dir: &Path) -> Result<()> {
         }
         sysctl(&st.hosts[i], &["net.ipv4.ip_nonlocal_bind=1", "net.ipv6.ip_nonlocal_bind=1", "net.core.somaxconn=4096"])?;
     }
-    check_interrupt()?;
+    if st.sink.is_empty() {
+        return Ok(());
+    }
+    // The sink runs as nobody: in its own namespace, every port may be bound without privilege
+    // (the per-namespace equivalent of the deployment's CAP_NET_BIND_SERVICE).
+    sysctl(&st.sink, &["net.ipv4.ip_unprivileged_port_start=0"])
+}
 
-    in_ns(c, "nft", &["-f", "-"], Some(&(rules::core(&topo.providers) + &rules::blocked_uplink("v2"))))?;
-    // The listeners are `lab serve`; from a test binary, find the lab binary beside it.
+/// Start `argv` inside `ns` in its own session (it outlives `lab up` and ignores the
+/// terminal's Ctrl-C), output to `log`.
+fn spawn_daemon(ns: &str, argv: &[&str], log: &Path) -> Result<()> {
+    let log = std::fs::File::create(log)?;
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns]).args(argv).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid is async-signal-safe and only affects the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    cmd.spawn().with_context(|| format!("starting {} in {ns}", argv[0]))?;
+    Ok(())
+}
+
+/// This `lab` binary (from a test binary: the one beside it).
+fn lab_exe() -> Result<String> {
     let exe = match std::env::current_exe()? {
         e if e.file_name().is_some_and(|n| n == "lab") => e,
         _ => crate::demo::sibling("lab")?,
     };
-    let exe = exe.to_str().ok_or_else(|| anyhow!("non-UTF-8 path"))?;
+    Ok(exe.to_str().ok_or_else(|| anyhow!("non-UTF-8 path"))?.to_string())
+}
+
+/// The hosts' listening sockets (`lab serve`), SYN-ACK-all middleboxes and the borders'
+/// proxies (`lab proxy`); the ready files to wait for.
+fn start_listeners(topo: &Topology, st: &LabState, dir: &Path) -> Result<Vec<PathBuf>> {
+    let exe = lab_exe()?;
     let topo_s = st.topology.to_str().unwrap();
     let mut waits = vec![];
     for (i, p) in topo.providers.iter().enumerate() {
-        in_ns(&st.borders[i], "nft", &["-f", "-"], Some(&rules::border(p)))?;
-        let hosts = topo.hosts_of(i);
-        in_ns(&st.hosts[i], "nft", &["-f", "-"], Some(&rules::hosts(&hosts)))?;
+        let pi = i.to_string();
         for (ns, role) in [(&st.hosts[i], "hosts"), (&st.borders[i], "border")] {
             if role == "border" && !p.border.synack_all {
                 continue;
             }
             let ready = dir.join(format!("ready-{ns}"));
             let _ = std::fs::remove_file(&ready);
-            let log = std::fs::File::create(dir.join(format!("serve-{ns}.log")))?;
-            let mut cmd = Command::new("ip");
-            cmd.args(["netns", "exec", ns, exe, "serve", "--topology", topo_s, "--provider", &i.to_string(), "--role", role])
-                .arg("--ready")
-                .arg(&ready)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log);
-            // Own session: the listeners outlive `lab up` and ignore the terminal's Ctrl-C.
-            use std::os::unix::process::CommandExt;
-            // SAFETY: setsid is async-signal-safe and only affects the child.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::setsid();
-                    Ok(())
-                });
-            }
-            cmd.spawn().context("starting a lab listener")?;
+            spawn_daemon(ns, &[&exe, "serve", "--topology", topo_s, "--provider", &pi, "--role", role, "--ready", ready.to_str().unwrap()], &dir.join(format!("serve-{ns}.log")))?;
+            waits.push(ready);
+        }
+        if p.border.needs_proxy() {
+            let ready = dir.join(format!("ready-proxy-{}", st.borders[i]));
+            let _ = std::fs::remove_file(&ready);
+            let mut modes: Vec<&str> = [false, true].iter().flat_map(|v6| p.border.out_entries(*v6)).filter_map(|(_, o)| crate::proxy::Mode::of(o)).map(|m| m.as_str()).collect();
+            modes.sort_unstable();
+            modes.dedup();
+            let name = format!("smtp.{}.lab.example", p.org_id.to_ascii_lowercase().trim_start_matches("org-"));
+            let argv = [exe.as_str(), "proxy", "--modes", &modes.join(","), "--name", &name, "--ready", ready.to_str().unwrap()];
+            spawn_daemon(&st.borders[i], &argv, &dir.join(format!("proxy-{}.log", st.borders[i])))?;
             waits.push(ready);
         }
     }
+    Ok(waits)
+}
+
+fn wait_ready(waits: &[PathBuf], dir: &Path) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     for r in waits {
         while !r.exists() {
             check_interrupt()?;
             if Instant::now() > deadline {
-                bail!("listener did not become ready: {} (see serve-*.log in {})", r.display(), dir.display());
+                bail!("listener did not become ready: {} (see serve-*.log and proxy-*.log in {})", r.display(), dir.display());
             }
             std::thread::sleep(Duration::from_millis(5));
         }
     }
     Ok(())
+}
+
+/// `crawler sink` in the sink namespace, as nobody, writing `DIR/sink`; returns the pin it
+/// announced (what a researcher publishes to volunteers).
+fn start_sink(st: &LabState, dir: &Path) -> Result<String> {
+    let out = dir.join("sink");
+    // This lab's records only: a sink of an earlier lab in the same state directory is gone.
+    let _ = std::fs::remove_dir_all(&out);
+    crate::demo::nobody_dir(&out)?;
+    let crawler = crate::demo::runnable_by_nobody("crawler", dir)?;
+    let (v4, v6) = (addr::SINK_V4.to_string(), addr::SINK_V6.to_string());
+    let ports = addr::SINK_PORTS.map(|p| p.to_string()).join(",");
+    let mut argv: Vec<&str> = AS_NOBODY.to_vec();
+    argv.extend([crawler.to_str().unwrap(), "sink", "--listen", &v4, &v6, "--ports", &ports, "--name", "lab-sink", "--out", out.to_str().unwrap()]);
+    let log = dir.join("sink.log");
+    spawn_daemon(&st.sink, &argv, &log)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(pin) = text.lines().find_map(|l| l.split("certificate SHA-256 pin ").nth(1)).and_then(|r| r.split_whitespace().next()) {
+            return Ok(pin.trim_end_matches(':').to_string());
+        }
+        check_interrupt()?;
+        if Instant::now() > deadline {
+            bail!("the lab's sink did not start: {}", text.trim());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Stop the sink with SIGTERM, so that it publishes its last Parquet file, and wait for it.
+/// Returns whether a sink was running.
+pub fn stop_sink(st: &LabState) -> Result<bool> {
+    if st.sink.is_empty() {
+        return Ok(false);
+    }
+    let pids = |ns: &str| -> Vec<i32> { run("ip", &["netns", "pids", ns], None).unwrap_or_default().split_whitespace().filter_map(|p| p.parse().ok()).collect() };
+    let running = pids(&st.sink);
+    for pid in &running {
+        // SAFETY: kill(2) on a pid that lives in our own lab namespace.
+        unsafe {
+            libc::kill(*pid, libc::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !pids(&st.sink).is_empty() {
+        if Instant::now() > deadline {
+            bail!("the lab's sink did not stop within 15 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(!running.is_empty())
 }
 
 /// Socket addresses `lab serve` binds for provider `pi` in the given role.
@@ -327,6 +475,10 @@ pub fn serve_addrs(topo: &Topology, pi: usize, role: &str) -> Vec<SocketAddr> {
 }
 
 fn down_state(st: &LabState) -> Result<Vec<String>> {
+    // The sink first and gently: its last file is published on SIGTERM.
+    if let Err(e) = stop_sink(st) {
+        eprintln!("lab down: {e:#}");
+    }
     for ns in &st.namespaces {
         if let Ok(pids) = run("ip", &["netns", "pids", ns], None) {
             for pid in pids.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {

@@ -1,6 +1,6 @@
 //! nftables rulesets for the lab's routers and host namespaces (text fed to `nft -f`).
 
-use crate::topology::{addr::CATCH_ALL_PORT, addr::SRC_FIREWALL_PORTS, Host, OutPolicy, Policy, Provider};
+use crate::topology::{addr::CATCH_ALL_PORT, addr::SRC_FIREWALL_PORTS, Customer, Host, OutPolicy, Policy, Provider};
 use std::fmt::Write;
 
 const TABLE: &str = "p25lab";
@@ -39,28 +39,74 @@ fn policy_rules(out: &mut String, p: &Provider, pol: &[(u16, Policy)], v6: bool,
     }
 }
 
-/// Outbound filters on the customers' traffic (packets arriving from the hosts, `dnlink`).
-fn out_rules(out: &mut String, p: &Provider, v6: bool) {
-    let pf = prefixes(p, v6);
-    if pf.is_empty() {
-        return;
+/// Where the provider's customers' traffic enters the border: its hosts (`dnlink`) and its
+/// customer vantages (`vc<k>`), and the source prefixes it may carry.
+pub struct CustomerSide {
+    ifaces: String,
+    v4: Vec<String>,
+    v6: Vec<String>,
+}
+
+impl CustomerSide {
+    pub fn new(p: &Provider, customers: &[&Customer]) -> CustomerSide {
+        let ifaces: Vec<String> = std::iter::once("\"dnlink\"".to_string()).chain(customers.iter().map(|c| format!("\"{}\"", c.iface()))).collect();
+        let mut v4 = prefixes(p, false);
+        v4.extend(customers.iter().map(|c| c.v4_net.to_string()));
+        let mut v6 = prefixes(p, true);
+        v6.extend(customers.iter().map(|c| c.v6_net.to_string()));
+        CustomerSide { ifaces: format!("{{ {} }}", ifaces.join(", ")), v4, v6 }
     }
-    let fam = if v6 { "ip6" } else { "ip" };
-    for (port, pol) in p.border.out_entries(v6) {
-        let (state, stmt) = match (pol, v6) {
-            (OutPolicy::Drop, _) => ("", "drop"),
-            (OutPolicy::RejectIcmp, false) => ("", "reject with icmp type admin-prohibited"),
-            (OutPolicy::RejectIcmp, true) => ("", "reject with icmpv6 type admin-prohibited"),
-            (OutPolicy::RejectRst, _) => ("", "reject with tcp reset"),
-            (OutPolicy::NewDrop, _) => ("ct state new ", "drop"),
-        };
-        let _ = writeln!(out, "    iifname \"dnlink\" {fam} saddr {{ {} }} {state}tcp dport {port} {stmt}", pf.join(", "));
+    /// `iifname { … } ip saddr { … } ` for one family, or None when it has no prefixes.
+    fn matcher(&self, v6: bool) -> Option<String> {
+        let pf = if v6 { &self.v6 } else { &self.v4 };
+        (!pf.is_empty()).then(|| format!("iifname {} {} saddr {{ {} }} ", self.ifaces, if v6 { "ip6" } else { "ip" }, pf.join(", ")))
     }
 }
 
-/// The provider's border router: port filters towards its hosts, outbound filters on its
-/// hosts' traffic, loss, a SYN-ACK-all middlebox.
-pub fn border(p: &Provider) -> String {
+/// Outbound filters on the customers' traffic (packets arriving from the customer side).
+fn out_rules(out: &mut String, p: &Provider, side: &CustomerSide, v6: bool) {
+    let Some(m) = side.matcher(v6) else { return };
+    let k = p.border.throttle_per_minute;
+    for (port, pol) in p.border.out_entries(v6) {
+        let (state, stmt) = match (pol, v6) {
+            (OutPolicy::Drop, _) => ("", "drop".to_string()),
+            (OutPolicy::RejectIcmp, false) => ("", "reject with icmp type admin-prohibited".into()),
+            (OutPolicy::RejectIcmp, true) => ("", "reject with icmpv6 type admin-prohibited".into()),
+            (OutPolicy::RejectRst, _) => ("", "reject with tcp reset".into()),
+            (OutPolicy::NewDrop, _) => ("ct state new ", "drop".into()),
+            // The burst is the number of new connections that pass before the rate applies.
+            (OutPolicy::Throttle, _) => ("ct state new ", format!("limit rate over {k}/minute burst {k} packets drop")),
+            // Redirected in the nat chain: never reaches the forward chain.
+            (OutPolicy::Intercept | OutPolicy::Strip | OutPolicy::TlsIntercept, _) => continue,
+        };
+        let _ = writeln!(out, "    {m}{state}tcp dport {port} {stmt}");
+    }
+}
+
+/// The nat prerouting rules: a SYN-ACK-all middlebox, and customer connections to a port a
+/// proxy stands in for, redirected to `lab proxy` in the border.
+fn nat_rules(p: &Provider, side: &CustomerSide) -> Vec<String> {
+    let mut rules = Vec::new();
+    for v6 in [false, true] {
+        let fam = if v6 { "ip6" } else { "ip" };
+        let pf = prefixes(p, v6);
+        if p.border.synack_all && !pf.is_empty() {
+            rules.push(format!("iifname \"uplink\" {fam} daddr {{ {} }} tcp flags & (syn | ack) == syn redirect to :{CATCH_ALL_PORT}", pf.join(", ")));
+        }
+        let Some(m) = side.matcher(v6) else { continue };
+        for (port, pol) in p.border.out_entries(v6) {
+            if let Some(to) = pol.proxy_port() {
+                rules.push(format!("{m}tcp dport {port} redirect to :{to}"));
+            }
+        }
+    }
+    rules
+}
+
+/// The provider's border router: port filters towards its hosts, outbound filters and proxies
+/// on its customers' traffic (hosts and customer vantages), loss, a SYN-ACK-all middlebox.
+pub fn border(p: &Provider, customers: &[&Customer]) -> String {
+    let side = CustomerSide::new(p, customers);
     let mut s = format!("table inet {TABLE} {{\n  chain forward_filter {{\n    type filter hook forward priority 0; policy accept;\n");
     if p.border.loss > 0.0 {
         // Each forwarded packet, either direction, is lost with the configured probability.
@@ -70,17 +116,14 @@ pub fn border(p: &Provider) -> String {
     let pol = p.border.policies();
     policy_rules(&mut s, p, &pol.entries(false), false, Some("uplink"));
     policy_rules(&mut s, p, &pol.entries(true), true, Some("uplink"));
-    out_rules(&mut s, p, false);
-    out_rules(&mut s, p, true);
+    out_rules(&mut s, p, &side, false);
+    out_rules(&mut s, p, &side, true);
     s.push_str("  }\n");
-    if p.border.synack_all {
+    let nat = nat_rules(p, &side);
+    if !nat.is_empty() {
         s.push_str("  chain prerouting_nat {\n    type nat hook prerouting priority -100; policy accept;\n");
-        for v6 in [false, true] {
-            let pf = prefixes(p, v6);
-            if !pf.is_empty() {
-                let fam = if v6 { "ip6" } else { "ip" };
-                let _ = writeln!(s, "    iifname \"uplink\" {fam} daddr {{ {} }} tcp flags & (syn | ack) == syn redirect to :{CATCH_ALL_PORT}", pf.join(", "));
-            }
+        for r in nat {
+            let _ = writeln!(s, "    {r}");
         }
         s.push_str("  }\n");
     }

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
@@ -61,15 +61,40 @@ pub enum OutPolicy {
     /// Stateful: drop only new connections to the port (`ct state new`); replies to inbound
     /// connections pass, so source-port reflection cannot see it.
     NewDrop,
+    /// Stateful throttle (AWS-like): the first `throttle_per_minute` new connections a minute
+    /// pass, later ones are dropped until the bucket refills.
+    Throttle,
+    /// A transparent SMTP proxy in the border answers in the destination's place, with its own
+    /// banner and without STARTTLS (nat redirect to `lab proxy`).
+    Intercept,
+    /// A firewall's ESMTP inspection relays to the destination but masks STARTTLS in the EHLO
+    /// reply (Cisco ASA's default), so the client never upgrades.
+    Strip,
+    /// A TLS-intercepting proxy on an implicit-TLS port: TLS with its own certificate towards
+    /// the customer, its own TLS session to the destination.
+    TlsIntercept,
 }
 
 impl OutPolicy {
     /// Does the filter stop a host's *reply* to our reflection probe (a packet of a connection
-    /// we opened)?
+    /// we opened)? Only stateless filters do: conntrack-based rules and NAT act on new
+    /// connections, and a reply belongs to the prober's connection.
     pub fn stops_replies(self) -> bool {
-        self != OutPolicy::NewDrop
+        matches!(self, OutPolicy::Drop | OutPolicy::RejectIcmp | OutPolicy::RejectRst)
+    }
+    /// The port `lab proxy` listens on in the border for this policy, if it needs one.
+    pub fn proxy_port(self) -> Option<u16> {
+        match self {
+            OutPolicy::Intercept => Some(addr::PROXY_INTERCEPT_PORT),
+            OutPolicy::Strip => Some(addr::PROXY_STRIP_PORT),
+            OutPolicy::TlsIntercept => Some(addr::PROXY_TLS_PORT),
+            _ => None,
+        }
     }
 }
+
+/// The implicit-TLS mail port (TLS from the first byte), as `crawler sink`/`egress` default.
+pub const IMPLICIT_TLS_PORT: u16 = 465;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,6 +117,13 @@ pub struct Border {
     /// Kernel ICMP rate limit on the border in ms (None: unlimited, so ICMP policies are exact).
     #[serde(default)]
     pub icmp_ratelimit_ms: Option<u32>,
+    /// New connections a `throttle` policy lets through per minute (per family).
+    #[serde(default = "default_throttle")]
+    pub throttle_per_minute: u32,
+}
+
+fn default_throttle() -> u32 {
+    2
 }
 
 impl Border {
@@ -104,6 +136,10 @@ impl Border {
     }
     pub fn out_entries(&self, v6: bool) -> Vec<(u16, OutPolicy)> {
         parse_port_map(if v6 { &self.out_v6 } else { &self.out_v4 }, "border.out").expect("validated")
+    }
+    /// Does any outbound policy need `lab proxy` running in the border?
+    pub fn needs_proxy(&self) -> bool {
+        [false, true].iter().any(|v6| self.out_entries(*v6).iter().any(|(_, o)| o.proxy_port().is_some()))
     }
 }
 
@@ -160,6 +196,38 @@ pub struct Provider {
     pub src_port_firewall: Option<f64>,
     pub v6_hosts_per_prefix: Option<usize>,
     pub open: Option<BTreeMap<String, f64>>,
+    /// Customer vantage namespaces behind this provider's border (where `crawler egress` runs).
+    #[serde(default)]
+    pub customer_vantages: usize,
+}
+
+/// A customer vantage: a namespace behind provider `provider`'s border, with a small prefix
+/// of its own that the provider's first AS originates (mapped to the provider by source
+/// address, never planned: it is on the lab's exclusion list).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Customer {
+    /// The `--vantage` name, e.g. `egress25-1`.
+    pub name: String,
+    pub provider: usize,
+    /// Index among the provider's vantages: the border's interface is `vc<k>`.
+    pub k: usize,
+    pub asn: u32,
+    pub v4_net: Ipv4Net,
+    pub v6_net: Ipv6Net,
+    /// The border's address on the vantage's link (its gateway).
+    pub gw_v4: Ipv4Addr,
+    pub gw_v6: Ipv6Addr,
+    pub v4: Ipv4Addr,
+    pub v6: Ipv6Addr,
+}
+
+impl Customer {
+    pub fn ip(&self, v6: bool) -> IpAddr {
+        if v6 { self.v6.into() } else { self.v4.into() }
+    }
+    pub fn iface(&self) -> String {
+        format!("vc{}", self.k)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -202,6 +270,20 @@ pub mod addr {
     pub const CORE_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 1);
     pub const VANTAGE2_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 2);
     pub const CORE2_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 1);
+    /// The sink namespace, on the core router: link 192.0.2.8/29 (core .9, sink .10).
+    pub const CORE_SINK_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 9);
+    pub const SINK_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+    pub const CORE_SINK_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 3, 0, 0, 0, 1);
+    pub const SINK_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 3, 0, 0, 0, 2);
+    /// Ports `crawler sink` serves in the lab (its defaults) and `crawler egress` dials.
+    pub const SINK_PORTS: [u16; 6] = [25, 465, 587, 2525, 80, 443];
+    /// Customer vantage prefixes: a /29 (and a /64) each, carved from space no provider uses.
+    pub const CUSTOMER_V4: &str = "198.19.255.0/24";
+    pub const CUSTOMER_V6: &str = "2001:db8:1ff::/48";
+    /// Where `lab proxy` listens in a border, per outbound policy that redirects to it.
+    pub const PROXY_INTERCEPT_PORT: u16 = 10025;
+    pub const PROXY_STRIP_PORT: u16 = 10026;
+    pub const PROXY_TLS_PORT: u16 = 10465;
     /// Port the SYN-ACK-everything listeners sit on (never probed).
     pub const CATCH_ALL_PORT: u16 = 10;
     /// Source ports a `src_port_firewall` host drops: the mail ports and 2525.
@@ -229,6 +311,23 @@ pub mod addr {
         let s = i as u16 + 1;
         (Ipv6Addr::new(0x2001, 0xdb8, 0xfe, s, 0, 0, 0, 1), Ipv6Addr::new(0x2001, 0xdb8, 0xfe, s, 0, 0, 0, 2))
     }
+}
+
+/// Proxies speak what the port speaks: TLS interception only on the implicit-TLS port, an
+/// SMTP proxy or STARTTLS stripping only on plain SMTP ports; a throttle lets some through.
+fn validate_out(p: &Provider) -> Result<()> {
+    for v6 in [false, true] {
+        for (port, o) in parse_port_map(if v6 { &p.border.out_v6 } else { &p.border.out_v4 }, "border.out")? {
+            let tls = port == IMPLICIT_TLS_PORT;
+            match o {
+                OutPolicy::TlsIntercept if !tls => bail!("provider {}: tls-intercept on port {port}: only on the implicit-TLS port {IMPLICIT_TLS_PORT}", p.name),
+                OutPolicy::Intercept | OutPolicy::Strip if tls => bail!("provider {}: {o:?} on port {port}: not on the implicit-TLS port", p.name),
+                OutPolicy::Throttle if p.border.throttle_per_minute == 0 => bail!("provider {}: throttle_per_minute must be at least 1", p.name),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 fn parse_port_map<T: Copy>(m: &BTreeMap<String, T>, what: &str) -> Result<Vec<(u16, T)>> {
@@ -276,6 +375,30 @@ impl Topology {
             }
             if !(0.0..1.0).contains(&p.border.loss) {
                 bail!("provider {}: loss must be in [0, 1)", p.name);
+            }
+            validate_out(p)?;
+        }
+        self.validate_customers()
+    }
+
+    /// Customer vantages fit their /24 and /48, and no provider announces that space.
+    fn validate_customers(&self) -> Result<()> {
+        let n: usize = self.providers.iter().map(|p| p.customer_vantages).sum();
+        if n == 0 {
+            return Ok(());
+        }
+        if n > 32 {
+            bail!("at most 32 customer vantages in all (one /29 each in {}), got {n}", addr::CUSTOMER_V4);
+        }
+        let (c4, c6): (Ipv4Net, Ipv6Net) = (addr::CUSTOMER_V4.parse().unwrap(), addr::CUSTOMER_V6.parse().unwrap());
+        for p in &self.providers {
+            for a in &p.ases {
+                if let Some(n) = a.v4.iter().find(|n| n.contains(&c4) || c4.contains(*n)) {
+                    bail!("provider {}: {n} overlaps the customer vantages' space {c4}", p.name);
+                }
+                if let Some(n) = a.v6.iter().find(|n| n.contains(&c6) || c6.contains(*n)) {
+                    bail!("provider {}: {n} overlaps the customer vantages' space {c6}", p.name);
+                }
             }
         }
         Ok(())
@@ -337,6 +460,34 @@ impl Topology {
                 for v in seen {
                     mk(IpAddr::V6(Ipv6Addr::from(v)), a.asn, IpNet::V6(*n));
                 }
+            }
+        }
+        out
+    }
+
+    /// Every customer vantage, in provider order: vantage `g` gets 198.19.255.8g/29 (border
+    /// .8g+1, vantage .8g+2) and 2001:db8:1ff:g::/64 (border ::1, vantage ::2).
+    pub fn customers(&self) -> Vec<Customer> {
+        let c4 = u32::from("198.19.255.0".parse::<Ipv4Addr>().unwrap());
+        let mut out = Vec::new();
+        for (i, p) in self.providers.iter().enumerate() {
+            let slug = p.org_id.to_ascii_lowercase().trim_start_matches("org-").to_string();
+            for k in 0..p.customer_vantages {
+                let g = out.len() as u32;
+                let net4 = c4 + 8 * g;
+                let net6 = u128::from("2001:db8:1ff::".parse::<Ipv6Addr>().unwrap()) | ((g as u128) << 64);
+                out.push(Customer {
+                    name: format!("{slug}-{}", k + 1),
+                    provider: i,
+                    k,
+                    asn: p.ases[0].asn,
+                    v4_net: Ipv4Net::new(Ipv4Addr::from(net4), 29).unwrap(),
+                    v6_net: Ipv6Net::new(Ipv6Addr::from(net6), 64).unwrap(),
+                    gw_v4: Ipv4Addr::from(net4 + 1),
+                    gw_v6: Ipv6Addr::from(net6 + 1),
+                    v4: Ipv4Addr::from(net4 + 2),
+                    v6: Ipv6Addr::from(net6 + 2),
+                });
             }
         }
         out

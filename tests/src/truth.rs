@@ -1,7 +1,7 @@
 //! Ground truth: what a prober at the vantage should observe for (host, port), and why,
 //! and what verdict a correct analysis must reach per provider and address family.
 
-use crate::topology::{addr, Host, OutPolicy, Policy, Topology};
+use crate::topology::{addr, Customer, Host, OutPolicy, Policy, Topology};
 use serde::Serialize;
 use std::net::IpAddr;
 
@@ -205,6 +205,136 @@ pub fn outbound_truth(topo: &Topology, min_informative: usize) -> Vec<OutboundTr
                     (t.verdict, t.mechanism) = ("blocks", "silent-drop");
                 }
                 out.push(t);
+            }
+        }
+    }
+    out
+}
+
+/// What `crawler egress` run in a customer vantage must see for one (port, family) series of
+/// attempts to the lab's sink, following the connection outward through the border.
+#[derive(Debug, Clone, Serialize)]
+pub struct EgressTruth {
+    pub vantage: String,
+    pub provider: String,
+    pub org_id: String,
+    pub family: &'static str,
+    pub port: u16,
+    /// The series' verdict: `open`, `blocked`, `throttled`, `intercepted`, `stripped` or
+    /// `tls-intercepted`.
+    pub verdict: &'static str,
+    /// A throttle lets this many attempts connect (each `open`); the later ones are `throttled`.
+    pub first_open: Option<u32>,
+    /// `outcome` of the attempts that do not connect (`timeout`, `refused`, `icmp`), or
+    /// `established`.
+    pub outcome: &'static str,
+    pub icmp_type: Option<u8>,
+    pub icmp_code: Option<u8>,
+    pub icmp_responder: Option<IpAddr>,
+    /// The client address the sink records for a connection that reaches it: the vantage, or
+    /// the border's own address when a proxy opened it; none when nothing reaches the sink.
+    pub sink_client: Option<IpAddr>,
+    pub reason: &'static str,
+}
+
+fn egress_one(topo: &Topology, c: &Customer, v6: bool, port: u16) -> EgressTruth {
+    let p = &topo.providers[c.provider];
+    let border_up: IpAddr = if v6 { addr::core_border_v6(c.provider).1.into() } else { addr::core_border_v4(c.provider).1.into() };
+    let gw: IpAddr = if v6 { c.gw_v6.into() } else { c.gw_v4.into() };
+    let mut t = EgressTruth {
+        vantage: c.name.clone(),
+        provider: p.name.clone(),
+        org_id: p.org_id.clone(),
+        family: if v6 { "ipv6" } else { "ipv4" },
+        port,
+        verdict: "open",
+        first_open: None,
+        outcome: "established",
+        icmp_type: None,
+        icmp_code: None,
+        icmp_responder: None,
+        sink_client: Some(c.ip(v6)),
+        reason: "no outbound filter on the port",
+    };
+    let blocked = |t: &mut EgressTruth, outcome, reason| {
+        (t.verdict, t.outcome, t.sink_client, t.reason) = ("blocked", outcome, None, reason);
+    };
+    match p.border.out(v6, port) {
+        None => {}
+        Some(OutPolicy::Drop) => blocked(&mut t, "timeout", "border drops outbound packets to the port (stateless)"),
+        Some(OutPolicy::NewDrop) => blocked(&mut t, "timeout", "border drops new outbound connections to the port (conntrack)"),
+        Some(OutPolicy::RejectRst) => blocked(&mut t, "refused", "border rejects outbound connections to the port with a RST"),
+        Some(OutPolicy::RejectIcmp) => {
+            blocked(&mut t, "icmp", "border rejects outbound connections to the port with ICMP admin-prohibited");
+            (t.icmp_type, t.icmp_code, t.icmp_responder) = if v6 { (Some(1), Some(1), Some(gw)) } else { (Some(3), Some(13), Some(gw)) };
+        }
+        Some(OutPolicy::Throttle) => {
+            (t.verdict, t.first_open, t.outcome) = ("throttled", Some(p.border.throttle_per_minute), "timeout");
+            t.reason = "border lets the first new connections a minute through, then drops new ones (conntrack + limit)";
+        }
+        Some(OutPolicy::Intercept) => {
+            (t.verdict, t.sink_client) = ("intercepted", None);
+            t.reason = "border redirects the port to its own SMTP proxy, which answers with its own banner";
+        }
+        Some(OutPolicy::Strip) => {
+            (t.verdict, t.sink_client) = ("stripped", Some(border_up));
+            t.reason = "border's ESMTP inspection relays to the sink and masks STARTTLS";
+        }
+        Some(OutPolicy::TlsIntercept) => {
+            (t.verdict, t.sink_client) = ("tls-intercepted", Some(border_up));
+            t.reason = "border's TLS proxy shows its own certificate and opens its own TLS session to the sink";
+        }
+    }
+    t
+}
+
+/// Every customer vantage × family × port `crawler egress` dials in the lab.
+pub fn egress_truth(topo: &Topology) -> Vec<EgressTruth> {
+    let mut out = Vec::new();
+    for c in topo.customers() {
+        for v6 in [false, true] {
+            for port in addr::SINK_PORTS {
+                out.push(egress_one(topo, &c, v6, port));
+            }
+        }
+    }
+    out
+}
+
+/// The per-provider outbound verdict `analysis report --egress` must reach from the customer
+/// vantages, beside reflection's for the same port, and whether the two methods agree.
+#[derive(Debug, Clone, Serialize)]
+pub struct EgressProviderTruth {
+    pub provider: String,
+    pub org_id: String,
+    pub family: &'static str,
+    pub port: u16,
+    /// `blocks`, `open`, `throttled`, `intercepted`, `stripped` or `tls-intercepted`.
+    pub verdict: &'static str,
+    pub vantages: usize,
+    /// What reflection must report for the same provider, family and port.
+    pub reflection: &'static str,
+    /// Reflection and the vantages inside agree (None: reflection has no decisive verdict).
+    pub agree: Option<bool>,
+}
+
+pub fn egress_provider_truth(topo: &Topology, min_informative: usize) -> Vec<EgressProviderTruth> {
+    let series = egress_truth(topo);
+    let reflection = outbound_truth(topo, min_informative);
+    let mut out = Vec::new();
+    for (i, p) in topo.providers.iter().enumerate() {
+        let n = topo.customers().iter().filter(|c| c.provider == i).count();
+        for family in ["ipv4", "ipv6"] {
+            for port in [25u16, 465, 587] {
+                let Some(s) = series.iter().find(|s| s.org_id == p.org_id && s.family == family && s.port == port) else { continue };
+                let verdict = if s.verdict == "blocked" { "blocks" } else { s.verdict };
+                let refl = reflection.iter().find(|r| r.org_id == p.org_id && r.family == family && r.port == port).map_or("absent", |r| r.verdict);
+                let agree = match refl {
+                    "blocks" => Some(verdict == "blocks"),
+                    "open" => Some(verdict == "open"),
+                    _ => None,
+                };
+                out.push(EgressProviderTruth { provider: p.name.clone(), org_id: p.org_id.clone(), family, port, verdict, vantages: n, reflection: refl, agree });
             }
         }
     }

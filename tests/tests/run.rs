@@ -25,6 +25,7 @@ categories = [{cats:?}]
 hitlist = [{hit:?}]
 aliased = [{ali:?}]
 opt_out = [{opt:?}]
+exclude = [{exc:?}]
 
 [plan]
 select = "all"
@@ -50,6 +51,7 @@ control_port = 80
         hit = ds.f("responsive-addresses.txt"),
         ali = ds.f("aliased-prefixes.txt"),
         opt = ds.f("opt-out.txt"),
+        exc = ds.f("exclude.txt"),
         targets = list(self_check.to_vec()),
     )
 }

@@ -46,6 +46,9 @@ impl Lab {
     pub fn up(name: &str) -> Lab {
         let topo_path = root().join("tests/topologies").join(format!("{name}.toml"));
         let dir = tempfile::Builder::new().prefix("p25lab-").tempdir().unwrap();
+        // The lab's sink and egress clients run as nobody and write below this directory.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let t0 = std::time::Instant::now();
         let state = netns::up(&topo_path, &dir.path().join("lab")).expect("lab up");
         let up_secs = t0.elapsed().as_secs_f64();
@@ -174,6 +177,8 @@ fn arrow_cast_string(a: &arrow_array::ArrayRef) -> arrow_array::StringArray {
         arrow_schema::DataType::UInt8 => a.as_primitive::<UInt8Type>().iter().map(|x| x.map(|v| v.to_string())).collect(),
         arrow_schema::DataType::UInt16 => a.as_primitive::<UInt16Type>().iter().map(|x| x.map(|v| v.to_string())).collect(),
         arrow_schema::DataType::UInt32 => a.as_primitive::<UInt32Type>().iter().map(|x| x.map(|v| v.to_string())).collect(),
+        arrow_schema::DataType::UInt64 => a.as_primitive::<UInt64Type>().iter().map(|x| x.map(|v| v.to_string())).collect(),
+        arrow_schema::DataType::Boolean => a.as_boolean().iter().map(|x| x.map(|v| v.to_string())).collect(),
         arrow_schema::DataType::Timestamp(_, _) => a.as_primitive::<TimestampMicrosecondType>().iter().map(|x| x.map(|v| v.to_string())).collect(),
         other => panic!("unsupported type {other:?}"),
     };
@@ -295,4 +300,32 @@ pub fn pcap_frames(path: &Path) -> Vec<Vec<u8>> {
         off += caplen;
     }
     out
+}
+
+/// A page rendered by a real headless Chromium: its DOM after scripts ran, and a screenshot
+/// (`screenshot.png` beside the page) measured as (width, height, non-white pixels, colours).
+/// Fails on a console error.
+pub fn render_in_chromium(html: &Path) -> (String, (u32, u32, usize, usize)) {
+    let shot = html.with_file_name("screenshot.png");
+    let prof = tempfile::tempdir().unwrap();
+    let flags = [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--enable-logging=stderr", "--v=0",
+    ];
+    let url = format!("file://{}", html.display());
+    let o = Command::new("chromium").args(flags).arg(format!("--user-data-dir={}", prof.path().display())).args(["--window-size=1200,3000", &format!("--screenshot={}", shot.display()), &url]).output().unwrap();
+    assert!(o.status.success(), "chromium: {}", String::from_utf8_lossy(&o.stderr));
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(!log.lines().any(|l| l.contains("CONSOLE") && (l.contains("ERROR") || l.contains("Uncaught"))), "console errors:\n{log}");
+    let dom = Command::new("chromium").args(flags).arg(format!("--user-data-dir={}", prof.path().display())).args(["--dump-dom", &url]).output().unwrap();
+    let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
+    let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
+    let mut r = dec.read_info().unwrap();
+    let mut buf = vec![0; r.output_buffer_size().unwrap()];
+    let info = r.next_frame(&mut buf).unwrap();
+    let px = &buf[..info.buffer_size()];
+    let ch = info.color_type.samples();
+    let non_white = px.chunks(ch).filter(|p| p[..3].iter().any(|c| *c < 200)).count();
+    let colours: std::collections::HashSet<&[u8]> = px.chunks(ch).map(|p| &p[..3]).collect();
+    (dom, (info.width, info.height, non_white, colours.len()))
 }

@@ -1,0 +1,395 @@
+//! Outbound blocking seen from inside providers: the attempts of `crawler egress` runs
+//! (`--egress DIR`, repeatable), each vantage mapped to its provider by its public address —
+//! the `you=` the sink greeted it with on a control port, which is what the provider's routing
+//! sees — through the routing table (longest prefix → origin AS) and AS2Org (AS →
+//! organization). Per vantage, family and port the attempts make one series verdict; per
+//! provider, family and mail port the vantages' verdicts make one row (`method = egress`).
+
+use crate::aggregate::{wilson, Context, Row};
+use anyhow::{Context as _, Result};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{UInt16Type, UInt8Type};
+use arrow_array::{Array, RecordBatch};
+use datasets::egress::{egress_col as col, outcome, verdict as v};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+/// The mail ports provider rows are made for (the vantage table keeps every port dialled).
+pub const MAIL_PORTS: [u16; 3] = [25, 465, 587];
+
+/// One attempt, as much of it as the analysis needs.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub run_id: String,
+    pub vantage: String,
+    pub family: u8,
+    pub port: u16,
+    pub outcome: String,
+    pub verdict: String,
+    pub icmp: Option<(u8, u8)>,
+    pub responder: Option<String>,
+    /// The address the sink saw, when it is this vantage's public address (`you_matches`).
+    pub public: Option<IpAddr>,
+}
+
+fn parquet_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let rd = std::fs::read_dir(dir).with_context(|| format!("reading egress directory {}", dir.display()))?;
+    for e in rd {
+        let p = e?.path();
+        if p.is_dir() {
+            parquet_files(&p, out)?;
+        } else if p.extension().is_some_and(|x| x == "parquet") && !p.file_name().unwrap().to_string_lossy().starts_with('.') {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Every attempt under the directories (files of `crawler egress`, any layout below them).
+pub fn load(dirs: &[PathBuf]) -> Result<Vec<Attempt>> {
+    let mut out = Vec::new();
+    for d in dirs {
+        let mut files = Vec::new();
+        parquet_files(d, &mut files)?;
+        if files.is_empty() {
+            return Err(datasets::DatasetError::file(d, "no egress Parquet files (expected crawler egress's OUT/egress_date=…/vantage=…/*.parquet)").into());
+        }
+        files.sort();
+        for f in files {
+            read_file(&f, &mut out).with_context(|| format!("reading {}", f.display()))?;
+        }
+    }
+    Ok(out)
+}
+
+fn read_file(f: &Path, out: &mut Vec<Attempt>) -> Result<()> {
+    let file = std::fs::File::open(f)?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| datasets::DatasetError::file(f, format!("not a complete Parquet file: {e}")))?.build()?;
+    for b in reader {
+        fold(f, &b?, out)?;
+    }
+    Ok(())
+}
+
+fn fold(f: &Path, b: &RecordBatch, out: &mut Vec<Attempt>) -> Result<()> {
+    let need = |name: &str| b.column_by_name(name).cloned().ok_or_else(|| datasets::DatasetError::file(f, format!("not an egress table: no `{name}` column")));
+    let (run, vant, ver, port, outc, verdict) = (need(col::RUN_ID)?, need(col::VANTAGE)?, need(col::IP_VERSION)?, need(col::PORT)?, need(col::OUTCOME)?, need(col::VERDICT)?);
+    let (ity, icode, resp, you, matches) = (need(col::ICMP_TYPE)?, need(col::ICMP_CODE)?, need(col::ICMP_RESPONDER)?, need(col::YOU_ADDR)?, need(col::YOU_MATCHES)?);
+    let s = |a: &arrow_array::ArrayRef, i: usize| (!a.is_null(i)).then(|| a.as_string::<i32>().value(i).to_string());
+    for i in 0..b.num_rows() {
+        let public = (!matches.is_null(i) && matches.as_boolean().value(i)).then(|| s(&you, i)).flatten().and_then(|y| y.parse::<SocketAddr>().ok()).map(|a| a.ip().to_canonical());
+        out.push(Attempt {
+            run_id: s(&run, i).unwrap_or_default(),
+            vantage: s(&vant, i).unwrap_or_default(),
+            family: ver.as_primitive::<UInt8Type>().value(i),
+            port: port.as_primitive::<UInt16Type>().value(i),
+            outcome: s(&outc, i).unwrap_or_default(),
+            verdict: s(&verdict, i).unwrap_or_default(),
+            icmp: (!ity.is_null(i) && !icode.is_null(i)).then(|| (ity.as_primitive::<UInt8Type>().value(i), icode.as_primitive::<UInt8Type>().value(i))),
+            responder: s(&resp, i),
+            public,
+        });
+    }
+    Ok(())
+}
+
+/// One vantage's series on one (family, port), mapped to its provider.
+#[derive(Debug, Clone, Serialize)]
+pub struct Series {
+    pub vantage: String,
+    pub family: &'static str,
+    pub address: String,
+    pub asn: u32,
+    pub prefix: String,
+    pub org_id: String,
+    pub provider: String,
+    pub port: u16,
+    pub attempts: u32,
+    /// `open`, `blocked`, `throttled`, `intercepted`, `stripped`, `tls-intercepted`,
+    /// `tls-failed`, `mixed` (open and blocked without a throttle's order), or `none` (only
+    /// local errors or no route: nothing learned).
+    pub verdict: &'static str,
+    pub mechanism: &'static str,
+    /// Attempts per verdict, e.g. `open=2;throttled=2`.
+    pub attempt_verdicts: String,
+    pub runs: String,
+    #[serde(skip)]
+    pub responders: Vec<String>,
+}
+
+/// A vantage (per family) the analysis could not place in a provider, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unmapped {
+    pub vantage: String,
+    pub family: &'static str,
+    pub reason: String,
+}
+
+/// What a series of attempts amounts to: the most specific middlebox any attempt met, else
+/// throttling, else all blocked or all open; attempts that learned nothing are left out.
+pub fn series_verdict(verdicts: &[&str]) -> &'static str {
+    let told: Vec<&str> = verdicts.iter().copied().filter(|x| *x != v::NO_ROUTE && *x != v::ERROR).collect();
+    if told.is_empty() {
+        return "none";
+    }
+    for top in [v::TLS_INTERCEPTED, v::INTERCEPTED, v::STRIPPED, v::THROTTLED, v::TLS_FAILED] {
+        if told.contains(&top) {
+            return top;
+        }
+    }
+    if told.iter().all(|x| *x == v::BLOCKED) {
+        v::BLOCKED
+    } else if told.iter().all(|x| *x == v::OPEN) {
+        v::OPEN
+    } else {
+        "mixed"
+    }
+}
+
+/// How a series was stopped or altered, in the report's mechanism words.
+fn mechanism(verdict: &str, blocked: &[&Attempt]) -> &'static str {
+    match verdict {
+        v::THROTTLED => "rate-limit",
+        v::INTERCEPTED => "smtp-proxy",
+        v::STRIPPED => "starttls-stripped",
+        v::TLS_INTERCEPTED => "tls-interception",
+        v::TLS_FAILED => "tls-failed",
+        v::BLOCKED => {
+            let mut n: BTreeMap<&'static str, usize> = BTreeMap::new();
+            for a in blocked {
+                let m = match (a.outcome.as_str(), a.icmp) {
+                    (outcome::TIMEOUT, _) => "silent-drop",
+                    (outcome::REFUSED, _) => "rst",
+                    (_, Some((3, 9 | 10 | 13))) | (_, Some((1, 1 | 5 | 6))) if a.outcome == outcome::ICMP => "icmp-prohibited",
+                    (_, Some((3, 3))) | (_, Some((1, 4))) if a.outcome == outcome::ICMP => "icmp-port-unreachable",
+                    _ => "other",
+                };
+                *n.entry(m).or_default() += 1;
+            }
+            n.into_iter().max_by_key(|(_, c)| *c).map_or("", |(m, _)| m)
+        }
+        _ => "",
+    }
+}
+
+type Key = (String, u8, String); // (vantage, family, org id)
+
+/// Each vantage's public address per run and family → its provider; attempts grouped into
+/// series by (vantage, family, provider, port).
+pub fn series(attempts: &[Attempt], cx: &Context, keep: &dyn Fn(u32) -> bool) -> (Vec<Series>, Vec<Unmapped>) {
+    let mut public: BTreeMap<(&str, &str, u8), IpAddr> = BTreeMap::new();
+    for a in attempts {
+        if let Some(ip) = a.public {
+            public.entry((&a.vantage, &a.run_id, a.family)).or_insert(ip);
+        }
+    }
+    let mut groups: BTreeMap<(Key, u16), (IpAddr, u32, String, Vec<&Attempt>)> = BTreeMap::new();
+    let mut unmapped: BTreeMap<(String, u8), String> = BTreeMap::new();
+    for a in attempts {
+        let Some(ip) = public.get(&(a.vantage.as_str(), a.run_id.as_str(), a.family)) else {
+            unmapped.entry((a.vantage.clone(), a.family)).or_insert_with(|| "its public address is unknown (no control port reached the sink)".into());
+            continue;
+        };
+        let Some((prefix, origin)) = cx.routes.lookup(*ip) else {
+            unmapped.entry((a.vantage.clone(), a.family)).or_insert_with(|| format!("{ip} is not in the routing data"));
+            continue;
+        };
+        if !keep(origin.asn) {
+            continue;
+        }
+        let org = cx.orgs.org_of(origin.asn).0;
+        let g = groups.entry(((a.vantage.clone(), a.family, org), a.port)).or_insert_with(|| (*ip, origin.asn, prefix.to_string(), Vec::new()));
+        g.3.push(a);
+    }
+    let fam = |f: u8| if f == 6 { "ipv6" } else { "ipv4" };
+    let rows = groups
+        .into_iter()
+        .map(|(((vantage, family, org_id), port), (ip, asn, prefix, list))| {
+            let verdicts: Vec<&str> = list.iter().map(|a| a.verdict.as_str()).collect();
+            let verdict = series_verdict(&verdicts);
+            let blocked: Vec<&Attempt> = list.iter().copied().filter(|a| a.verdict == v::BLOCKED || a.verdict == v::THROTTLED).collect();
+            let mut counts: BTreeMap<&str, u32> = BTreeMap::new();
+            for x in &verdicts {
+                *counts.entry(x).or_default() += 1;
+            }
+            let runs: BTreeSet<&str> = list.iter().map(|a| a.run_id.as_str()).collect();
+            Series {
+                vantage,
+                family: fam(family),
+                address: ip.to_string(),
+                asn,
+                prefix,
+                provider: cx.orgs.org_of(asn).1,
+                org_id,
+                port,
+                attempts: list.len() as u32,
+                verdict,
+                mechanism: mechanism(verdict, &blocked),
+                attempt_verdicts: counts.iter().map(|(k, n)| format!("{k}={n}")).collect::<Vec<_>>().join(";"),
+                runs: runs.into_iter().collect::<Vec<_>>().join(" "),
+                responders: blocked.iter().filter_map(|a| a.responder.clone()).collect(),
+            }
+        })
+        .collect();
+    (rows, unmapped.into_iter().map(|((vantage, f), reason)| Unmapped { vantage, family: fam(f), reason }).collect())
+}
+
+/// The provider verdict of a series verdict (`blocked` attempts make a provider that `blocks`).
+fn provider_word(series: &str) -> &'static str {
+    match series {
+        v::BLOCKED => "blocks",
+        v::OPEN => "open",
+        v::THROTTLED => "throttled",
+        v::INTERCEPTED => "intercepted",
+        v::STRIPPED => "stripped",
+        v::TLS_INTERCEPTED => "tls-intercepted",
+        v::TLS_FAILED => "tls-failed",
+        _ => "mixed",
+    }
+}
+
+/// ICMP responders inside the provider (or a sibling) → `in-provider`, else `upstream`.
+fn location(s: &[&Series], org: &str, cx: &Context) -> String {
+    let responders: Vec<IpAddr> = s.iter().flat_map(|x| x.responders.iter()).filter_map(|r| r.parse().ok()).collect();
+    if responders.is_empty() {
+        return "unknown".into();
+    }
+    let siblings: BTreeSet<u32> = cx.orgs.siblings(org).into_iter().chain(s.iter().map(|x| x.asn)).collect();
+    let inside = responders.iter().filter(|ip| cx.routes.lookup(**ip).is_some_and(|(_, o)| siblings.contains(&o.asn))).count();
+    if inside as f64 >= cx.th.dominant * responders.len() as f64 {
+        "in-provider".into()
+    } else if (responders.len() - inside) as f64 >= cx.th.dominant * responders.len() as f64 {
+        "upstream".into()
+    } else {
+        "mixed".into()
+    }
+}
+
+/// One row per provider, family and mail port: `hosts` = vantages that dialled it,
+/// `informative` = those whose attempts told something, `filtered` = those not plainly open.
+pub fn provider_rows(series: &[Series], cx: &Context) -> Vec<Row> {
+    let mut groups: BTreeMap<(&str, &str, u16), Vec<&Series>> = BTreeMap::new();
+    for s in series.iter().filter(|s| MAIL_PORTS.contains(&s.port)) {
+        groups.entry((s.org_id.as_str(), s.family, s.port)).or_default().push(s);
+    }
+    groups.into_iter().map(|((org, family, port), list)| provider_row(org, family, port, &list, cx)).collect()
+}
+
+fn provider_row(org: &str, family: &'static str, port: u16, list: &[&Series], cx: &Context) -> Row {
+    let told: Vec<&Series> = list.iter().copied().filter(|s| s.verdict != "none").collect();
+    let filtered: Vec<&Series> = told.iter().copied().filter(|s| s.verdict != v::OPEN).collect();
+    let words: BTreeSet<&str> = told.iter().map(|s| provider_word(s.verdict)).collect();
+    let verdict = match words.len() {
+        0 => "insufficient",
+        1 => words.into_iter().next().unwrap(),
+        _ => "mixed",
+    };
+    let mut mech: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in &filtered {
+        *mech.entry(s.mechanism).or_default() += 1;
+    }
+    let mechanism = match mech.iter().max_by_key(|(_, n)| **n) {
+        None => String::new(),
+        Some((m, n)) if *n as f64 >= cx.th.dominant * filtered.len() as f64 => m.to_string(),
+        Some(_) => "mixed".into(),
+    };
+    let mut states: BTreeMap<&str, u64> = BTreeMap::new();
+    for s in list {
+        *states.entry(s.verdict).or_default() += 1;
+    }
+    let asns: BTreeSet<u32> = list.iter().map(|s| s.asn).collect();
+    let prefixes: BTreeSet<&str> = list.iter().map(|s| s.prefix.as_str()).collect();
+    let (n, k) = (told.len() as u64, filtered.len() as u64);
+    let (lo, hi) = wilson(k, n);
+    Row {
+        level: "provider",
+        direction: "outbound",
+        method: "egress",
+        provider: list[0].provider.clone(),
+        org_id: org.to_string(),
+        asn: None,
+        asns: asns.iter().map(|a| format!("AS{a}")).collect::<Vec<_>>().join(" "),
+        category: asns.iter().find_map(|a| cx.categories.category(*a).map(|x| x.0)).unwrap_or_default(),
+        family,
+        port,
+        hosts: list.len() as u64,
+        informative: n,
+        prefixes: prefixes.len() as u64,
+        filtered: k,
+        rate: (n > 0).then(|| k as f64 / n as f64),
+        ci_low: (n > 0).then_some(lo),
+        ci_high: (n > 0).then_some(hi),
+        verdict,
+        location: if k > 0 { location(&filtered, org, cx) } else { String::new() },
+        mechanism,
+        excluded_dead: 0,
+        excluded_all_ports: 0,
+        excluded_uninformative: list.len() as u64 - n,
+        excluded_source_port: 0,
+        states: states.iter().map(|(s, n)| format!("{s}={n}")).collect::<Vec<_>>().join(";"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::Thresholds;
+    use datasets::categories::Categories;
+    use datasets::orgs::Orgs;
+    use datasets::routes::{Origin, OriginKind, RouteTable};
+
+    fn series_of(vantage: &str, asn: u32, verdict: &'static str, mechanism: &'static str, responders: &[&str]) -> Series {
+        Series {
+            vantage: vantage.into(),
+            family: "ipv4",
+            address: "192.0.2.1".into(),
+            asn,
+            prefix: format!("198.51.100.{}/29", asn % 250),
+            org_id: "AS64500".into(),
+            provider: "AS64500".into(),
+            port: 25,
+            attempts: 3,
+            verdict,
+            mechanism,
+            attempt_verdicts: String::new(),
+            runs: "r".into(),
+            responders: responders.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn vantages_that_disagree_make_a_mixed_provider_and_icmp_places_the_filter() {
+        let mut routes = RouteTable::default();
+        let origin = |asn| Origin { asn, kind: OriginKind::Single, others: None, source_org: u32::MAX };
+        routes.insert("203.0.113.0/24".parse().unwrap(), origin(64500));
+        routes.insert("198.51.100.0/24".parse().unwrap(), origin(64999));
+        let (orgs, categories, th) = (Orgs::default(), Categories::default(), Thresholds::default());
+        let cx = Context { routes: &routes, orgs: &orgs, categories: &categories, strings: &[], th: &th };
+        let same = [series_of("a", 64500, "blocked", "icmp-prohibited", &["203.0.113.1"]), series_of("b", 64500, "blocked", "icmp-prohibited", &["203.0.113.1"])];
+        let r = &provider_rows(&same, &cx)[0];
+        assert_eq!((r.verdict, r.mechanism.as_str(), r.location.as_str(), r.informative, r.filtered), ("blocks", "icmp-prohibited", "in-provider", 2, 2));
+        assert_eq!((r.method, r.direction, r.states.as_str()), ("egress", "outbound", "blocked=2"));
+        let upstream = [series_of("a", 64500, "blocked", "icmp-prohibited", &["198.51.100.9"])];
+        assert_eq!(provider_rows(&upstream, &cx)[0].location, "upstream");
+        let differ = [series_of("a", 64500, "blocked", "silent-drop", &[]), series_of("b", 64500, "open", "", &[]), series_of("c", 64500, "none", "", &[])];
+        let r = &provider_rows(&differ, &cx)[0];
+        assert_eq!((r.verdict, r.hosts, r.informative, r.filtered, r.excluded_uninformative), ("mixed", 3, 2, 1, 1));
+        assert_eq!((r.mechanism.as_str(), r.location.as_str(), r.states.as_str()), ("silent-drop", "unknown", "blocked=1;none=1;open=1"));
+        let nothing = [series_of("c", 64500, "none", "", &[])];
+        assert_eq!(provider_rows(&nothing, &cx)[0].verdict, "insufficient");
+    }
+
+    #[test]
+    fn a_series_names_the_most_specific_thing_it_met() {
+        assert_eq!(series_verdict(&["open", "open", "throttled", "throttled"]), "throttled");
+        assert_eq!(series_verdict(&["blocked", "blocked", "error"]), "blocked");
+        assert_eq!(series_verdict(&["open", "stripped", "open"]), "stripped");
+        assert_eq!(series_verdict(&["tls-intercepted", "intercepted"]), "tls-intercepted");
+        assert_eq!(series_verdict(&["blocked", "open"]), "mixed", "blocked first, then open: not a throttle's order");
+        assert_eq!(series_verdict(&["no-route", "error"]), "none");
+        assert_eq!(series_verdict(&["open"]), "open");
+    }
+}
