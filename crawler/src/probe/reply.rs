@@ -279,7 +279,7 @@ mod tests {
         let n = r.emit(&mut b, &LINK).unwrap();
         let p = parse(&b[..n]).unwrap();
         assert_eq!((p.kind, p.target, p.tport, p.our_port, p.ack_or_seq, p.ttl), (ReplyKind::SynAck, host, 25, 40000, 1235, 62));
-        assert_eq!(p.mss, Some(1460));
+        assert_eq!(p.mss, Some(1440), "an IPv6 host announces the MSS of a 1500-byte path");
         let n = TcpReply::rst(host, us, 25, 40000, 1234, 63).emit(&mut b, &LINK).unwrap();
         assert_eq!(parse(&b[..n]).unwrap().kind, ReplyKind::Rst);
         assert!(parse(&b[..10]).is_none());
