@@ -40,6 +40,10 @@ where
     }
 }
 
+fn parse_crawl_id(s: &str) -> std::result::Result<String, String> {
+    job::config::check_name("the crawl id", s).map(|_| s.to_string())
+}
+
 fn parse_shard(s: &str) -> std::result::Result<(u64, u64), String> {
     let (i, n) = s.split_once('/').ok_or("shard must be I/N")?;
     let (i, n): (u64, u64) = (i.parse().map_err(|_| "bad shard index")?, n.parse().map_err(|_| "bad shard count")?);
@@ -122,7 +126,8 @@ pub struct ScanArgs {
     /// Per-/24 (IPv6: per-/48) packets per second (0 = unlimited).
     #[arg(long, default_value_t = 20)]
     net_rate: u64,
-    #[arg(long, default_value_t = 2)]
+    /// Retries of silent probes (at most 10).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=crawler::scan::MAX_RETRIES as i64))]
     retries: u8,
     #[arg(long, default_value_t = 2.0)]
     retry_delay: f64,
@@ -140,8 +145,9 @@ pub struct ScanArgs {
     vantage: String,
     #[command(flatten)]
     lists: Exclusions,
-    /// Crawl id (default: the start time, e.g. 20261127T120000Z).
-    #[arg(long)]
+    /// Crawl id (default: the start time, e.g. 20261127T120000Z); one path component of
+    /// A-Z a-z 0-9 . _ - (not starting with `.`).
+    #[arg(long, value_parser = parse_crawl_id)]
     crawl_id: Option<String>,
     /// Seed of the probe order and random ports (default: random).
     #[arg(long)]
@@ -210,9 +216,26 @@ pub fn is_bad_input(e: &anyhow::Error) -> bool {
 }
 
 /// Run a command; its exit code.
+/// `--allow-reserved` takes special-purpose space only (exit 2 otherwise).
+fn check_lists(l: &Exclusions) -> Result<()> {
+    datasets::blocklist::check_allow_reserved(&l.allow_reserved.0).map_err(|e| ConfigError(format!("--allow-reserved: {e}")))?;
+    Ok(())
+}
+
+/// An output path that exists must be of the kind the command writes (exit 2 otherwise).
+fn check_out(out: &std::path::Path, dir: bool) -> Result<()> {
+    match std::fs::metadata(out) {
+        Ok(m) if dir && !m.is_dir() => Err(ConfigError(format!("--out {}: exists and is not a directory", out.display())).into()),
+        Ok(m) if !dir && m.is_dir() => Err(ConfigError(format!("--out {}: is a directory (give the plan file's name)", out.display())).into()),
+        _ => Ok(()),
+    }
+}
+
 pub fn run(cmd: Cmd, progress: bool) -> Result<i32> {
     match cmd {
         Cmd::Plan(a) => {
+            check_lists(&a.lists)?;
+            check_out(&a.out, false)?;
             let inp = plan::PlanInputs {
                 routes: a.routes,
                 routes_format: a.routes_format,
@@ -239,6 +262,8 @@ pub fn run(cmd: Cmd, progress: bool) -> Result<i32> {
             with_interrupt("resume with --resume", move |stop| job::run::run(&args, stop))
         }
         Cmd::Scan(a) => {
+            check_lists(&a.lists)?;
+            check_out(&a.out, true)?;
             let cfg = scan::ScanConfig {
                 plan: a.plan,
                 out: a.out,

@@ -98,3 +98,36 @@ fn reserved_space_is_refused_unless_allowed() {
     let o = run(crawler(), &["plan", "--routes", r.to_str().unwrap(), "--per-asn", "10", "--allow-reserved", "198.18.0.0/15", "--out", out.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("130 targets"), "{}", String::from_utf8_lossy(&o.stdout));
 }
+
+/// Flags that would lead a scan astray are refused before anything else happens (the plan
+/// named here does not exist, so nothing could be sent even if a flag slipped through).
+#[test]
+fn unsafe_crawl_ids_unbounded_retries_and_arbitrary_allow_reserved_exit_2() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("sub/data");
+    let plan = d.path().join("no-such-plan.parquet");
+    let cases: [(&[&str], &str); 7] = [
+        (&["--crawl-id", "../../escaped"], "crawl id `../../escaped`"),
+        (&["--crawl-id", ".hidden"], "must not start with `.`"),
+        (&["--crawl-id", "a/b"], "crawl id `a/b`"),
+        (&["--retries", "11"], "11 is not in 0..=10"),
+        (&["--retries", "255"], "255 is not in 0..=10"),
+        (&["--allow-reserved", "0.0.0.0/0"], "0.0.0.0/0 is not inside the IANA special-purpose registry"),
+        (&["--allow-reserved", "198.18.0.0/15,8.8.8.0/24"], "8.8.8.0/24 is not inside"),
+    ];
+    for (flags, want) in cases {
+        let mut args = vec!["scan", "--plan", plan.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        args.extend_from_slice(flags);
+        let o = run(crawler(), &args);
+        assert_eq!(o.status.code(), Some(2), "{flags:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{flags:?}: expected `{want}` in {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"));
+    }
+    assert!(!d.path().join("escaped").exists() && !out.exists(), "nothing may be created");
+    // `plan` refuses an allow-reserved prefix outside special-purpose space too, and plans nothing.
+    let p = d.path().join("plan.parquet");
+    let o = run(crawler(), &["plan", "--routes", &fixture("routeviews-rv2-20261101-1200.pfx2as"), "--per-asn", "4", "--allow-reserved", "0.0.0.0/0", "--out", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--allow-reserved") && stderr(&o).contains("0.0.0.0/0"), "{}", stderr(&o));
+    assert!(!p.exists());
+}

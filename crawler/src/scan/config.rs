@@ -29,6 +29,10 @@ pub struct Params {
     pub send_log: usize,
 }
 
+/// Retries of a silent probe: the pass counter is a u8 (attempts = pass + 1), and more than a
+/// few retries only multiply the load on networks that do not answer.
+pub const MAX_RETRIES: u8 = 10;
+
 impl Default for Params {
     fn default() -> Self {
         Params {

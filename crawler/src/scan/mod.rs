@@ -31,7 +31,7 @@ pub mod state;
 pub mod targets;
 pub mod validate;
 
-pub use config::{sender_threads, Params, ScanConfig};
+pub use config::{sender_threads, Params, ScanConfig, MAX_RETRIES};
 pub use manifest::{print_summary, ScanSummary};
 
 use crate::net::route::{self, NetInfo};
