@@ -156,6 +156,7 @@ impl CrawlConfig {
         datasets::blocklist::check_allow_reserved(&self.plan.allow_reserved).map_err(|e| anyhow::anyhow!("key `plan.allow_reserved`: {e}"))?;
         key("scan.ports", !self.scan.ports.is_empty() && !self.scan.ports.contains(&0), "needs at least one port, none 0")?;
         key("scan.retries", self.scan.retries <= crate::scan::MAX_RETRIES, &format!("must be at most {}", crate::scan::MAX_RETRIES))?;
+        key("scan.user", !self.scan.user.is_empty() && !self.scan.user.contains(['/', ':', '\0']), "must be a user name")?;
         key("scan.retry_delay", self.scan.retry_delay >= 0.0 && self.scan.retry_delay.is_finite(), "must be >= 0")?;
         key("scan.cooldown", (0.0..=1800.0).contains(&self.scan.cooldown), "must be between 0 and 1800 seconds")?;
         key("scan.rows_per_file", self.scan.rows_per_file > 0, "must be at least 1")?;

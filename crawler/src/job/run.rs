@@ -12,7 +12,6 @@ use super::state::RunState;
 use crate::plan::{self, PlanInputs};
 use crate::scan::{self, ScanConfig};
 use anyhow::{Context, Result};
-use datasets::blocklist::Blocklist;
 use datasets::publish::write_atomic;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -65,6 +64,7 @@ pub fn run(a: &RunArgs, stop: Arc<AtomicBool>) -> Result<i32> {
         crawl_date: Some(crawl_date.clone()),
         progress: a.progress,
         manifest_extra: serde_json::json!({"config": c, "config_file": a.config, "self_check": check, "resumed": a.resume}),
+        writable: vec![c.crawl.out.clone(), c.crawl.out.join("_plans")],
     };
     let summary = scan::run(&cfg, stop)?;
     scan::print_summary(&summary);
@@ -179,6 +179,24 @@ fn crawled(c: &CrawlConfig, crawl_date: &str, crawl_id: &str) -> bool {
     .unwrap_or(false)
 }
 
+/// `crawler self-check --config FILE` as a child: it opens its own sockets and drops its
+/// privileges, and this process stays able to open the scan's.
+fn self_check_child(config: &Path) -> Result<selfcheck::SelfCheckResult> {
+    let exe = std::env::current_exe().context("finding the crawler binary for the self-check")?;
+    let out = std::process::Command::new(&exe)
+        .args(["--quiet", "self-check", "--config"])
+        .arg(config)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {} self-check", exe.display()))?;
+    match out.status.code() {
+        Some(0) | Some(selfcheck::EXIT_FAILED) => serde_json::from_slice(&out.stdout).with_context(|| format!("reading the self-check's result: {}", String::from_utf8_lossy(&out.stdout))),
+        Some(2) => Err(ConfigError(format!("the self-check of {} refused its config (see above)", config.display())).into()),
+        _ => anyhow::bail!("the self-check could not run ({})", out.status),
+    }
+}
+
 /// The vantage self-check before any probe of the plan: its result for the manifest, or
 /// `None` when the vantage cannot send on 25 and the crawl must stop (the result is written
 /// beside the partition's files).
@@ -186,9 +204,7 @@ fn self_check(c: &CrawlConfig, a: &RunArgs, crawl_id: &str, partition: &std::pat
     if c.self_check.targets.is_empty() || a.skip_self_check {
         return Ok(Some(serde_json::json!({"skipped": true, "why": if a.skip_self_check { "--skip-self-check" } else { "no self_check.targets configured" }})));
     }
-    let block = Blocklist::build(&c.plan.allow_reserved, &c.inputs.opt_out, &c.inputs.exclude, Default::default())?;
-    let gw = c.scan.gateway_mac.as_deref().map(crate::net::route::parse_mac).transpose()?;
-    let r = selfcheck::run(&c.self_check.targets, c.self_check.control_port, c.self_check.wait, &block, c.scan.interface.as_deref(), gw)?;
+    let r = self_check_child(&a.config)?;
     println!("self-check: {}", r.verdict);
     if !r.passed && !c.self_check.override_failure {
         let m = serde_json::json!({"crawl_id": crawl_id, "self_check": r, "exit_status": "self-check-failed"});

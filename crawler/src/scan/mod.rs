@@ -62,6 +62,7 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
     let ni = discover_route(cfg, &plan.targets)?;
     // Every raw socket is open before any output: without privileges the scan fails here.
     let (ring, senders) = open_sockets(ring, &ni, sender_threads(cfg.scan.senders))?;
+    crate::net::privs::drop_privileges(&cfg.scan.user, &crate::net::privs::crawl_dirs(&partition::Partition::new(cfg, started).dir, &cfg.writable))?;
 
     let part = partition::Partition::new(cfg, started);
     let params = manifest::params(cfg, seed, &plan.sha256, &plan.metadata, senders.len(), &ni, started);
