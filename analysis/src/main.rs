@@ -5,10 +5,10 @@
 
 mod aggregate;
 mod charts;
-mod infer;
-mod load;
 mod report;
 mod trend;
+
+use analysis::{infer, load};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -145,13 +145,24 @@ fn trend_over(all: &[load::Crawl], inp: &Inputs, c: &Common) -> Result<trend::Tr
     Ok(trend::Trend::build(per))
 }
 
+/// A report directory that exists as something else is bad input (exit 2), said before any
+/// input is read, and left alone.
+fn check_out(p: &Path) -> Result<()> {
+    if p.exists() && !p.is_dir() {
+        return Err(datasets::DatasetError::file(p, "--out exists and is not a directory").into());
+    }
+    Ok(())
+}
+
 fn ensure_dir(p: &Path) -> Result<()> {
+    check_out(p)?;
     std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))
 }
 
 fn run(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Report { c, crawl, no_trend } => {
+            check_out(&c.out)?;
             let inp = inputs(&c)?;
             let all = load::crawls(&c.data)?;
             let cr = load::pick(&all, &crawl)?;
@@ -186,6 +197,7 @@ fn run(cmd: Cmd) -> Result<()> {
             std::mem::forget(hosts);
         }
         Cmd::Trend { c } => {
+            check_out(&c.out)?;
             let inp = inputs(&c)?;
             let all = load::crawls(&c.data)?;
             if all.is_empty() {

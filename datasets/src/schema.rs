@@ -292,7 +292,18 @@ pub fn open_parquet_columns(
     columns: Option<&[&str]>,
 ) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader, crate::DatasetError> {
     let f = std::fs::File::open(path).map_err(|e| crate::DatasetError::io(path, e))?;
-    let mut b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+    open_parquet_from(path, f, batch_size, columns)
+}
+
+/// [`open_parquet_columns`] over any Parquet source (a file, bytes in memory); `path` names it
+/// in errors.
+pub fn open_parquet_from<R: parquet::file::reader::ChunkReader + 'static>(
+    path: &std::path::Path,
+    source: R,
+    batch_size: usize,
+    columns: Option<&[&str]>,
+) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader, crate::DatasetError> {
+    let mut b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(source)
         .map_err(|e| crate::DatasetError::file(path, format!("not a complete Parquet file (truncated or still being written?): {e}")))?;
     if let Some(cols) = columns {
         let mask = parquet::arrow::ProjectionMask::columns(b.parquet_schema(), cols.iter().copied());
