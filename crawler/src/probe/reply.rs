@@ -45,6 +45,12 @@ pub struct Reply {
 }
 
 fn tcp_reply(t: &TcpPacket, src: IpAddr, ttl: u8, ip_id: Option<u16>) -> Option<Reply> {
+    // A header shorter than 20 bytes, or one claiming options past the end of the segment, is
+    // no host's reply; pnet would read such options from whatever bytes follow.
+    let doff = t.get_data_offset() as usize * 4;
+    if doff < 20 || doff > t.packet().len() {
+        return None;
+    }
     let flags = t.get_flags();
     let kind = if flags & TcpFlags::RST != 0 {
         ReplyKind::Rst
@@ -123,7 +129,8 @@ pub fn parse(frame: &[u8]) -> Option<Reply> {
             }
             let hl = ip.get_header_length() as usize * 4;
             let total = (ip.get_total_length() as usize).min(frame.len() - ETH_LEN);
-            if total < hl {
+            // A later fragment carries no transport header at its start.
+            if total < hl || ip.get_fragment_offset() != 0 {
                 return None;
             }
             let payload = &frame[ETH_LEN + hl..ETH_LEN + total];
@@ -138,10 +145,12 @@ pub fn parse(frame: &[u8]) -> Option<Reply> {
                         return None;
                     }
                     let inner = Ipv4Packet::new(payload.get(8..)?)?;
-                    if inner.get_next_level_protocol() != IpNextHeaderProtocols::Tcp {
+                    let ihl = inner.get_header_length() as usize * 4;
+                    // The quote must be an IPv4 header of ours: with a bad length the "ports
+                    // and sequence number" would be read from inside the IP header.
+                    if inner.get_version() != 4 || ihl < 20 || inner.get_next_level_protocol() != IpNextHeaderProtocols::Tcp {
                         return None;
                     }
-                    let ihl = inner.get_header_length() as usize * 4;
                     let quoted = quoted_tcp(payload.get(8 + ihl..)?)?;
                     Some(icmp_reply(IpAddr::V4(inner.get_destination()), quoted, ip.get_ttl(), Some(ip.get_identification()), ty, icmp.get_icmp_code().0, src))
                 }
@@ -150,6 +159,9 @@ pub fn parse(frame: &[u8]) -> Option<Reply> {
         }
         EtherTypes::Ipv6 => {
             let ip = Ipv6Packet::new(&frame[ETH_LEN..])?;
+            if ip.get_version() != 6 {
+                return None;
+            }
             let plen = (ip.get_payload_length() as usize).min(frame.len().saturating_sub(ETH_LEN + 40));
             let payload = &frame[ETH_LEN + 40..ETH_LEN + 40 + plen];
             let src = IpAddr::V6(ip.get_source());
@@ -163,7 +175,7 @@ pub fn parse(frame: &[u8]) -> Option<Reply> {
                         return None;
                     }
                     let inner = Ipv6Packet::new(payload.get(8..)?)?;
-                    if inner.get_next_header() != IpNextHeaderProtocols::Tcp {
+                    if inner.get_version() != 6 || inner.get_next_header() != IpNextHeaderProtocols::Tcp {
                         return None;
                     }
                     let quoted = quoted_tcp(payload.get(48..)?)?;
@@ -213,6 +225,32 @@ mod tests {
             assert_eq!((p.icmp_type, p.icmp_code, p.responder, p.ttl), (ty, code, router, 63));
             // A frame cut anywhere short of the quoted ports and sequence number names nothing.
             assert!((0..n).all(|k| parse(&b[..k]).is_none()));
+            // Nor does a quote whose IP header length or version is not an IP header's.
+            let q = ETH_LEN + if us.is_ipv4() { 20 } else { 40 } + 8;
+            for bad in if us.is_ipv4() { [0x40, 0x44, 0x65] } else { [0x40, 0x00, 0x70] } {
+                let mut c = b;
+                c[q] = bad;
+                assert!(parse(&c[..n]).is_none(), "quote starting {:#x}", c[q]);
+            }
         }
+    }
+
+    #[test]
+    fn malformed_tcp_headers_and_later_fragments_are_not_replies() {
+        let mut b = [0u8; MAX_REPLY_FRAME];
+        let (host, us): (IpAddr, IpAddr) = ("198.18.8.7".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let n = TcpReply::synack(host, us, 25, 40000, 1234, 62).emit(&mut b, &LINK).unwrap();
+        assert!(parse(&b[..n]).is_some());
+        let doff = ETH_LEN + 20 + 12;
+        // Data offset 15 words (60 bytes) on a 40-byte header, and 4 words (16 bytes).
+        for (v, what) in [(0xf0u8, "past the segment"), (0x40, "under 20 bytes")] {
+            let mut c = b;
+            c[doff] = v | (c[doff] & 0x0f);
+            assert!(parse(&c[..n]).is_none(), "data offset {what}");
+        }
+        // A fragment at offset 8: its first bytes are not a TCP header.
+        let mut c = b;
+        c[ETH_LEN + 7] = 1;
+        assert!(parse(&c[..n]).is_none());
     }
 }
