@@ -73,6 +73,17 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write the seed corpus of the fuzz targets (`fuzz/`) into OUT/<target>/.
+    FuzzSeeds {
+        #[arg(long)]
+        out: PathBuf,
+        /// The dataset fixtures (datasets/fixtures).
+        #[arg(long)]
+        fixtures: PathBuf,
+        /// A crawl config to seed the config parser with (deploy/crawl.toml.example).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// (internal) Hold the listening sockets of one namespace.
     #[command(hide = true)]
     Serve {
@@ -154,6 +165,10 @@ fn real_main() -> Result<()> {
         Cmd::GenCrawl { rows, ases, files, out } => {
             port25_lab::gencrawl::generate(&out, rows, ases, files)?;
             println!("wrote {rows} rows to {}", out.display());
+        }
+        Cmd::FuzzSeeds { out, fixtures, config } => {
+            port25_lab::fuzzseeds::write_all(&out, &fixtures, &config)?;
+            println!("fuzz seeds in {}", out.display());
         }
         Cmd::Datasets { topology, out } => {
             let topo = Topology::load(&topology)?;
