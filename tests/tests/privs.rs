@@ -167,3 +167,35 @@ fn today() -> String {
     let o = Command::new("date").args(["-u", "+%Y-%m-%d"]).output().unwrap();
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
+
+/// `plan` and `analysis` open no raw socket: as nobody, with every capability set and the
+/// bounding set empty, they do their whole job.
+#[test]
+fn plan_and_analysis_run_as_nobody_without_any_capability() {
+    if !require_root("privs_none") || !require_tool("privs_none", "setpriv") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let fixture = |n: &str| root().join("datasets/fixtures").join(n).to_string_lossy().into_owned();
+    let gen = d.path().join("gen");
+    assert!(Command::new(env!("CARGO_BIN_EXE_lab")).args(["gen-crawl", "--rows", "8000", "--ases", "4", "--files", "1", "--out", gen.to_str().unwrap()]).status().unwrap().success());
+    let nobody = |bin: std::path::PathBuf, args: &[&str]| {
+        let o = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"])
+            .arg(bin)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let plan = d.path().join("plan.parquet");
+    let out = nobody(crawler(), &["plan", "--routes", &fixture("routeviews-rv2-20261101-1200.pfx2as"), "--orgs", &fixture("20261001.as-org2info.txt"), "--per-asn", "20", "--out", plan.to_str().unwrap()]);
+    assert!(out.contains("targets"), "{out}");
+    let rep = d.path().join("report");
+    let out = nobody(analysis(), &["report", "--data", gen.to_str().unwrap(), "--routes", gen.join("routes.pfx2as").to_str().unwrap(), "--orgs", gen.join("as-org2info.jsonl").to_str().unwrap(), "--out", rep.to_str().unwrap()]);
+    assert!(out.contains("rows") && rep.join("providers.csv").exists(), "{out}");
+    assert_eq!(std::fs::metadata(&plan).unwrap().uid(), NOBODY);
+    println!("crawler plan and analysis report ran as nobody with no capability (bounding set empty)");
+}
