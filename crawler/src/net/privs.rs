@@ -27,7 +27,7 @@ use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
 /// How the process ended up, for the log.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Dropped {
     /// `root`, `capabilities` (a user with some) or `none` (nothing to drop).
     pub started_as: String,
