@@ -145,7 +145,9 @@ fn read_file(f: &Path, tx: &std::sync::mpsc::SyncSender<Result<(PathBuf, String,
 /// The vantage a crawl file names, and a reader of the columns inference needs. Whatever is
 /// wrong with the file is bad input (exit 2), named.
 fn open_crawl_file<R: parquet::file::reader::ChunkReader + 'static>(f: &Path, source: R) -> Result<(String, parquet::arrow::arrow_reader::ParquetRecordBatchReader)> {
+    let len = source.len();
     let b = ParquetRecordBatchReaderBuilder::try_new(source).map_err(|e| datasets::DatasetError::file(f, format!("not a complete Parquet file (truncated or still being written?): {e}")))?;
+    datasets::schema::check_footer(f, b.metadata(), len)?;
     // The vantage is constant per file: the crawler puts it in the key-value metadata.
     let vantage = b
         .metadata()

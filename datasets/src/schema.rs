@@ -303,13 +303,35 @@ pub fn open_parquet_from<R: parquet::file::reader::ChunkReader + 'static>(
     batch_size: usize,
     columns: Option<&[&str]>,
 ) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader, crate::DatasetError> {
+    let len = source.len();
     let mut b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(source)
         .map_err(|e| crate::DatasetError::file(path, format!("not a complete Parquet file (truncated or still being written?): {e}")))?;
+    check_footer(path, b.metadata(), len)?;
     if let Some(cols) = columns {
         let mask = parquet::arrow::ProjectionMask::columns(b.parquet_schema(), cols.iter().copied());
         b = b.with_projection(mask);
     }
     b.with_batch_size(batch_size).build().map_err(|e| crate::DatasetError::file(path, e.to_string()))
+}
+
+/// Check what a footer says about where the data lies before anything is read by it: the
+/// parquet crate trusts these numbers and panics on a negative offset or size (found by the
+/// `plan_targets` fuzz target). Every column chunk must lie inside the file.
+pub fn check_footer(path: &std::path::Path, meta: &parquet::file::metadata::ParquetMetaData, file_len: u64) -> Result<(), crate::DatasetError> {
+    for (g, rg) in meta.row_groups().iter().enumerate() {
+        if rg.num_rows() < 0 {
+            return Err(crate::DatasetError::file(path, format!("corrupt footer: row group {g} has {} rows", rg.num_rows())));
+        }
+        for c in rg.columns() {
+            let start = c.dictionary_page_offset().unwrap_or(c.data_page_offset()).min(c.data_page_offset());
+            let size = c.compressed_size();
+            let inside = start >= 0 && size >= 0 && (start as u64).checked_add(size as u64).is_some_and(|end| end <= file_len);
+            if !inside {
+                return Err(crate::DatasetError::file(path, format!("corrupt footer: column `{}` of row group {g} claims bytes {start}+{size} of a {file_len}-byte file", c.column_path())));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Key-value metadata of a Parquet file.
@@ -327,6 +349,15 @@ pub fn parquet_metadata(path: &std::path::Path) -> Result<Vec<(String, String)>,
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_footer_pointing_outside_the_file_is_an_error_not_a_panic() {
+        // Found by the `plan_targets` fuzz target: a column chunk of negative size, which the
+        // parquet crate asserts on when it reads the column.
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/fuzz-negative-column-size.plan");
+        let e = super::open_parquet(&p, 1024).err().expect("refused").to_string();
+        assert!(e.contains("fuzz-negative-column-size.plan") && e.contains("corrupt footer"), "{e}");
+    }
+
     #[test]
     fn push_ip_matches_display() {
         for a in ["0.0.0.0", "198.18.255.7", "255.255.255.255", "2001:db8::1", "::ffff:192.0.2.1", "2001:db8:0:1::"] {
