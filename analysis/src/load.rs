@@ -123,7 +123,8 @@ pub fn load_from<R: parquet::file::reader::ChunkReader + 'static>(f: &Path, sour
     let mut h = Hosts { hosts: HashMap::new(), strings: Interner::default(), vantage: String::new(), rows: 0 };
     let (vantage, reader) = open_crawl_file(f, source)?;
     h.vantage = vantage;
-    for batch in reader {
+    let mut reader = reader;
+    while let Some(batch) = datasets::schema::guard(f, || reader.next())? {
         let batch = batch.map_err(|e| datasets::DatasetError::file(f, format!("corrupt crawl file: {e}")))?;
         fold_batch(f, &batch, &mut h)?;
     }
@@ -132,8 +133,8 @@ pub fn load_from<R: parquet::file::reader::ChunkReader + 'static>(f: &Path, sour
 
 fn read_file(f: &Path, tx: &std::sync::mpsc::SyncSender<Result<(PathBuf, String, RecordBatch)>>) -> Result<()> {
     let file = std::fs::File::open(f).map_err(|e| datasets::DatasetError::io(f, e))?;
-    let (vantage, reader) = open_crawl_file(f, file)?;
-    for batch in reader {
+    let (vantage, mut reader) = open_crawl_file(f, file)?;
+    while let Some(batch) = datasets::schema::guard(f, || reader.next())? {
         let batch = batch.map_err(|e| datasets::DatasetError::file(f, format!("corrupt crawl file: {e}")))?;
         if tx.send(Ok((f.to_path_buf(), vantage.clone(), batch))).is_err() {
             return Ok(());

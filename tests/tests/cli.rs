@@ -243,3 +243,22 @@ fn empty_routes_a_config_directory_and_an_out_of_the_wrong_kind_exit_2() {
         assert!(!stderr(o).contains("panicked"));
     }
 }
+
+/// Plans the fuzzer crafted that made the parquet crate panic (a column of negative size; a
+/// dictionary page of zero values): errors naming the file, exit 2, from scan and analysis.
+#[test]
+fn parquet_files_that_crashed_the_decoder_are_bad_input() {
+    for name in ["fuzz-negative-column-size.plan", "fuzz-empty-dictionary.plan"] {
+        let f = fixture(name);
+        let d = tempfile::tempdir().unwrap();
+        let o = run(crawler(), &[&["scan", "--plan", &f, "--out", d.path().join("o").to_str().unwrap()][..], &NO_SEND].concat());
+        assert_eq!(o.status.code(), Some(2), "{name}: {}", stderr(&o));
+        assert!(stderr(&o).contains(name) && !stderr(&o).contains("panicked"), "{name}: {}", stderr(&o));
+        let part = d.path().join("data/crawl_date=2026-11-01/crawl_id=x");
+        std::fs::create_dir_all(&part).unwrap();
+        std::fs::copy(&f, part.join("part-1.parquet")).unwrap();
+        let o = run(analysis(), &["report", "--data", d.path().join("data").to_str().unwrap(), "--routes", &fixture("routeviews-rv2-20261101-1200.pfx2as"), "--orgs", &fixture("20261001.as-org2info.txt"), "--out", d.path().join("r").to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{name}: {}", stderr(&o));
+        assert!(stderr(&o).contains("part-1.parquet") && !stderr(&o).contains("panicked"), "{name}: {}", stderr(&o));
+    }
+}

@@ -83,7 +83,8 @@ impl Targets {
         let mut prefixes: Vec<String> = Vec::new();
         let mut pidx: hashbrown::HashMap<String, u32> = Default::default();
         let mut row = 0u64;
-        for batch in reader {
+        let mut reader = reader;
+        while let Some(batch) = schema::guard(path, || reader.next())? {
             let batch = batch.map_err(|e| bad(format!("corrupt plan: {e}")))?;
             let col = |n: &str| batch.column_by_name(n).ok_or_else(|| bad(format!("not a plan (no `{n}` column)")));
             let ip = col(plan::IP)?.as_any().downcast_ref::<StringArray>().ok_or_else(|| bad("not a plan (its ip column is not text)".into()))?;
