@@ -124,9 +124,38 @@ pub fn load_hosts(files: &[PathBuf]) -> Result<Hosts> {
     Ok(h)
 }
 
+/// One crawl file read from any Parquet source (the fuzz targets give bytes in memory) into
+/// per-host accumulators, on this thread; `f` names it in errors.
+pub fn load_from<R: parquet::file::reader::ChunkReader + 'static>(f: &Path, source: R) -> Result<Hosts> {
+    let mut h = Hosts { hosts: HashMap::new(), strings: Interner::default(), vantage: String::new(), rows: 0 };
+    let (vantage, reader) = open_crawl_file(f, source)?;
+    h.vantage = vantage;
+    let mut reader = reader;
+    while let Some(batch) = datasets::schema::guard(f, || reader.next())? {
+        let batch = batch.map_err(|e| datasets::DatasetError::file(f, format!("corrupt crawl file: {e}")))?;
+        fold_batch(f, &batch, &mut h)?;
+    }
+    Ok(h)
+}
+
 fn read_file(f: &Path, tx: &std::sync::mpsc::SyncSender<Result<(PathBuf, String, RecordBatch)>>) -> Result<()> {
-    let file = std::fs::File::open(f)?;
-    let b = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| datasets::DatasetError::file(f, format!("not a complete Parquet file (truncated or still being written?): {e}")))?;
+    let file = std::fs::File::open(f).map_err(|e| datasets::DatasetError::io(f, e))?;
+    let (vantage, mut reader) = open_crawl_file(f, file)?;
+    while let Some(batch) = datasets::schema::guard(f, || reader.next())? {
+        let batch = batch.map_err(|e| datasets::DatasetError::file(f, format!("corrupt crawl file: {e}")))?;
+        if tx.send(Ok((f.to_path_buf(), vantage.clone(), batch))).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// The vantage a crawl file names, and a reader of the columns inference needs. Whatever is
+/// wrong with the file is bad input (exit 2), named.
+fn open_crawl_file<R: parquet::file::reader::ChunkReader + 'static>(f: &Path, source: R) -> Result<(String, parquet::arrow::arrow_reader::ParquetRecordBatchReader)> {
+    let len = source.len();
+    let b = ParquetRecordBatchReaderBuilder::try_new(source).map_err(|e| datasets::DatasetError::file(f, format!("not a complete Parquet file (truncated or still being written?): {e}")))?;
+    datasets::schema::check_footer(f, b.metadata(), len)?;
     // The vantage is constant per file: the crawler puts it in the key-value metadata.
     let vantage = b
         .metadata()
@@ -137,26 +166,21 @@ fn read_file(f: &Path, tx: &std::sync::mpsc::SyncSender<Result<(PathBuf, String,
     let schema = b.parquet_schema();
     let mut idx: Vec<usize> = COLS
         .iter()
-        .map(|c| schema.columns().iter().position(|x| x.name() == *c).with_context(|| format!("{}: no `{c}` column (not a port25 crawl file?)", f.display())))
-        .collect::<Result<_>>()?;
+        .map(|c| schema.columns().iter().position(|x| x.name() == *c).ok_or_else(|| datasets::DatasetError::file(f, format!("no `{c}` column (not a port25 crawl file?)"))))
+        .collect::<std::result::Result<_, _>>()?;
     idx.extend(OPTIONAL_COLS.iter().filter_map(|c| schema.columns().iter().position(|x| x.name() == *c)));
     let mask = ProjectionMask::leaves(schema, idx);
-    let reader = b.with_projection(mask).with_batch_size(65_536).build()?;
-    for batch in reader {
-        if tx.send(Ok((f.to_path_buf(), vantage.clone(), batch?))).is_err() {
-            return Ok(());
-        }
-    }
-    Ok(())
+    let reader = b.with_projection(mask).with_batch_size(65_536).build().map_err(|e| datasets::DatasetError::file(f, format!("corrupt crawl file: {e}")))?;
+    Ok((vantage, reader))
 }
 
 macro_rules! col {
     ($b:expr, $name:expr, $ty:ty, $f:expr) => {
         $b.column_by_name($name)
-            .with_context(|| format!("{}: no `{}` column (not a port25 crawl file?)", $f.display(), $name))?
+            .ok_or_else(|| datasets::DatasetError::file($f, format!("no `{}` column (not a port25 crawl file?)", $name)))?
             .as_any()
             .downcast_ref::<$ty>()
-            .with_context(|| format!("{}: column `{}` has the wrong type", $f.display(), $name))?
+            .ok_or_else(|| datasets::DatasetError::file($f, format!("column `{}` has the wrong type (not a port25 crawl file?)", $name)))?
     };
 }
 

@@ -7,12 +7,12 @@ mod aggregate;
 mod charts;
 mod compare;
 mod egress;
-mod infer;
-mod load;
 mod manifest;
 mod report;
 mod trend;
 mod views;
+
+use analysis::{infer, load};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -205,13 +205,24 @@ fn trend_over(all: &[load::Crawl], inp: &Inputs, c: &Common) -> Result<trend::Tr
     Ok(trend::Trend::build(per))
 }
 
+/// A report directory that exists as something else is bad input (exit 2), said before any
+/// input is read, and left alone.
+fn check_out(p: &Path) -> Result<()> {
+    if p.exists() && !p.is_dir() {
+        return Err(datasets::DatasetError::file(p, "--out exists and is not a directory").into());
+    }
+    Ok(())
+}
+
 fn ensure_dir(p: &Path) -> Result<()> {
+    check_out(p)?;
     std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))
 }
 
 fn run(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Report { c, crawl, no_trend, egress } => {
+            check_out(&c.out)?;
             let inp = inputs(&c)?;
             let all = load::crawls(&c.data)?;
             let cr = load::pick(&all, &crawl)?;
@@ -257,6 +268,7 @@ fn run(cmd: Cmd) -> Result<()> {
             std::mem::forget(hosts);
         }
         Cmd::Trend { c } => {
+            check_out(&c.out)?;
             let inp = inputs(&c)?;
             let all = load::crawls(&c.data)?;
             if all.is_empty() {

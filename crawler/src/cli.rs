@@ -47,6 +47,10 @@ fn parse_port_or_none(s: &str) -> std::result::Result<u16, String> {
     s.parse().map_err(|_| format!("`{s}`: a port number or `none`"))
 }
 
+fn parse_crawl_id(s: &str) -> std::result::Result<String, String> {
+    job::config::check_name("the crawl id", s).map(|_| s.to_string())
+}
+
 fn parse_shard(s: &str) -> std::result::Result<(u64, u64), String> {
     let (i, n) = s.split_once('/').ok_or("shard must be I/N")?;
     let (i, n): (u64, u64) = (i.parse().map_err(|_| "bad shard index")?, n.parse().map_err(|_| "bad shard count")?);
@@ -141,7 +145,8 @@ pub struct ScanArgs {
     /// Per-/24 (IPv6: per-/48) packets per second (0 = unlimited).
     #[arg(long, default_value_t = 20)]
     net_rate: u64,
-    #[arg(long, default_value_t = 2)]
+    /// Retries of silent probes (at most 10).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=crawler::scan::MAX_RETRIES as i64))]
     retries: u8,
     #[arg(long, default_value_t = 2.0)]
     retry_delay: f64,
@@ -159,8 +164,9 @@ pub struct ScanArgs {
     vantage: String,
     #[command(flatten)]
     lists: Exclusions,
-    /// Crawl id (default: the start time, e.g. 20261127T120000Z).
-    #[arg(long)]
+    /// Crawl id (default: the start time, e.g. 20261127T120000Z); one path component of
+    /// A-Z a-z 0-9 . _ - (not starting with `.`).
+    #[arg(long, value_parser = parse_crawl_id)]
     crawl_id: Option<String>,
     /// Seed of the probe order and random ports (default: random).
     #[arg(long)]
@@ -179,6 +185,9 @@ pub struct ScanArgs {
     /// before reuse, so a small log caps the last pass at SLOTS / cooldown probes per second.
     #[arg(long, default_value_t = 0)]
     send_log: usize,
+    /// Started as root: the user the scan runs as once its raw sockets are open.
+    #[arg(long, default_value = "nobody")]
+    user: String,
 }
 
 #[derive(Subcommand)]
@@ -208,23 +217,47 @@ pub enum Cmd {
     Sink(sink::SinkArgs),
     /// From inside a network: connect to a sink on the mail ports and say what is blocked or intercepted.
     Egress(egress::EgressArgs),
+    /// Only the vantage self-check of a crawl config (what `run` does before probing): its
+    /// result as JSON on stdout; exit 3 if this vantage cannot send on 25.
+    SelfCheck {
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
-/// Run `job` on a blocking thread while the control plane (tokio) waits for Ctrl-C; the
-/// packet loops only read the flag it sets.
-fn with_interrupt<T: Send + 'static>(hint: &'static str, job: impl FnOnce(Arc<AtomicBool>) -> Result<T> + Send + 'static) -> Result<T> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let s2 = stop.clone();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(async move {
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("crawler: interrupted, recording what was received ({hint})");
-                s2.store(true, Ordering::SeqCst);
-            }
-        });
-        tokio::task::spawn_blocking(move || job(stop)).await?
-    })
+static STOP: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+static HINT: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    // Only async-signal-safe work here: an atomic store and write(2).
+    if let Some(s) = STOP.get() {
+        s.store(true, Ordering::SeqCst);
+    }
+    let hint = HINT.get().copied().unwrap_or("");
+    for part in ["crawler: interrupted, recording what was received (", hint, ")\n"] {
+        // SAFETY: writing a valid buffer to stderr.
+        unsafe { libc::write(2, part.as_ptr().cast(), part.len()) };
+    }
+}
+
+/// Run `job` on this thread with a flag that Ctrl-C sets; the packet loops read it. A signal
+/// handler rather than a runtime's signal thread: the job drops its privileges once its raw
+/// sockets are open, and capabilities are per thread — a thread started earlier would keep
+/// them (`net::privs` checks that none does).
+fn with_interrupt<T>(hint: &'static str, job: impl FnOnce(Arc<AtomicBool>) -> Result<T>) -> Result<T> {
+    let stop = STOP.get_or_init(|| Arc::new(AtomicBool::new(false))).clone();
+    let _ = HINT.set(hint);
+    // SAFETY: installing a handler that only does async-signal-safe work.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sigint as *const () as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        if libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut()) != 0 {
+            anyhow::bail!("installing the Ctrl-C handler: {}", std::io::Error::last_os_error());
+        }
+    }
+    job(stop)
 }
 
 /// Is this error bad input or configuration (exit 2) rather than a runtime failure (exit 1)?
@@ -233,11 +266,28 @@ pub fn is_bad_input(e: &anyhow::Error) -> bool {
 }
 
 /// Run a command; its exit code.
+/// `--allow-reserved` takes special-purpose space only (exit 2 otherwise).
+fn check_lists(l: &Exclusions) -> Result<()> {
+    datasets::blocklist::check_allow_reserved(&l.allow_reserved.0).map_err(|e| ConfigError(format!("--allow-reserved: {e}")))?;
+    Ok(())
+}
+
+/// An output path that exists must be of the kind the command writes (exit 2 otherwise).
+fn check_out(out: &std::path::Path, dir: bool) -> Result<()> {
+    match std::fs::metadata(out) {
+        Ok(m) if dir && !m.is_dir() => Err(ConfigError(format!("--out {}: exists and is not a directory", out.display())).into()),
+        Ok(m) if !dir && m.is_dir() => Err(ConfigError(format!("--out {}: is a directory (give the plan file's name)", out.display())).into()),
+        _ => Ok(()),
+    }
+}
+
 pub fn run(cmd: Cmd, progress: bool) -> Result<i32> {
     match cmd {
         Cmd::Sink(a) => sink::run(a),
         Cmd::Egress(a) => egress::run(a),
         Cmd::Plan(a) => {
+            check_lists(&a.lists)?;
+            check_out(&a.out, false)?;
             let inp = plan::PlanInputs {
                 routes: a.routes,
                 routes_format: a.routes_format,
@@ -260,11 +310,19 @@ pub fn run(cmd: Cmd, progress: bool) -> Result<i32> {
             plan::print_summary(&p.summary, &a.out);
             Ok(0)
         }
+        Cmd::SelfCheck { config } => {
+            let c = job::config::CrawlConfig::load(&config)?;
+            let r = job::selfcheck::from_config(&c)?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(if r.passed { 0 } else { job::selfcheck::EXIT_FAILED })
+        }
         Cmd::Run { config, resume, shard, print_config, skip_self_check } => {
             let args = job::run::RunArgs { config, resume, shard, print_config, skip_self_check, progress };
             with_interrupt("resume with --resume", move |stop| job::run::run(&args, stop))
         }
         Cmd::Scan(a) => {
+            check_lists(&a.lists)?;
+            check_out(&a.out, true)?;
             let cfg = scan::ScanConfig {
                 plan: a.plan,
                 out: a.out,
@@ -286,6 +344,7 @@ pub fn run(cmd: Cmd, progress: bool) -> Result<i32> {
                     rows_per_file: a.rows_per_file,
                     senders: a.senders,
                     send_log: a.send_log,
+                    user: a.user,
                 },
                 vantage: a.vantage,
                 exclude: a.lists.exclude,
@@ -298,6 +357,7 @@ pub fn run(cmd: Cmd, progress: bool) -> Result<i32> {
                 crawl_date: None,
                 progress,
                 manifest_extra: serde_json::Value::Null,
+                writable: vec![],
             };
             let summary = with_interrupt("silent probes were not recorded", move |stop| scan::run(&cfg, stop))?;
             scan::print_summary(&summary);

@@ -41,10 +41,37 @@ impl Reason {
     }
 }
 
+/// Special-purpose space that may be probed anyway must lie inside the IANA registries: the
+/// flag exists for one's own lab in documentation or benchmarking space, and a prefix outside
+/// them (say `0.0.0.0/0`) would only say "probe everything" while reading as a narrow exception.
+pub fn check_allow_reserved(nets: &[IpNet]) -> std::result::Result<(), String> {
+    for n in nets {
+        let inside = match n {
+            IpNet::V4(_) => IANA_V4.iter().any(|p| p.parse::<IpNet>().is_ok_and(|p| p.contains(n))),
+            IpNet::V6(_) => IANA_V6.iter().any(|p| p.parse::<IpNet>().is_ok_and(|p| p.contains(n))),
+        };
+        if !inside {
+            return Err(format!("allow-reserved prefix {n} is not inside the IANA special-purpose registry (e.g. 198.18.0.0/15, 2001:db8::/32); only such space can be allowed"));
+        }
+        if n.trunc() != *n {
+            return Err(format!("allow-reserved prefix {n} has host bits set (did you mean {}?)", n.trunc()));
+        }
+    }
+    Ok(())
+}
+
+/// Two tries, not one: with opt-outs and exclusions in the same longest-prefix-match trie as
+/// the IANA ranges, a more specific reserved prefix that is allowed (the lab's, say) would be
+/// the match and hide a broader opt-out around it. Listed space is looked up first and always
+/// wins; the allow list only ever lifts `Reserved`.
 #[derive(Default)]
 pub struct Blocklist {
-    v4: PrefixMap<Ipv4Net, Reason>,
-    v6: PrefixMap<Ipv6Net, Reason>,
+    /// IANA special-purpose space.
+    reserved4: PrefixMap<Ipv4Net, ()>,
+    reserved6: PrefixMap<Ipv6Net, ()>,
+    /// Opt-outs and exclusions (and whatever else is added with a reason).
+    listed4: PrefixMap<Ipv4Net, Reason>,
+    listed6: PrefixMap<Ipv6Net, Reason>,
     /// Special-purpose space explicitly allowed (`--allow-reserved PREFIX`, the lab's ranges).
     allowed_reserved: Vec<IpNet>,
 }
@@ -54,10 +81,10 @@ impl Blocklist {
     pub fn with_iana(allow_reserved: &[IpNet]) -> Blocklist {
         let mut b = Blocklist { allowed_reserved: allow_reserved.to_vec(), ..Default::default() };
         for p in IANA_V4 {
-            b.v4.insert(p.parse().unwrap(), Reason::Reserved);
+            b.reserved4.insert(p.parse().unwrap(), ());
         }
         for p in IANA_V6 {
-            b.v6.insert(p.parse().unwrap(), Reason::Reserved);
+            b.reserved6.insert(p.parse().unwrap(), ());
         }
         b
     }
@@ -76,13 +103,19 @@ impl Blocklist {
     }
 
     pub fn add(&mut self, net: IpNet, why: Reason) {
+        if why == Reason::Reserved {
+            match net {
+                IpNet::V4(n) => self.reserved4.insert(n.trunc(), ()),
+                IpNet::V6(n) => self.reserved6.insert(n.trunc(), ()),
+            };
+            return;
+        }
         match net {
             IpNet::V4(n) => {
-                // A reserved covering prefix must not hide a more specific opt-out (LPM picks the longer one).
-                self.v4.insert(n.trunc(), why);
+                self.listed4.insert(n.trunc(), why);
             }
             IpNet::V6(n) => {
-                self.v6.insert(n.trunc(), why);
+                self.listed6.insert(n.trunc(), why);
             }
         }
     }
@@ -96,43 +129,35 @@ impl Blocklist {
         Ok(n)
     }
 
+    fn allowed(&self, net: &IpNet) -> bool {
+        self.allowed_reserved.iter().any(|a| a.contains(net))
+    }
+
     /// Why a whole prefix must not be probed, when a single blocked range covers all of it.
     pub fn covers(&self, net: IpNet) -> Option<Reason> {
-        let hit = match net {
-            IpNet::V4(n) => self.v4.get_lpm(&n).map(|(_, r)| *r),
-            IpNet::V6(n) => self.v6.get_lpm(&n).map(|(_, r)| *r),
+        let (listed, reserved) = match net {
+            IpNet::V4(n) => (self.listed4.get_lpm(&n).map(|(_, r)| *r), self.reserved4.get_lpm(&n).is_some()),
+            IpNet::V6(n) => (self.listed6.get_lpm(&n).map(|(_, r)| *r), self.reserved6.get_lpm(&n).is_some()),
         };
-        match hit {
-            Some(Reason::Reserved) if self.allowed_reserved.iter().any(|a| a.contains(&net)) => None,
-            other => other,
-        }
+        listed.or((reserved && !self.allowed(&net)).then_some(Reason::Reserved))
     }
 
     /// Does anything blocked lie inside `net` (so its addresses need checking one by one)?
     pub fn any_within(&self, net: IpNet) -> bool {
         match net {
-            IpNet::V4(n) => self.v4.children(&n).next().is_some(),
-            IpNet::V6(n) => self.v6.children(&n).next().is_some(),
+            IpNet::V4(n) => self.listed4.children(&n).next().is_some() || self.reserved4.children(&n).next().is_some(),
+            IpNet::V6(n) => self.listed6.children(&n).next().is_some() || self.reserved6.children(&n).next().is_some(),
         }
     }
 
-    /// Why `ip` must not be probed, if it must not. An opt-out or exclusion nested inside
-    /// allowed reserved space still applies.
+    /// Why `ip` must not be probed, if it must not. An opt-out or exclusion applies wherever
+    /// it lies, allowed reserved space included.
     pub fn check(&self, ip: IpAddr) -> Option<Reason> {
-        let hit = match ip {
-            IpAddr::V4(a) => self.v4.get_lpm(&Ipv4Net::from(a)).map(|(_, r)| *r),
-            IpAddr::V6(a) => self.v6.get_lpm(&Ipv6Net::from(a)).map(|(_, r)| *r),
+        let (listed, reserved) = match ip {
+            IpAddr::V4(a) => (self.listed4.get_lpm(&Ipv4Net::from(a)).map(|(_, r)| *r), self.reserved4.get_lpm(&Ipv4Net::from(a)).is_some()),
+            IpAddr::V6(a) => (self.listed6.get_lpm(&Ipv6Net::from(a)).map(|(_, r)| *r), self.reserved6.get_lpm(&Ipv6Net::from(a)).is_some()),
         };
-        match hit {
-            Some(Reason::Reserved) => {
-                if self.allowed_reserved.iter().any(|n| n.contains(&ip)) {
-                    None
-                } else {
-                    Some(Reason::Reserved)
-                }
-            }
-            other => other,
-        }
+        listed.or((reserved && !self.allowed(&IpNet::from(ip))).then_some(Reason::Reserved))
     }
 }
 
@@ -154,5 +179,42 @@ mod tests {
         assert_eq!(lab.check("2001:db8:101::5".parse().unwrap()), None);
         b.add("8.8.8.0/24".parse().unwrap(), Reason::Excluded);
         assert_eq!(b.check("8.8.8.8".parse().unwrap()), Some(Reason::Excluded));
+    }
+
+    #[test]
+    fn a_broader_opt_out_or_exclusion_beats_a_more_specific_allowed_reserved_prefix() {
+        // 192.0.2.0/24 (TEST-NET-1) allowed, inside an opt-out /16 and an exclusion /16.
+        let (allowed, optout): (IpNet, IpNet) = ("192.0.2.0/24".parse().unwrap(), "192.0.0.0/16".parse().unwrap());
+        let v6: IpNet = "2001:db8::/32".parse().unwrap();
+        for why in [Reason::OptOut, Reason::Excluded] {
+            let mut b = Blocklist::with_iana(&[allowed, v6]);
+            b.add(optout, why);
+            b.add("2001::/16".parse().unwrap(), why);
+            // Send time: every address.
+            assert_eq!(b.check("192.0.2.7".parse().unwrap()), Some(why));
+            assert_eq!(b.check("192.0.77.1".parse().unwrap()), Some(why));
+            assert_eq!(b.check("2001:db8::5".parse().unwrap()), Some(why));
+            // Plan time: a whole announced prefix inside the allowed /24, and the /24 itself.
+            assert_eq!(b.covers("192.0.2.128/25".parse().unwrap()), Some(why));
+            assert_eq!(b.covers(allowed), Some(why));
+            assert_eq!(b.covers("2001:db8:1::/48".parse().unwrap()), Some(why));
+            // A prefix around the opt-out must be checked address by address.
+            assert!(b.any_within("192.0.0.0/8".parse().unwrap()));
+            // Without the opt-out, the allowed space is probed and the rest stays reserved.
+            let b = Blocklist::with_iana(&[allowed]);
+            assert_eq!(b.check("192.0.2.7".parse().unwrap()), None);
+            assert_eq!(b.covers(allowed), None);
+            assert_eq!(b.check("192.0.0.7".parse().unwrap()), Some(Reason::Reserved));
+        }
+    }
+
+    #[test]
+    fn allow_reserved_only_takes_special_purpose_space() {
+        let ok: Vec<IpNet> = ["198.18.0.0/15", "2001:db8::/32", "192.0.2.0/25", "10.1.0.0/16"].iter().map(|s| s.parse().unwrap()).collect();
+        assert!(check_allow_reserved(&ok).is_ok());
+        for bad in ["0.0.0.0/0", "8.8.8.0/24", "198.0.0.0/8", "::/0", "2600::/12", "198.18.0.1/15"] {
+            let e = check_allow_reserved(&[bad.parse().unwrap()]).unwrap_err();
+            assert!(e.contains(bad), "{bad}: {e}");
+        }
     }
 }

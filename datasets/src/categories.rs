@@ -2,8 +2,9 @@
 //! what is kept, since no single source is authoritative (PeeringDB has no hosting value).
 
 use crate::error::{DatasetError, LoadOptions, LoadStats, Result};
-use crate::input::for_each_line;
+use crate::input::{for_each_line_in, open};
 use std::collections::HashMap;
+use std::io::BufRead;
 use std::path::Path;
 
 #[derive(Debug, Default)]
@@ -38,10 +39,16 @@ fn parse_as(path: &Path, n: usize, s: &str) -> Result<u32> {
 
 impl Categories {
     pub fn load(&mut self, path: &Path, opts: LoadOptions) -> Result<LoadStats> {
+        self.load_from(path, open(path)?, opts)
+    }
+
+    /// [`Categories::load`] from an open reader; `path` names it in errors and is the source
+    /// recorded with each label.
+    pub fn load_from(&mut self, path: &Path, r: impl BufRead, opts: LoadOptions) -> Result<LoadStats> {
         let mut st = LoadStats::default();
         let src = path.file_name().and_then(|n| n.to_str()).unwrap_or("?").to_string();
         let mut asdb: Option<bool> = None;
-        st.lines = for_each_line(path, |n, l| {
+        st.lines = for_each_line_in(path, r, |n, l| {
             if l.trim().is_empty() || l.starts_with('#') {
                 return Ok(());
             }

@@ -2,8 +2,9 @@
 //! aliased-prefix list, opt-out lists and user exclusion lists. One entry a line, `#` comments.
 
 use crate::error::{DatasetError, LoadOptions, LoadStats, Result};
-use crate::input::for_each_line;
+use crate::input::{for_each_line_in, open};
 use ipnet::IpNet;
+use std::io::BufRead;
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -12,10 +13,10 @@ fn content(l: &str) -> &str {
 }
 
 /// Every non-comment line of `path` through `parse`; `Err(msg)` is a bad line.
-fn load_list<T>(path: &Path, opts: LoadOptions, parse: impl Fn(&str) -> std::result::Result<T, String>) -> Result<(Vec<T>, LoadStats)> {
+fn load_list<T>(path: &Path, r: impl BufRead, opts: LoadOptions, parse: impl Fn(&str) -> std::result::Result<T, String>) -> Result<(Vec<T>, LoadStats)> {
     let mut st = LoadStats::default();
     let mut out = Vec::new();
-    st.lines = for_each_line(path, |n, l| {
+    st.lines = for_each_line_in(path, r, |n, l| {
         let t = content(l);
         if t.is_empty() {
             return Ok(());
@@ -34,13 +35,24 @@ fn load_list<T>(path: &Path, opts: LoadOptions, parse: impl Fn(&str) -> std::res
 
 /// One address a line (hitlist layout).
 pub fn load_addresses(path: &Path, opts: LoadOptions) -> Result<(Vec<IpAddr>, LoadStats)> {
-    load_list(path, opts, |t| t.parse::<IpAddr>().map_err(|_| format!("not an IP address: `{t}`")))
+    load_addresses_from(path, open(path)?, opts)
+}
+
+/// [`load_addresses`] from an open reader; `path` names it in errors.
+pub fn load_addresses_from(path: &Path, r: impl BufRead, opts: LoadOptions) -> Result<(Vec<IpAddr>, LoadStats)> {
+    load_list(path, r, opts, |t| t.parse::<IpAddr>().map_err(|_| format!("not an IP address: `{t}`")))
 }
 
 /// One prefix (or bare address = host prefix) a line; host bits set are an error, since a
 /// typo in an opt-out list must not silently shrink or grow what is excluded.
 pub fn load_prefixes(path: &Path, opts: LoadOptions) -> Result<(Vec<IpNet>, LoadStats)> {
-    load_list(path, opts, |t| match t.parse::<IpNet>().or_else(|_| t.parse::<IpAddr>().map(IpNet::from)) {
+    load_prefixes_from(path, open(path)?, opts)
+}
+
+/// [`load_prefixes`] from an open reader (opt-out and exclusion lists, aliased prefixes);
+/// `path` names it in errors.
+pub fn load_prefixes_from(path: &Path, r: impl BufRead, opts: LoadOptions) -> Result<(Vec<IpNet>, LoadStats)> {
+    load_list(path, r, opts, |t| match t.parse::<IpNet>().or_else(|_| t.parse::<IpAddr>().map(IpNet::from)) {
         Ok(net) if net.trunc() == net => Ok(net),
         Ok(net) => Err(format!("`{t}` has host bits set (did you mean {}?)", net.trunc())),
         Err(_) => Err(format!("not a CIDR prefix or address: `{t}`")),

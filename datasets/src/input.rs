@@ -19,9 +19,22 @@ pub fn open(path: &Path) -> Result<Box<dyn BufRead>> {
     }
 }
 
+/// Bytes already in memory, plain or gzip (by magic bytes), as [`open`] reads a file.
+pub fn decode(bytes: &[u8]) -> Box<dyn BufRead + '_> {
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(bytes)))
+    } else {
+        Box::new(bytes)
+    }
+}
+
 /// Call `f(line_number, line)` for every line (1-based), without the line terminator.
-pub fn for_each_line(path: &Path, mut f: impl FnMut(usize, &str) -> Result<()>) -> Result<usize> {
-    let mut r = open(path)?;
+pub fn for_each_line(path: &Path, f: impl FnMut(usize, &str) -> Result<()>) -> Result<usize> {
+    for_each_line_in(path, open(path)?, f)
+}
+
+/// [`for_each_line`] over an open reader; `path` names it in errors.
+pub fn for_each_line_in(path: &Path, mut r: impl BufRead, mut f: impl FnMut(usize, &str) -> Result<()>) -> Result<usize> {
     let mut buf = String::new();
     let mut n = 0;
     loop {

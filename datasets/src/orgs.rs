@@ -2,8 +2,9 @@
 //! ASes that share an organization id, and a "provider" in the reports is an organization.
 
 use crate::error::{DatasetError, LoadOptions, LoadStats, Result};
-use crate::input::for_each_line;
+use crate::input::{for_each_line_in, open};
 use std::collections::HashMap;
+use std::io::BufRead;
 use std::path::Path;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,10 +23,15 @@ pub struct Orgs {
 
 impl Orgs {
     pub fn load(&mut self, path: &Path, opts: LoadOptions) -> Result<LoadStats> {
+        self.load_from(path, open(path)?, opts)
+    }
+
+    /// [`Orgs::load`] from an open reader; `path` names it in errors.
+    pub fn load_from(&mut self, path: &Path, r: impl BufRead, opts: LoadOptions) -> Result<LoadStats> {
         let mut st = LoadStats::default();
         // The legacy file switches between two layouts at `# format:` lines.
         let mut legacy_section: Option<bool> = None; // Some(true) = aut section, Some(false) = org section
-        st.lines = for_each_line(path, |n, l| {
+        st.lines = for_each_line_in(path, r, |n, l| {
             let t = l.trim();
             if t.is_empty() {
                 return Ok(());

@@ -5,10 +5,11 @@
 //! `analysis` to map ICMP responders to their AS.
 
 use crate::error::{DatasetError, LoadOptions, LoadStats, Result};
-use crate::input::for_each_line;
+use crate::input::{for_each_line_in, open};
 use crate::ranges::range_to_cidrs;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use prefix_trie::PrefixMap;
+use std::io::BufRead;
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -78,8 +79,13 @@ pub fn detect_format(path: &Path) -> Result<RouteFormat> {
     if name.ends_with(".mmdb") {
         return Ok(RouteFormat::Mmdb);
     }
+    detect_text_format(path, open(path)?)
+}
+
+/// [`detect_format`] of a text table from an open reader (its first data line); `path`
+/// names it in errors.
+pub fn detect_text_format(path: &Path, mut r: impl BufRead) -> Result<RouteFormat> {
     let mut first: Option<String> = None;
-    let mut r = crate::input::open(path)?;
     let mut buf = String::new();
     for _ in 0..1000 {
         buf.clear();
@@ -168,18 +174,39 @@ impl RouteTable {
             None => detect_format(path)?,
         };
         match format {
-            RouteFormat::Pfx2as => self.load_pfx2as(path, opts),
-            RouteFormat::IpToAsn => self.load_ranges(path, opts, '\t'),
-            RouteFormat::IpLocationDb => self.load_ranges(path, opts, ','),
-            RouteFormat::Mmdb => self.load_mmdb(path),
+            RouteFormat::Mmdb => {
+                let reader = maxminddb::Reader::open_readfile(path).map_err(|e| DatasetError::file(path, format!("not a readable MaxMind DB: {e}")))?;
+                self.load_mmdb(path, reader)
+            }
+            text => self.load_from(path, text, open(path)?, opts),
         }
+    }
+
+    /// [`RouteTable::load`] from an open reader in a known format; `path` names it in errors.
+    pub fn load_from(&mut self, path: &Path, format: RouteFormat, mut r: impl BufRead, opts: LoadOptions) -> Result<LoadStats> {
+        match format {
+            RouteFormat::Pfx2as => self.load_pfx2as(path, r, opts),
+            RouteFormat::IpToAsn => self.load_ranges(path, r, opts, '\t'),
+            RouteFormat::IpLocationDb => self.load_ranges(path, r, opts, ','),
+            RouteFormat::Mmdb => {
+                let mut bytes = Vec::new();
+                r.read_to_end(&mut bytes).map_err(|e| DatasetError::io(path, e))?;
+                self.load_mmdb_bytes(path, bytes)
+            }
+        }
+    }
+
+    /// A MaxMind DB already in memory; `path` names it in errors.
+    pub fn load_mmdb_bytes(&mut self, path: &Path, bytes: Vec<u8>) -> Result<LoadStats> {
+        let reader = maxminddb::Reader::from_source(bytes).map_err(|e| DatasetError::file(path, format!("not a readable MaxMind DB: {e}")))?;
+        self.load_mmdb(path, reader)
     }
 
     /// `prefix<TAB>length<TAB>origins`, origins `A`, `A_B` (multi-origin) or `A,B` (AS-set);
     /// a MOAS entry may mix both (`A_B,C`).
-    fn load_pfx2as(&mut self, path: &Path, opts: LoadOptions) -> Result<LoadStats> {
+    fn load_pfx2as(&mut self, path: &Path, r: impl BufRead, opts: LoadOptions) -> Result<LoadStats> {
         let mut st = LoadStats::default();
-        st.lines = for_each_line(path, |n, l| {
+        st.lines = for_each_line_in(path, r, |n, l| {
             if l.trim().is_empty() || l.starts_with('#') {
                 return Ok(());
             }
@@ -197,7 +224,7 @@ impl RouteTable {
 
     /// iptoasn (`start end asn cc descr`, TAB) and ip-location-db (`start,end,asn,org`, CSV
     /// with quotes): one record reader over the whole file, line numbers kept for errors.
-    fn load_ranges(&mut self, path: &Path, opts: LoadOptions, sep: char) -> Result<LoadStats> {
+    fn load_ranges(&mut self, path: &Path, r: impl BufRead, opts: LoadOptions, sep: char) -> Result<LoadStats> {
         let mut st = LoadStats::default();
         let mut rdr = csv::ReaderBuilder::new()
             .has_headers(false)
@@ -205,7 +232,7 @@ impl RouteTable {
             .delimiter(sep as u8)
             .quoting(sep == ',')
             .comment(Some(b'#'))
-            .from_reader(crate::input::open(path)?);
+            .from_reader(r);
         let mut rec = csv::StringRecord::new();
         loop {
             let line = rdr.position().line() as usize;
@@ -262,14 +289,13 @@ impl RouteTable {
         Ok(st)
     }
 
-    fn load_mmdb(&mut self, path: &Path) -> Result<LoadStats> {
+    fn load_mmdb<S: AsRef<[u8]>>(&mut self, path: &Path, reader: maxminddb::Reader<S>) -> Result<LoadStats> {
         #[derive(serde::Deserialize)]
         struct AsnRec<'a> {
             autonomous_system_number: Option<u32>,
             #[serde(borrow)]
             autonomous_system_organization: Option<&'a str>,
         }
-        let reader = maxminddb::Reader::open_readfile(path).map_err(|e| DatasetError::file(path, format!("not a readable MaxMind DB: {e}")))?;
         let mut st = LoadStats::default();
         // Default options skip the IPv4 tree's aliases inside IPv6 (::ffff:0:0/96, 2002::/16).
         let iter = reader.networks(Default::default()).map_err(|e| DatasetError::file(path, e.to_string()))?;

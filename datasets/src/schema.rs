@@ -305,13 +305,74 @@ pub fn open_parquet_columns(
     columns: Option<&[&str]>,
 ) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader, crate::DatasetError> {
     let f = std::fs::File::open(path).map_err(|e| crate::DatasetError::io(path, e))?;
-    let mut b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+    open_parquet_from(path, f, batch_size, columns)
+}
+
+/// [`open_parquet_columns`] over any Parquet source (a file, bytes in memory); `path` names it
+/// in errors.
+pub fn open_parquet_from<R: parquet::file::reader::ChunkReader + 'static>(
+    path: &std::path::Path,
+    source: R,
+    batch_size: usize,
+    columns: Option<&[&str]>,
+) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader, crate::DatasetError> {
+    let len = source.len();
+    let mut b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(source)
         .map_err(|e| crate::DatasetError::file(path, format!("not a complete Parquet file (truncated or still being written?): {e}")))?;
+    check_footer(path, b.metadata(), len)?;
     if let Some(cols) = columns {
         let mask = parquet::arrow::ProjectionMask::columns(b.parquet_schema(), cols.iter().copied());
         b = b.with_projection(mask);
     }
     b.with_batch_size(batch_size).build().map_err(|e| crate::DatasetError::file(path, e.to_string()))
+}
+
+thread_local! {
+    static GUARDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run a step of the Parquet decoder over untrusted bytes, turning a panic into an error that
+/// names the file. The parquet crate asserts on some crafted pages (a dictionary page of zero
+/// values divides by zero, found by the `plan_targets` fuzz target) that no footer check can
+/// rule out without decoding the pages twice. While guarded, the panic hook stays quiet: the
+/// message becomes the error instead of a "panicked" line on stderr.
+pub fn guard<T>(path: &std::path::Path, f: impl FnOnce() -> T) -> Result<T, crate::DatasetError> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !GUARDED.with(|g| g.get()) {
+                prev(info)
+            }
+        }));
+    });
+    let was = GUARDED.with(|g| g.replace(true));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    GUARDED.with(|g| g.set(was));
+    r.map_err(|p| {
+        let why = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown".into());
+        crate::DatasetError::file(path, format!("corrupt Parquet data (the decoder failed: {why})"))
+    })
+}
+
+/// Check what a footer says about where the data lies before anything is read by it: the
+/// parquet crate trusts these numbers and panics on a negative offset or size (found by the
+/// `plan_targets` fuzz target). Every column chunk must lie inside the file.
+pub fn check_footer(path: &std::path::Path, meta: &parquet::file::metadata::ParquetMetaData, file_len: u64) -> Result<(), crate::DatasetError> {
+    for (g, rg) in meta.row_groups().iter().enumerate() {
+        if rg.num_rows() < 0 {
+            return Err(crate::DatasetError::file(path, format!("corrupt footer: row group {g} has {} rows", rg.num_rows())));
+        }
+        for c in rg.columns() {
+            let start = c.dictionary_page_offset().unwrap_or(c.data_page_offset()).min(c.data_page_offset());
+            let size = c.compressed_size();
+            let inside = start >= 0 && size >= 0 && (start as u64).checked_add(size as u64).is_some_and(|end| end <= file_len);
+            if !inside {
+                return Err(crate::DatasetError::file(path, format!("corrupt footer: column `{}` of row group {g} claims bytes {start}+{size} of a {file_len}-byte file", c.column_path())));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Key-value metadata of a Parquet file.
@@ -329,6 +390,23 @@ pub fn parquet_metadata(path: &std::path::Path) -> Result<Vec<(String, String)>,
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_decoder_panic_is_an_error_naming_the_file() {
+        let p = std::path::Path::new("x.parquet");
+        let e = super::guard(p, || -> u32 { panic!("attempt to divide by zero") }).unwrap_err().to_string();
+        assert_eq!(e, "x.parquet: corrupt Parquet data (the decoder failed: attempt to divide by zero)");
+        assert_eq!(super::guard(p, || 7).unwrap(), 7);
+    }
+
+    #[test]
+    fn a_footer_pointing_outside_the_file_is_an_error_not_a_panic() {
+        // Found by the `plan_targets` fuzz target: a column chunk of negative size, which the
+        // parquet crate asserts on when it reads the column.
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/fuzz-negative-column-size.plan");
+        let e = super::open_parquet(&p, 1024).err().expect("refused").to_string();
+        assert!(e.contains("fuzz-negative-column-size.plan") && e.contains("corrupt footer"), "{e}");
+    }
+
     #[test]
     fn push_ip_matches_display() {
         for a in ["0.0.0.0", "198.18.255.7", "255.255.255.255", "2001:db8::1", "::ffff:192.0.2.1", "2001:db8:0:1::"] {

@@ -4,6 +4,7 @@
 pub mod demo;
 pub mod export;
 pub mod forge;
+pub mod fuzzseeds;
 pub mod gencrawl;
 pub mod netns;
 pub mod nmap;

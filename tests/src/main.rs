@@ -103,6 +103,17 @@ enum Cmd {
         #[arg(long)]
         ready: PathBuf,
     },
+    /// Write the seed corpus of the fuzz targets (`fuzz/`) into OUT/<target>/.
+    FuzzSeeds {
+        #[arg(long)]
+        out: PathBuf,
+        /// The dataset fixtures (datasets/fixtures).
+        #[arg(long)]
+        fixtures: PathBuf,
+        /// A crawl config to seed the config parser with (deploy/crawl.toml.example).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// (internal) Hold the listening sockets of one namespace.
     #[command(hide = true)]
     Serve {
@@ -212,6 +223,10 @@ fn real_main() -> Result<()> {
                 let r = std::net::TcpStream::connect_timeout(&t, std::time::Duration::from_millis(500));
                 println!("{t}: {}", r.map_or_else(|e| e.to_string(), |_| "connected".into()));
             }
+        }
+        Cmd::FuzzSeeds { out, fixtures, config } => {
+            port25_lab::fuzzseeds::write_all(&out, &fixtures, &config)?;
+            println!("fuzz seeds in {}", out.display());
         }
         Cmd::Datasets { topology, out } => {
             let topo = Topology::load(&topology)?;

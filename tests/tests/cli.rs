@@ -168,3 +168,167 @@ fn edge_addresses_are_skipped_and_an_ipv4_hitlist_replaces_random_draws() {
     let meta = datasets::schema::parquet_metadata(&out).unwrap();
     assert!(meta.contains(&("port25.sampling_v4".into(), "hitlist".into())), "{meta:?}");
 }
+
+/// Flags that would lead a scan astray are refused before anything else happens (the plan
+/// named here does not exist, so nothing could be sent even if a flag slipped through).
+#[test]
+fn unsafe_crawl_ids_unbounded_retries_and_arbitrary_allow_reserved_exit_2() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("sub/data");
+    let plan = d.path().join("no-such-plan.parquet");
+    let cases: [(&[&str], &str); 7] = [
+        (&["--crawl-id", "../../escaped"], "crawl id `../../escaped`"),
+        (&["--crawl-id", ".hidden"], "must not start with `.`"),
+        (&["--crawl-id", "a/b"], "crawl id `a/b`"),
+        (&["--retries", "11"], "11 is not in 0..=10"),
+        (&["--retries", "255"], "255 is not in 0..=10"),
+        (&["--allow-reserved", "0.0.0.0/0"], "0.0.0.0/0 is not inside the IANA special-purpose registry"),
+        (&["--allow-reserved", "198.18.0.0/15,8.8.8.0/24"], "8.8.8.0/24 is not inside"),
+    ];
+    for (flags, want) in cases {
+        let mut args = vec!["scan", "--plan", plan.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        args.extend_from_slice(flags);
+        let o = run(crawler(), &args);
+        assert_eq!(o.status.code(), Some(2), "{flags:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{flags:?}: expected `{want}` in {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"));
+    }
+    assert!(!d.path().join("escaped").exists() && !out.exists(), "nothing may be created");
+    // `plan` refuses an allow-reserved prefix outside special-purpose space too, and plans nothing.
+    let p = d.path().join("plan.parquet");
+    let o = run(crawler(), &["plan", "--routes", &fixture("routeviews-rv2-20261101-1200.pfx2as"), "--per-asn", "4", "--allow-reserved", "0.0.0.0/0", "--out", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--allow-reserved") && stderr(&o).contains("0.0.0.0/0"), "{}", stderr(&o));
+    assert!(!p.exists());
+}
+
+/// A Parquet file whose footer still reads but whose `ip` column's first page header is zeros:
+/// not truncated, corrupted where every reader looks.
+fn corrupt(bytes: &[u8]) -> Vec<u8> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let r = SerializedFileReader::new(bytes::Bytes::copy_from_slice(bytes)).unwrap();
+    let rg = r.metadata().row_group(0);
+    let col = (0..rg.num_columns()).find(|i| rg.column(*i).column_path().string() == "ip").unwrap();
+    let at = rg.column(col).data_page_offset() as usize;
+    let mut b = bytes.to_vec();
+    b[at..at + 24].fill(0);
+    b
+}
+
+/// `crawler scan` runs nothing if a flag or file is wrong; this names an interface that does
+/// not exist, so even a plan that loaded could not send a packet from the test machine.
+const NO_SEND: [&str; 2] = ["--interface", "p25-none0"];
+
+#[test]
+fn corrupted_parquet_is_named_by_scan_and_analysis_and_nothing_written_is_lost() {
+    let d = tempfile::tempdir().unwrap();
+    let plan = d.path().join("plan.parquet");
+    let o = run(crawler(), &["plan", "--routes", &fixture("routeviews-rv2-20261101-1200.pfx2as"), "--per-asn", "50", "--out", plan.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bad_plan = d.path().join("corrupt.plan");
+    std::fs::write(&bad_plan, corrupt(&std::fs::read(&plan).unwrap())).unwrap();
+    let o = run(crawler(), &[&["scan", "--plan", bad_plan.to_str().unwrap(), "--out", d.path().join("o").to_str().unwrap()][..], &NO_SEND].concat());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("corrupt.plan") && stderr(&o).contains("corrupt plan"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"));
+
+    // A crawl file corrupted the same way, beside a report that must survive the failure.
+    let data = d.path().join("data/crawl_date=2026-11-01/crawl_id=x");
+    std::fs::create_dir_all(&data).unwrap();
+    let gen = d.path().join("gen");
+    assert!(Command::new(env!("CARGO_BIN_EXE_lab")).args(["gen-crawl", "--rows", "4000", "--ases", "4", "--files", "1", "--out", gen.to_str().unwrap()]).status().unwrap().success());
+    let part = std::fs::read_dir(gen.join("crawl_date=2026-11-01/crawl_id=synthetic")).unwrap().flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "parquet")).unwrap();
+    std::fs::write(data.join("part-1.parquet"), corrupt(&std::fs::read(&part).unwrap())).unwrap();
+    std::fs::write(data.join("part-0.parquet"), std::fs::read(&part).unwrap()).unwrap();
+    let report = d.path().join("report");
+    std::fs::create_dir_all(&report).unwrap();
+    std::fs::write(report.join("providers.csv"), "the previous report\n").unwrap();
+    let o = run(
+        analysis(),
+        &["report", "--data", d.path().join("data").to_str().unwrap(), "--routes", gen.join("routes.pfx2as").to_str().unwrap(), "--orgs", gen.join("as-org2info.jsonl").to_str().unwrap(), "--out", report.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("part-1.parquet") && stderr(&o).contains("corrupt crawl file"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"));
+    assert_eq!(std::fs::read_to_string(report.join("providers.csv")).unwrap(), "the previous report\n");
+    assert_eq!(std::fs::read_dir(&report).unwrap().count(), 1, "nothing else written");
+}
+
+#[test]
+fn duplicate_plan_rows_are_probed_once_and_said() {
+    use datasets::schema::{plan_schema, PlanBatch, PlanRow};
+    let d = tempfile::tempdir().unwrap();
+    let plan = d.path().join("dups.plan");
+    let mut batch = PlanBatch::with_capacity(4);
+    // Lab (special-purpose) space: refused at send time anyway without --allow-reserved.
+    for (ip, asn) in [("198.18.0.5", 64501), ("198.18.0.9", 64500), ("198.18.0.5", 64500), ("2001:db8::5", 64502), ("2001:db8::5", 64502)] {
+        batch.push(&PlanRow { ip, ip_version: if ip.contains(':') { 6 } else { 4 }, asn, prefix: "198.18.0.0/24", org_id: "o", org_name: "o", category: None, category_source: None });
+    }
+    let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&plan).unwrap(), plan_schema(), None).unwrap();
+    w.write(&batch.finish()).unwrap();
+    w.close().unwrap();
+    let o = run(crawler(), &[&["scan", "--plan", plan.to_str().unwrap(), "--out", d.path().join("o").to_str().unwrap()][..], &NO_SEND].concat());
+    assert!(stderr(&o).contains("dups.plan: 2 duplicate addresses in the plan; each address is probed once (with the lowest AS number among its rows)"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"));
+}
+
+#[test]
+fn empty_routes_a_config_directory_and_an_out_of_the_wrong_kind_exit_2() {
+    let d = tempfile::tempdir().unwrap();
+    let empty = d.path().join("empty.pfx2as");
+    std::fs::write(&empty, "").unwrap();
+    let comments = d.path().join("comments.pfx2as");
+    std::fs::write(&comments, "# nothing announced\n\n").unwrap();
+    let plan = d.path().join("plan.parquet");
+    std::fs::write(&plan, b"previous plan").unwrap();
+    for (routes, fmt) in [(&empty, None), (&comments, None), (&empty, Some("pfx2as")), (&comments, Some("pfx2as"))] {
+        let mut args = vec!["plan", "--routes", routes.to_str().unwrap(), "--per-asn", "4", "--out", plan.to_str().unwrap()];
+        if let Some(f) = fmt {
+            args.extend(["--routes-format", f]);
+        }
+        let o = run(crawler(), &args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        let name = routes.file_name().unwrap().to_str().unwrap();
+        assert!(stderr(&o).contains(name) && (stderr(&o).contains("empty routes file") || stderr(&o).contains("no prefixes")), "{args:?}: {}", stderr(&o));
+        assert_eq!(std::fs::read(&plan).unwrap(), b"previous plan");
+    }
+    // A config that is a directory.
+    let o = run(crawler(), &["run", "--config", d.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains(d.path().to_str().unwrap()) && stderr(&o).contains("cannot read the config"), "{}", stderr(&o));
+    // --out of the wrong kind: a file for scan and report, a directory for plan; the file stays.
+    let file = d.path().join("a-file");
+    std::fs::write(&file, "keep me").unwrap();
+    let o = run(crawler(), &[&["scan", "--plan", plan.to_str().unwrap(), "--out", file.to_str().unwrap()][..], &NO_SEND].concat());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("a-file") && stderr(&o).contains("not a directory"), "{}", stderr(&o));
+    let o = run(analysis(), &["report", "--data", d.path().to_str().unwrap(), "--routes", &fixture("routeviews-rv2-20261101-1200.pfx2as"), "--orgs", &fixture("20261001.as-org2info.txt"), "--out", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("a-file") && stderr(&o).contains("not a directory"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+    let o = run(crawler(), &["plan", "--routes", &fixture("routeviews-rv2-20261101-1200.pfx2as"), "--per-asn", "4", "--out", d.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is a directory"), "{}", stderr(&o));
+    for o in [&o] {
+        assert!(!stderr(o).contains("panicked"));
+    }
+}
+
+/// Plans the fuzzer crafted that made the parquet crate panic (a column of negative size; a
+/// dictionary page of zero values): errors naming the file, exit 2, from scan and analysis.
+#[test]
+fn parquet_files_that_crashed_the_decoder_are_bad_input() {
+    for name in ["fuzz-negative-column-size.plan", "fuzz-empty-dictionary.plan"] {
+        let f = fixture(name);
+        let d = tempfile::tempdir().unwrap();
+        let o = run(crawler(), &[&["scan", "--plan", &f, "--out", d.path().join("o").to_str().unwrap()][..], &NO_SEND].concat());
+        assert_eq!(o.status.code(), Some(2), "{name}: {}", stderr(&o));
+        assert!(stderr(&o).contains(name) && !stderr(&o).contains("panicked"), "{name}: {}", stderr(&o));
+        let part = d.path().join("data/crawl_date=2026-11-01/crawl_id=x");
+        std::fs::create_dir_all(&part).unwrap();
+        std::fs::copy(&f, part.join("part-1.parquet")).unwrap();
+        let o = run(analysis(), &["report", "--data", d.path().join("data").to_str().unwrap(), "--routes", &fixture("routeviews-rv2-20261101-1200.pfx2as"), "--orgs", &fixture("20261001.as-org2info.txt"), "--out", d.path().join("r").to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{name}: {}", stderr(&o));
+        assert!(stderr(&o).contains("part-1.parquet") && !stderr(&o).contains("panicked"), "{name}: {}", stderr(&o));
+    }
+}

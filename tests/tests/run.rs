@@ -106,6 +106,27 @@ fn bad_configs_name_the_key() {
         assert_eq!(o.status.code(), Some(2), "{want}: {e}");
         assert!(e.contains(want) && e.contains("bad.toml"), "expected `{want}` in: {e}");
     }
+    // Checked with --print-config, which does nothing else: a config that slipped through
+    // would only be printed.
+    let cases = [
+        (good.replace("crawl_id = \"x\"", "crawl_id = \"../../escaped\""), "crawl.crawl_id"),
+        (good.replace("crawl_id = \"x\"", "crawl_id = \"{date}/{vantage}\""), "crawl.crawl_id"),
+        (good.replace("crawl_id = \"x\"", "crawl_id = \".{date}\""), "crawl.crawl_id"),
+        (good.replace("vantage = \"lab-vantage\"", "vantage = \"..\""), "crawl.vantage"),
+        (good.replace("[scan]\n", "[scan]\nretries = 200\n"), "scan.retries"),
+        (good.replace("[scan]\n", "[scan]\nretries = 11\n"), "scan.retries"),
+        (good.replace("allow_reserved = [\"198.18.0.0/15\", \"2001:db8::/32\"]", "allow_reserved = [\"0.0.0.0/0\"]"), "plan.allow_reserved"),
+        (good.replace("allow_reserved = [\"198.18.0.0/15\", \"2001:db8::/32\"]", "allow_reserved = [\"198.18.0.0/15\", \"2600::/12\"]"), "plan.allow_reserved"),
+    ];
+    for (text, want) in cases {
+        assert_ne!(text, good, "{want}: the case did not change the config");
+        let p = d.path().join("bad.toml");
+        std::fs::write(&p, text).unwrap();
+        let o = Command::new(crawler()).args(["run", "--config", p.to_str().unwrap(), "--print-config"]).output().unwrap();
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{want}: {e}");
+        assert!(e.contains(want) && e.contains("bad.toml"), "expected `{want}` in: {e}");
+    }
     let p = d.path().join("good.toml");
     std::fs::write(&p, &good).unwrap();
     let o = Command::new(crawler()).args(["run", "--config", p.to_str().unwrap(), "--print-config"]).output().unwrap();

@@ -217,3 +217,54 @@ fn near_misses_replays_and_late_replies_are_counted_and_never_recorded() {
     let missed = rows.iter().filter(|r| r[0].as_deref() == Some("none") && !matches(&truth_of(&truth, r), r)).count();
     assert!(missed as f64 <= 0.005 * rows.len() as f64, "{missed} of {} probes missed their reply", rows.len());
 }
+
+/// A plan with special-purpose addresses that are not allowed, and with addresses listed twice:
+/// the reserved ones are refused at send time (no row, counted in the manifest), each duplicate
+/// is probed once, under the lowest AS of its rows.
+#[test]
+#[ignore = "lab test: needs root and network namespaces (tests/run-tests.sh runs it)"]
+fn reserved_and_duplicate_plan_targets_are_refused_or_probed_once() {
+    use datasets::schema::{plan_schema, PlanBatch, PlanRow};
+    if !require_root("reserved_plan") {
+        return;
+    }
+    let lab = Lab::up("default");
+    let ds = lab.datasets();
+    demo::plan(&ds, &lab.path("lab.parquet"), 400, true).unwrap();
+    let rows: Vec<(String, u32, String)> = read_rows(&lab.path("lab.parquet"), &["ip", "asn", "prefix"])
+        .into_iter()
+        .take(600)
+        .map(|r| (r[0].clone().unwrap(), r[1].as_ref().unwrap().parse().unwrap(), r[2].clone().unwrap()))
+        .collect();
+    let reserved = ["10.0.0.1", "192.168.7.7", "127.0.0.9", "fe80::1"];
+    let mut batch = PlanBatch::with_capacity(rows.len() + 16);
+    let mut push = |ip: &str, asn: u32, prefix: &str| batch.push(&PlanRow { ip, ip_version: if ip.contains(':') { 6 } else { 4 }, asn, prefix, org_id: "o", org_name: "o", category: None, category_source: None });
+    // Duplicates first, under a higher AS number: the plan's own row must win wherever it is.
+    for (ip, asn, prefix) in rows.iter().take(5) {
+        push(ip, asn + 1000, prefix);
+    }
+    for (ip, asn, prefix) in &rows {
+        push(ip, *asn, prefix);
+    }
+    for ip in reserved {
+        push(ip, 64999, "10.0.0.0/8");
+    }
+    let plan = lab.path("plan.parquet");
+    let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&plan).unwrap(), plan_schema(), None).unwrap();
+    w.write(&batch.finish()).unwrap();
+    w.close().unwrap();
+    let mut flags = LAB_SCAN.to_vec();
+    flags.extend(["--rate", "20000", "--ports", "25", "--control-ports", "none", "--random-ports", "0", "--crawl-id", "reserved"]);
+    demo::scan(&lab.state, &ds, &plan, &lab.path("data"), &flags).unwrap();
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(find_manifest(&lab.path("data"))).unwrap()).unwrap();
+    let got = read_rows(&lab.path("data"), &["ip", "asn"]);
+    let skipped = m["summary"]["skipped"]["reserved"].as_u64().unwrap();
+    println!("plan of {} rows ({} addresses, 5 listed twice, {} reserved): {} rows recorded, {skipped} probes refused as reserved", rows.len() + 5 + reserved.len(), rows.len() + reserved.len(), reserved.len(), got.len());
+    assert_eq!(skipped, reserved.len() as u64, "each reserved target refused and counted");
+    assert!(got.iter().all(|r| !reserved.contains(&r[0].as_deref().unwrap())), "a reserved target was recorded");
+    assert_eq!(got.len(), rows.len(), "every lab target exactly once");
+    let asn_of: std::collections::HashMap<&str, &str> = got.iter().map(|r| (r[0].as_deref().unwrap(), r[1].as_deref().unwrap())).collect();
+    for (ip, asn, _) in rows.iter().take(5) {
+        assert_eq!(asn_of[ip.as_str()], asn.to_string(), "{ip}: the lowest AS of its rows");
+    }
+}

@@ -1,7 +1,7 @@
 //! `crawl.toml`: everything `plan` and `scan` take, for scheduled, reproducible crawls.
 //! Unknown keys and bad values are errors that name the key.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -94,17 +94,43 @@ impl Default for SelfCheck {
     }
 }
 
+/// A name that becomes one path component (a crawl id, a vantage): letters, digits, `.`, `_`
+/// and `-`, not starting with `.` — so it can neither climb out of the output directory
+/// (`../x`), nor hide (`.x`), nor name a subdirectory.
+pub fn check_name(what: &str, s: &str) -> std::result::Result<(), String> {
+    if s.is_empty() || s.len() > 200 {
+        return Err(format!("{what} must be 1 to 200 characters"));
+    }
+    if s.starts_with('.') {
+        return Err(format!("{what} `{s}` must not start with `.`"));
+    }
+    if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(format!("{what} `{s}` has `{}`: use only A-Z a-z 0-9 . _ -", c.escape_default()));
+    }
+    Ok(())
+}
+
 impl CrawlConfig {
     pub fn load(path: &Path) -> Result<CrawlConfig> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
-        let c: CrawlConfig = toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        // Unreadable (missing, a directory, not UTF-8) is a bad argument, not a runtime failure.
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{}: cannot read the config: {e}", path.display())))?;
+        Self::from_toml(path, &text)
+    }
+
+    /// Parse and validate a config's text; `path` names it in errors.
+    pub fn from_toml(path: &Path, text: &str) -> Result<CrawlConfig> {
+        let c: CrawlConfig = toml::from_str(text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
         c.validate().map_err(|e| ConfigError(format!("{}: {e:#}", path.display())))?;
         Ok(c)
     }
 
     fn validate(&self) -> Result<()> {
         let key = |k: &str, ok: bool, why: &str| if ok { Ok(()) } else { Err(anyhow::anyhow!("key `{k}`: {why}")) };
-        key("crawl.vantage", !self.crawl.vantage.is_empty() && !self.crawl.vantage.contains('/'), "must be a non-empty name without `/`")?;
+        let name = |k: &str, v: &str| check_name("the name", v).map_err(|e| anyhow::anyhow!("key `{k}`: {e}"));
+        name("crawl.vantage", &self.crawl.vantage)?;
+        // Any date fills `{date}` with the same safe characters (YYYY-MM-DD).
+        name("crawl.crawl_id", &self.crawl_id("2000-01-01"))?;
+        key("crawl.out", !self.crawl.out.as_os_str().is_empty() && (!self.crawl.out.exists() || self.crawl.out.is_dir()), &format!("{} is not a directory", self.crawl.out.display()))?;
         key("inputs.routes", !self.inputs.routes.is_empty(), "needs at least one routing file")?;
         for (k, files) in [
             ("inputs.routes", &self.inputs.routes),
@@ -129,7 +155,10 @@ impl CrawlConfig {
             toml::Value::String(s) => key("plan.seed", s == "crawl-date", "must be a non-negative integer or \"crawl-date\"")?,
             _ => bail!("key `plan.seed`: must be a non-negative integer or \"crawl-date\""),
         }
+        datasets::blocklist::check_allow_reserved(&self.plan.allow_reserved).map_err(|e| anyhow::anyhow!("key `plan.allow_reserved`: {e}"))?;
         key("scan.ports", !self.scan.ports.is_empty() && !self.scan.ports.contains(&0), "needs at least one port, none 0")?;
+        key("scan.retries", self.scan.retries <= crate::scan::MAX_RETRIES, &format!("must be at most {}", crate::scan::MAX_RETRIES))?;
+        key("scan.user", !self.scan.user.is_empty() && !self.scan.user.contains(['/', ':', '\0']), "must be a user name")?;
         key("scan.retry_delay", self.scan.retry_delay >= 0.0 && self.scan.retry_delay.is_finite(), "must be >= 0")?;
         key("scan.cooldown", (0.0..=1800.0).contains(&self.scan.cooldown), "must be between 0 and 1800 seconds")?;
         key("scan.rows_per_file", self.scan.rows_per_file > 0, "must be at least 1")?;

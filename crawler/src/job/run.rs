@@ -6,15 +6,14 @@
 //! so `--resume` after a crash (even `kill -9`) continues the same crawl: complete files are
 //! kept, their probes skipped, and only the rest is probed again.
 
-use super::config::CrawlConfig;
+use super::config::{ConfigError, CrawlConfig};
 use super::selfcheck;
 use super::state::RunState;
 use crate::plan::{self, PlanInputs};
 use crate::scan::{self, ScanConfig};
 use anyhow::{Context, Result};
-use datasets::blocklist::Blocklist;
 use datasets::publish::write_atomic;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -65,6 +64,7 @@ pub fn run(a: &RunArgs, stop: Arc<AtomicBool>) -> Result<i32> {
         crawl_date: Some(crawl_date.clone()),
         progress: a.progress,
         manifest_extra: serde_json::json!({"config": c, "config_file": a.config, "self_check": check, "resumed": a.resume}),
+        writable: vec![c.crawl.out.clone(), c.crawl.out.join("_plans")],
     };
     let summary = scan::run(&cfg, stop)?;
     scan::print_summary(&summary);
@@ -78,33 +78,124 @@ pub fn run(a: &RunArgs, stop: Arc<AtomicBool>) -> Result<i32> {
 /// The crawl's plan, `OUT/_plans/DATE_ID.plan`: one per crawl, shared by its shards and kept
 /// on resume (the crawl finishes the plan it started; every manifest records its SHA-256).
 /// It is Parquet too, but kept out of the observation globs (`OUT/**/*.parquet`).
+///
+/// A plan is published atomically, yet a power loss can still leave a damaged file under the
+/// final name (a file system that loses the data but keeps the rename, a disk error), and a
+/// plan reused blindly would then block or corrupt the day's crawl. So its SHA-256 goes into
+/// a sidecar `.DATE_ID.plan.sha256` (`sha256sum` layout, published after the plan), and an
+/// existing plan is reused only if its footer reads and its bytes hash as recorded. A bad plan
+/// is rebuilt while nothing of the crawl was written; once a shard has files, the plan they
+/// were probed from cannot be replaced, and the run stops with the plan named.
 fn ensure_plan(c: &CrawlConfig, crawl_date: &str, crawl_id: &str, seed: u64, progress: bool) -> Result<PathBuf> {
     let plan_dir = c.crawl.out.join("_plans");
-    std::fs::create_dir_all(&plan_dir)?;
+    std::fs::create_dir_all(&plan_dir).with_context(|| format!("creating {}", plan_dir.display()))?;
     let plan_path = plan_dir.join(format!("{crawl_date}_{crawl_id}.plan"));
-    if !plan_path.exists() {
-        let inp = PlanInputs {
-            routes: c.inputs.routes.clone(),
-            routes_format: c.inputs.routes_format.as_deref().map(|f| f.parse()).transpose().map_err(anyhow::Error::msg)?,
-            orgs: c.inputs.orgs.clone(),
-            categories: c.inputs.categories.clone(),
-            hitlist: c.inputs.hitlist.clone(),
-            aliased: c.inputs.aliased.clone(),
-            exclude: c.inputs.exclude.clone(),
-            opt_out: c.inputs.opt_out.clone(),
-            select: c.plan.select.parse().map_err(anyhow::Error::msg)?,
-            per_asn: c.plan.per_asn,
-            seed,
-            allow_reserved: c.plan.allow_reserved.clone(),
-            skip_bad_lines: c.plan.skip_bad_lines,
-            keep_edge_addresses: c.plan.keep_edge_addresses,
-            progress,
-        };
-        let p = plan::build(&inp)?;
-        plan::write(&p, &inp, &plan_path)?;
-        plan::print_summary(&p.summary, &plan_path);
+    let sidecar = sha_sidecar(&plan_path);
+    if plan_path.exists() {
+        match verify_plan(&plan_path, &sidecar) {
+            Ok(PlanCheck::Verified) => return Ok(plan_path),
+            Ok(PlanCheck::Unrecorded) if crawled(c, crawl_date, crawl_id) => {
+                // Written by a version without the sidecar: its footer is the only check left.
+                tracing::warn!("{}: no recorded SHA-256 (written by an older version?); its footer reads, reusing it", plan_path.display());
+                return Ok(plan_path);
+            }
+            Ok(PlanCheck::Unrecorded) => tracing::warn!("{}: no recorded SHA-256; nothing crawled with it yet, rebuilding it", plan_path.display()),
+            Err(why) if crawled(c, crawl_date, crawl_id) => {
+                return Err(ConfigError(format!(
+                    "plan {} is damaged ({why}) and crawl {crawl_id} already has files probed from it: restore the plan (its SHA-256 is in every manifest of the crawl) or start a new crawl id",
+                    plan_path.display()
+                ))
+                .into())
+            }
+            Err(why) => {
+                tracing::warn!("plan {} is damaged ({why}); nothing crawled with it yet, rebuilding it", plan_path.display());
+                eprintln!("crawler: plan {} is damaged ({why}); rebuilding it", plan_path.display());
+            }
+        }
     }
+    let inp = PlanInputs {
+        routes: c.inputs.routes.clone(),
+        routes_format: c.inputs.routes_format.as_deref().map(|f| f.parse()).transpose().map_err(anyhow::Error::msg)?,
+        orgs: c.inputs.orgs.clone(),
+        categories: c.inputs.categories.clone(),
+        hitlist: c.inputs.hitlist.clone(),
+        aliased: c.inputs.aliased.clone(),
+        exclude: c.inputs.exclude.clone(),
+        opt_out: c.inputs.opt_out.clone(),
+        select: c.plan.select.parse().map_err(anyhow::Error::msg)?,
+        per_asn: c.plan.per_asn,
+        seed,
+        allow_reserved: c.plan.allow_reserved.clone(),
+        skip_bad_lines: c.plan.skip_bad_lines,
+        keep_edge_addresses: c.plan.keep_edge_addresses,
+        progress,
+    };
+    let p = plan::build(&inp)?;
+    plan::write(&p, &inp, &plan_path)?;
+    let sha = datasets::input::sha256_file(&plan_path)?;
+    let name = plan_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    write_atomic(&sidecar, format!("{sha}  {name}\n"))?;
+    plan::print_summary(&p.summary, &plan_path);
     Ok(plan_path)
+}
+
+/// `.NAME.sha256` beside the plan: hidden, and outside every glob the tools read.
+fn sha_sidecar(plan: &Path) -> PathBuf {
+    let name = plan.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    plan.with_file_name(format!(".{name}.sha256"))
+}
+
+enum PlanCheck {
+    Verified,
+    /// The footer reads, but no SHA-256 was recorded.
+    Unrecorded,
+}
+
+/// Is the plan whole and unchanged? `Err` says what is wrong with it.
+fn verify_plan(plan: &Path, sidecar: &Path) -> std::result::Result<PlanCheck, String> {
+    let len = std::fs::metadata(plan).map_err(|e| e.to_string())?.len();
+    if len == 0 {
+        return Err("empty file".into());
+    }
+    datasets::schema::parquet_metadata(plan).map_err(|_| format!("not a complete Parquet file, {len} bytes"))?;
+    let recorded = match std::fs::read_to_string(sidecar) {
+        Ok(t) => t.split_whitespace().next().unwrap_or("").to_ascii_lowercase(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(PlanCheck::Unrecorded),
+        Err(e) => return Err(format!("cannot read its recorded SHA-256 {}: {e}", sidecar.display())),
+    };
+    let actual = datasets::input::sha256_file(plan).map_err(|e| e.to_string())?;
+    if recorded != actual {
+        return Err(format!("its SHA-256 is {actual}, but {recorded} was recorded when it was written ({})", sidecar.display()));
+    }
+    Ok(PlanCheck::Verified)
+}
+
+/// Has any shard of this crawl written files (observations or a manifest) yet?
+fn crawled(c: &CrawlConfig, crawl_date: &str, crawl_id: &str) -> bool {
+    let dir = c.crawl.out.join(format!("crawl_date={crawl_date}")).join(format!("crawl_id={crawl_id}"));
+    std::fs::read_dir(dir).map(|rd| rd.flatten().any(|e| {
+        let n = e.file_name().to_string_lossy().into_owned();
+        (n.starts_with("part-") && n.ends_with(".parquet")) || (n.starts_with("manifest") && n.ends_with(".json"))
+    }))
+    .unwrap_or(false)
+}
+
+/// `crawler self-check --config FILE` as a child: it opens its own sockets and drops its
+/// privileges, and this process stays able to open the scan's.
+fn self_check_child(config: &Path) -> Result<selfcheck::SelfCheckResult> {
+    let exe = std::env::current_exe().context("finding the crawler binary for the self-check")?;
+    let out = std::process::Command::new(&exe)
+        .args(["--quiet", "self-check", "--config"])
+        .arg(config)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {} self-check", exe.display()))?;
+    match out.status.code() {
+        Some(0) | Some(selfcheck::EXIT_FAILED) => serde_json::from_slice(&out.stdout).with_context(|| format!("reading the self-check's result: {}", String::from_utf8_lossy(&out.stdout))),
+        Some(2) => Err(ConfigError(format!("the self-check of {} refused its config (see above)", config.display())).into()),
+        _ => anyhow::bail!("the self-check could not run ({})", out.status),
+    }
 }
 
 /// The vantage self-check before any probe of the plan: its result for the manifest, or
@@ -114,9 +205,7 @@ fn self_check(c: &CrawlConfig, a: &RunArgs, crawl_id: &str, partition: &std::pat
     if c.self_check.targets.is_empty() || a.skip_self_check {
         return Ok(Some(serde_json::json!({"skipped": true, "why": if a.skip_self_check { "--skip-self-check" } else { "no self_check.targets configured" }})));
     }
-    let block = Blocklist::build(&c.plan.allow_reserved, &c.inputs.opt_out, &c.inputs.exclude, Default::default())?;
-    let gw = c.scan.gateway_mac.as_deref().map(crate::net::route::parse_mac).transpose()?;
-    let r = selfcheck::run(&c.self_check.targets, c.self_check.control_port, c.self_check.wait, &block, c.scan.interface.as_deref(), gw)?;
+    let r = self_check_child(&a.config)?;
     println!("self-check: {}", r.verdict);
     if !r.passed && !c.self_check.override_failure {
         let m = serde_json::json!({"crawl_id": crawl_id, "self_check": r, "exit_status": "self-check-failed"});
@@ -125,4 +214,62 @@ fn self_check(c: &CrawlConfig, a: &RunArgs, crawl_id: &str, partition: &std::pat
         return Ok(None);
     }
     Ok(Some(serde_json::to_value(&r)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(out: &Path) -> CrawlConfig {
+        let routes = Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets/fixtures/routeviews-rv2-20261101-1200.pfx2as");
+        let text = format!("[crawl]\nvantage = \"v\"\nout = {:?}\n[inputs]\nroutes = [{:?}]\n[plan]\nselect = \"all\"\nper_asn = 20\nseed = 7\n", out.display().to_string(), routes.display().to_string());
+        CrawlConfig::from_toml(Path::new("test.toml"), &text).unwrap()
+    }
+
+    const DATE: &str = "2026-11-01";
+    const ID: &str = "2026-11-01-v";
+
+    #[test]
+    fn a_damaged_plan_is_rebuilt_before_the_crawl_and_refused_after() {
+        let d = tempfile::tempdir().unwrap();
+        let c = config(d.path());
+        let p = ensure_plan(&c, DATE, ID, 7, false).unwrap();
+        let good = std::fs::read(&p).unwrap();
+        let side = std::fs::read_to_string(sha_sidecar(&p)).unwrap();
+        assert_eq!(side, format!("{}  {DATE}_{ID}.plan\n", datasets::input::sha256_file(&p).unwrap()));
+        // Reused as it is.
+        let mtime = std::fs::metadata(&p).unwrap().modified().unwrap();
+        ensure_plan(&c, DATE, ID, 7, false).unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().modified().unwrap(), mtime);
+
+        // Nothing crawled yet: a truncated, an empty and a changed plan are rebuilt (the same
+        // inputs and seed give the same bytes).
+        let mut changed = good.clone();
+        changed[good.len() / 3] ^= 0x55;
+        for bad in [&good[..good.len() / 2], &[][..], &changed[..]] {
+            std::fs::write(&p, bad).unwrap();
+            ensure_plan(&c, DATE, ID, 7, false).unwrap();
+            assert_eq!(std::fs::read(&p).unwrap(), good);
+        }
+        // A plan with no recorded SHA-256 is rebuilt too while nothing is crawled.
+        std::fs::remove_file(sha_sidecar(&p)).unwrap();
+        ensure_plan(&c, DATE, ID, 7, false).unwrap();
+        assert!(sha_sidecar(&p).exists());
+
+        // Once a shard has files from it, a damaged plan stops the run, named.
+        let part = d.path().join(format!("crawl_date={DATE}")).join(format!("crawl_id={ID}"));
+        std::fs::create_dir_all(&part).unwrap();
+        std::fs::write(part.join("part-s0of2-0000abcd-000000.parquet"), b"x").unwrap();
+        for (bad, why) in [(&good[..good.len() - 9], "not a complete Parquet file"), (&changed[..], "SHA-256")] {
+            std::fs::write(&p, bad).unwrap();
+            let e = ensure_plan(&c, DATE, ID, 7, false).unwrap_err();
+            let msg = format!("{e:#}");
+            assert!(e.chain().any(|c| c.is::<ConfigError>()), "{msg}");
+            assert!(msg.contains(&p.display().to_string()) && msg.contains(why) && msg.contains("already has files"), "{msg}");
+            assert_eq!(std::fs::read(&p).unwrap(), bad, "the damaged plan is left for inspection");
+        }
+        // Restored, the crawl goes on with it.
+        std::fs::write(&p, &good).unwrap();
+        ensure_plan(&c, DATE, ID, 7, false).unwrap();
+    }
 }

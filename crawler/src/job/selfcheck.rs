@@ -3,6 +3,10 @@
 //! hosts are probed on 25 and on a control port; control answered but 25 silent everywhere
 //! means the vantage's own provider filters 25, and the crawl stops (exit 3) unless told
 //! otherwise. The outcome goes into the manifest either way.
+//!
+//! `crawler run` runs it as a child process (`crawler self-check --config`), which drops its
+//! privileges once its own sockets are open, like the scan: the parent keeps them for the
+//! scan's sockets and parses no received frame meanwhile.
 
 use crate::net::route;
 use crate::probe::{self, Link, ReplyKind, SynFields, MAX_FRAME};
@@ -11,11 +15,14 @@ use crate::scan::send::socket::{Transmit, TxSocket, BATCH};
 use crate::scan::validate::Cookie;
 use anyhow::{bail, Result};
 use datasets::blocklist::Blocklist;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Serialize)]
+/// Exit code of `crawler self-check` when this vantage cannot send on 25.
+pub const EXIT_FAILED: i32 = 3;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SelfCheckResult {
     pub targets: Vec<IpAddr>,
     pub control_port: u16,
@@ -26,7 +33,18 @@ pub struct SelfCheckResult {
     pub verdict: String,
 }
 
-pub fn run(targets: &[IpAddr], control: u16, wait: f64, block: &Blocklist, iface: Option<&str>, gw: Option<[u8; 6]>) -> Result<SelfCheckResult> {
+/// The self-check a crawl config describes (`crawler self-check --config`).
+pub fn from_config(c: &super::config::CrawlConfig) -> Result<SelfCheckResult> {
+    let block = Blocklist::build(&c.plan.allow_reserved, &c.inputs.opt_out, &c.inputs.exclude, Default::default())?;
+    let gw = c.scan.gateway_mac.as_deref().map(route::parse_mac).transpose()?;
+    run(&c.self_check.targets, c.self_check.control_port, c.self_check.wait, &block, c.scan.interface.as_deref(), gw, &c.scan.user)
+}
+
+/// Probe `targets` on 25 and `control`; `user`: who to become once the sockets are open, if root.
+pub fn run(targets: &[IpAddr], control: u16, wait: f64, block: &Blocklist, iface: Option<&str>, gw: Option<[u8; 6]>, user: &str) -> Result<SelfCheckResult> {
+    if targets.is_empty() {
+        bail!("no self-check targets");
+    }
     for t in targets {
         if let Some(r) = block.check(*t) {
             bail!("self-check target {t} is excluded ({})", r.as_str());
@@ -37,6 +55,7 @@ pub fn run(targets: &[IpAddr], control: u16, wait: f64, block: &Blocklist, iface
     let ni = route::discover(s4, s6, iface, gw, &[])?;
     let mut rx = RxRing::open(ni.ifindex)?;
     let mut tx = TxSocket::open(ni.ifindex)?;
+    crate::net::privs::drop_privileges(user, &[])?;
     let cookie = Cookie::new(rand::random(), rand::random());
     let mut tmpl = [[0u8; MAX_FRAME]; 2];
     if let Some(s) = ni.src4 {

@@ -24,6 +24,11 @@ impl RunState {
         let p = path(c, shard);
         let t = std::fs::read_to_string(&p).map_err(|_| ConfigError(format!("nothing to resume: no unfinished crawl of vantage {} shard {}/{} in {}", c.crawl.vantage, shard.0, shard.1, c.crawl.out.display())))?;
         let s: RunState = serde_json::from_str(&t).with_context(|| format!("{}: bad state file", p.display()))?;
+        // The state file names directories the crawl writes into: it must not lead elsewhere.
+        super::config::check_name("crawl id", &s.crawl_id).map_err(|e| ConfigError(format!("{}: {e}", p.display())))?;
+        if s.crawl_date.len() != 10 || chrono::NaiveDate::parse_from_str(&s.crawl_date, "%Y-%m-%d").is_err() {
+            return Err(ConfigError(format!("{}: bad crawl date `{}`", p.display(), s.crawl_date)).into());
+        }
         if s.status == "complete" {
             return Err(ConfigError(format!("crawl {} is already complete; nothing to resume", s.crawl_id)).into());
         }

@@ -92,7 +92,8 @@ fn load(inp: &PlanInputs, sum: &mut PlanSummary) -> Result<Inputs> {
         record(f)?;
     }
     if routes.is_empty() {
-        bail!("the routing data has no prefixes ({} file(s))", inp.routes.len());
+        let names: Vec<String> = inp.routes.iter().map(|p| p.display().to_string()).collect();
+        return Err(datasets::DatasetError::file(Path::new(&names.join(", ")), "the routing data has no prefixes (empty or only comments?)").into());
     }
     let mut orgs = Orgs::default();
     for f in &inp.orgs {

@@ -47,6 +47,12 @@ pub struct Reply {
 }
 
 fn tcp_reply(t: &TcpPacket, src: IpAddr, ttl: u8, ip_id: Option<u16>, ext_headers: bool) -> Option<Reply> {
+    // A header shorter than 20 bytes, or one claiming options past the end of the segment, is
+    // no host's reply; pnet would read such options from whatever bytes follow.
+    let doff = t.get_data_offset() as usize * 4;
+    if doff < 20 || doff > t.packet().len() {
+        return None;
+    }
     let flags = t.get_flags();
     let kind = if flags & TcpFlags::RST != 0 {
         ReplyKind::Rst
@@ -187,7 +193,8 @@ fn parse_v4(packet: &[u8], verify: bool) -> Option<Parsed> {
     // A frame cut short (capture length) cannot have its checksums checked.
     let verify = verify && total <= packet.len();
     let total = total.min(packet.len());
-    if total < hl {
+    // A later fragment carries no transport header at its start.
+    if total < hl || ip.get_fragment_offset() != 0 {
         return None;
     }
     let payload = &packet[hl..total];
@@ -215,7 +222,9 @@ fn parse_v4(packet: &[u8], verify: bool) -> Option<Parsed> {
                 return Some(Parsed::BadChecksum);
             }
             let inner = Ipv4Packet::new(payload.get(8..)?)?;
-            if inner.get_next_level_protocol() != IpNextHeaderProtocols::Tcp || inner.get_header_length() < 5 {
+            // The quote must be an IPv4 header of ours: with a bad length the "ports and
+            // sequence number" would be read from inside the IP header.
+            if inner.get_version() != 4 || inner.get_header_length() < 5 || inner.get_next_level_protocol() != IpNextHeaderProtocols::Tcp {
                 return None;
             }
             let ihl = inner.get_header_length() as usize * 4;
@@ -228,6 +237,9 @@ fn parse_v4(packet: &[u8], verify: bool) -> Option<Parsed> {
 
 fn parse_v6(packet: &[u8], verify: bool) -> Option<Parsed> {
     let ip = Ipv6Packet::new(packet)?;
+    if ip.get_version() != 6 {
+        return None;
+    }
     let plen = ip.get_payload_length() as usize;
     let verify = verify && 40 + plen <= packet.len();
     let body = &packet[40..(40 + plen).min(packet.len())];
@@ -252,6 +264,9 @@ fn parse_v6(packet: &[u8], verify: bool) -> Option<Parsed> {
                 return Some(Parsed::BadChecksum);
             }
             let inner = Ipv6Packet::new(payload.get(8..)?)?;
+            if inner.get_version() != 6 {
+                return None;
+            }
             let (inner_next, quoted, _) = skip_v6_extensions(inner.get_next_header().0, payload.get(48..)?)?;
             if inner_next != 6 {
                 return None;
@@ -300,6 +315,14 @@ mod tests {
             assert_eq!((p.icmp_type, p.icmp_code, p.responder, p.ttl), (ty, code, router, 63));
             // A frame cut anywhere short of the quoted ports and sequence number names nothing.
             assert!((0..n).all(|k| parse(&b[..k]).is_none()));
+            // Nor does a quote whose IP header length or version is not an IP header's (checked
+            // with checksums unverified: the structure alone must refuse it).
+            let q = ETH_LEN + if us.is_ipv4() { 20 } else { 40 } + 8;
+            for bad in if us.is_ipv4() { [0x40, 0x44, 0x65] } else { [0x40, 0x00, 0x70] } {
+                let mut c = b;
+                c[q] = bad;
+                assert!(matches!(parse_frame(&c[..n], false), Parsed::NotReply), "quote starting {:#x}", c[q]);
+            }
         }
     }
 
@@ -333,5 +356,25 @@ mod tests {
         let mut bad = b[..n].to_vec();
         bad[ETH_LEN + 8] ^= 0x40; // the TTL: the IPv4 header checksum no longer matches
         assert!(matches!(parse_frame(&bad, true), Parsed::BadChecksum));
+    }
+
+    #[test]
+    fn malformed_tcp_headers_and_later_fragments_are_not_replies() {
+        let mut b = [0u8; MAX_REPLY_FRAME];
+        let (host, us): (IpAddr, IpAddr) = ("198.18.8.7".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let n = TcpReply::synack(host, us, 25, 40000, 1234, 62).emit(&mut b, &LINK).unwrap();
+        assert!(parse(&b[..n]).is_some());
+        let doff = ETH_LEN + 20 + 12;
+        // Data offset 15 words (60 bytes) on a 40-byte header, and 4 words (16 bytes): refused
+        // by structure, checksums unverified.
+        for (v, what) in [(0xf0u8, "past the segment"), (0x40, "under 20 bytes")] {
+            let mut c = b;
+            c[doff] = v | (c[doff] & 0x0f);
+            assert!(matches!(parse_frame(&c[..n], false), Parsed::NotReply), "data offset {what}");
+        }
+        // A fragment at offset 8: its first bytes are not a TCP header.
+        let mut c = b;
+        c[ETH_LEN + 7] = 1;
+        assert!(matches!(parse_frame(&c[..n], false), Parsed::NotReply));
     }
 }

@@ -32,7 +32,13 @@ pub struct Params {
     pub senders: usize,
     /// Slots of the send log (ring of recent sends); 0: one per probe up to 2^20.
     pub send_log: usize,
+    /// Started as root, the scan runs as this user once its raw sockets are open.
+    pub user: String,
 }
+
+/// Retries of a silent probe: the pass counter is a u8 (attempts = pass + 1), and more than a
+/// few retries only multiply the load on networks that do not answer.
+pub const MAX_RETRIES: u8 = 10;
 
 impl Default for Params {
     fn default() -> Self {
@@ -54,6 +60,7 @@ impl Default for Params {
             rows_per_file: 1_000_000,
             senders: 0,
             send_log: 0,
+            user: "nobody".into(),
         }
     }
 }
@@ -80,6 +87,10 @@ pub struct ScanConfig {
     /// Recorded in the manifest (the `run` config, the self-check).
     #[serde(skip)]
     pub manifest_extra: serde_json::Value,
+    /// Directories the caller writes into after the scan (`run`: the run-state file's), handed
+    /// to `scan.user` with the partition when privileges are dropped.
+    #[serde(skip)]
+    pub writable: Vec<PathBuf>,
 }
 
 /// `--senders`: 0 picks one per core, at most 4, as ZMap does. At high rates the kernel's

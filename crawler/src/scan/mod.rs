@@ -31,7 +31,7 @@ pub mod state;
 pub mod targets;
 pub mod validate;
 
-pub use config::{sender_threads, Params, ScanConfig};
+pub use config::{sender_threads, Params, ScanConfig, MAX_RETRIES};
 pub use manifest::{print_summary, ScanSummary};
 
 use crate::net::route::{self, NetInfo};
@@ -59,9 +59,10 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
     let block = Blocklist::build(&cfg.allow_reserved, &cfg.opt_out, &cfg.exclude, Default::default())?;
     let seed = cfg.seed.unwrap_or_else(rand::random);
     let ports = Arc::new(PortPlan::new(&cfg.scan, (seed, seed.rotate_left(29) ^ 0x7261_6e64)).context("ports")?);
-    let ni = discover_route(cfg, &plan.targets)?;
+    let ni = discover_route(cfg, &plan.targets, &block)?;
     // Every raw socket is open before any output: without privileges the scan fails here.
     let (ring, senders) = open_sockets(ring, &ni, sender_threads(cfg.scan.senders))?;
+    crate::net::privs::drop_privileges(&cfg.scan.user, &crate::net::privs::crawl_dirs(&partition::Partition::new(cfg, started).dir, &cfg.writable))?;
 
     let part = partition::Partition::new(cfg, started);
     let params = manifest::params(cfg, seed, &plan.sha256, &plan.metadata, senders.len(), &ni, started);
@@ -128,10 +129,12 @@ impl PlanFile {
     }
 }
 
-/// Interface, source addresses and gateway MACs towards the plan's targets.
-fn discover_route(cfg: &ScanConfig, targets: &Targets) -> Result<NetInfo> {
-    let sample4 = targets.v4.first().map(|a| std::net::Ipv4Addr::from(*a));
-    let sample6 = targets.v6.first().map(|a| std::net::Ipv6Addr::from(*a));
+/// Interface, source addresses and gateway MACs towards the plan's targets — the first of each
+/// family that may be probed: a reserved or opted-out address is never sent to, and need not
+/// be routed.
+fn discover_route(cfg: &ScanConfig, targets: &Targets, block: &Blocklist) -> Result<NetInfo> {
+    let sample4 = targets.v4.iter().map(|a| std::net::Ipv4Addr::from(*a)).find(|a| block.check((*a).into()).is_none());
+    let sample6 = targets.v6.iter().map(|a| std::net::Ipv6Addr::from(*a)).find(|a| block.check((*a).into()).is_none());
     let gw = cfg.scan.gateway_mac.as_deref().map(route::parse_mac).transpose()?;
     route::discover(sample4, sample6, cfg.scan.interface.as_deref(), gw, &cfg.scan.source_ip)
 }
