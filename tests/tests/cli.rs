@@ -245,7 +245,7 @@ fn corrupted_parquet_is_named_by_scan_and_analysis_and_nothing_written_is_lost()
     std::fs::write(report.join("providers.csv"), "the previous report\n").unwrap();
     let o = run(
         analysis(),
-        &["report", "--data", d.path().join("data").to_str().unwrap(), "--routes", gen.join("routes.pfx2as").to_str().unwrap(), "--orgs", gen.join("as-org2info.jsonl").to_str().unwrap(), "--out", report.to_str().unwrap()],
+        &["report", "--data", d.path().join("data").to_str().unwrap(), "--routes", gen.join("routes.pfx2as").to_str().unwrap(), "--orgs", gen.join("as-org2info.jsonl").to_str().unwrap(), "--out", report.to_str().unwrap(), "--allow-incomplete"],
     );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("part-1.parquet") && stderr(&o).contains("corrupt crawl file"), "{}", stderr(&o));
@@ -327,7 +327,7 @@ fn parquet_files_that_crashed_the_decoder_are_bad_input() {
         let part = d.path().join("data/crawl_date=2026-11-01/crawl_id=x");
         std::fs::create_dir_all(&part).unwrap();
         std::fs::copy(&f, part.join("part-1.parquet")).unwrap();
-        let o = run(analysis(), &["report", "--data", d.path().join("data").to_str().unwrap(), "--routes", &fixture("routeviews-rv2-20261101-1200.pfx2as"), "--orgs", &fixture("20261001.as-org2info.txt"), "--out", d.path().join("r").to_str().unwrap()]);
+        let o = run(analysis(), &["report", "--data", d.path().join("data").to_str().unwrap(), "--routes", &fixture("routeviews-rv2-20261101-1200.pfx2as"), "--orgs", &fixture("20261001.as-org2info.txt"), "--out", d.path().join("r").to_str().unwrap(), "--allow-incomplete"]);
         assert_eq!(o.status.code(), Some(2), "{name}: {}", stderr(&o));
         assert!(stderr(&o).contains("part-1.parquet") && !stderr(&o).contains("panicked"), "{name}: {}", stderr(&o));
     }
