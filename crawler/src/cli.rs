@@ -88,7 +88,8 @@ pub struct PlanArgs {
     /// ASdb CSV or an `AS<n>,category` list.
     #[arg(long, num_args = 1..)]
     categories: Vec<PathBuf>,
-    /// IPv6 hitlist (one address a line).
+    /// Hitlist (one address a line): IPv6 targets always come from one; IPv4 addresses in it
+    /// replace the random IPv4 draw, for samples of the two families drawn alike.
     #[arg(long, num_args = 1..)]
     hitlist: Vec<PathBuf>,
     /// Aliased IPv6 prefixes to exclude.

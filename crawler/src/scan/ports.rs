@@ -130,9 +130,12 @@ impl PortPlan {
         }
         self.fixed.iter().position(|(_, r)| *r == Role::Control).map(|i| i as u64)
     }
-    /// Port and role of slot `s` for a host; random high ports are drawn per host from the
-    /// ephemeral range (almost surely closed: a SYN-ACK there exposes an all-ports responder),
-    /// distinct from the fixed ports and from the host's other random ports.
+    /// Port and role of slot `s` for a host. Random high ports are drawn from the ephemeral range
+    /// (almost surely closed: a SYN-ACK there exposes an all-ports responder), distinct from the
+    /// fixed ports and from each other — and drawn per /24 (IPv6: per /48), not per host: an
+    /// all-ports responder answers any closed port, so the hosts of a network can share theirs,
+    /// while ports drawn per host would show a provider two new destination ports for every
+    /// host probed — the distinct-port count IPS port-scan signatures ban sources for.
     #[inline]
     pub fn port(&self, ip: IpAddr, s: u64) -> (u16, Role) {
         if let Some(p) = self.fixed.get(s as usize) {
@@ -142,14 +145,14 @@ impl PortPlan {
             let twin = self.twin_slot().expect("reflection slots have a twin");
             return (self.port(ip, twin).0, Role::Reflect);
         }
-        // Draw this host's random ports in slot order, each moved past the ports taken before.
+        // Draw this network's random ports in slot order, each moved past the ports taken before.
         let first = self.fixed.len() as u64;
         let mut taken = [0u16; MAX_RANDOM_PORTS];
         for r in first..=s {
             let mut h = SipHasher13::new_with_keys(self.key.0, self.key.1);
             match ip {
-                IpAddr::V4(a) => h.write_u32(u32::from(a)),
-                IpAddr::V6(a) => h.write_u128(u128::from(a)),
+                IpAddr::V4(a) => h.write_u32(u32::from(a) >> 8),
+                IpAddr::V6(a) => h.write_u128(u128::from(a) >> 80),
             }
             h.write_u64(r);
             let mut port = RANDOM_BASE + (h.finish() % RANDOM_SPAN as u64) as u16;
@@ -210,5 +213,15 @@ mod tests {
         assert_eq!((plan.slots(), plan.twin_slot()), (3, None));
         p.reflect_ports = vec![25, 40000];
         assert!(PortPlan::new(&p, (1, 2)).unwrap_err().to_string().contains("ephemeral"));
+    }
+
+    #[test]
+    fn random_ports_are_shared_by_a_network_and_differ_between_networks() {
+        let plan = PortPlan { fixed: vec![(25, Role::Target)], random: 2, reflect: vec![], key: (7, 9) };
+        let ports = |a: &str| (1..3).map(|s| plan.port(a.parse().unwrap(), s).0).collect::<Vec<_>>();
+        assert_eq!(ports("198.18.0.1"), ports("198.18.0.200"));
+        assert_eq!(ports("2001:db8:101::1"), ports("2001:db8:101:ff::9"));
+        let distinct: std::collections::HashSet<Vec<u16>> = (0..50).map(|n| ports(&format!("198.18.{n}.1"))).collect();
+        assert!(distinct.len() >= 49, "networks draw their own ports");
     }
 }
