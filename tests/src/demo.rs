@@ -68,10 +68,18 @@ pub fn plan(ds: &Datasets, out: &Path, per_asn: usize, opt_out: bool) -> Result<
 
 /// `crawler scan` run inside the vantage namespace; `extra` adds or overrides flags.
 pub fn scan(st: &LabState, ds: &Datasets, plan: &Path, data: &Path, extra: &[&str]) -> Result<()> {
+    scan_from(&st.vantage, "lab-vantage", ds, plan, data, extra)
+}
+
+/// The name the second measuring vantage's crawls carry.
+pub const ALT_VANTAGE: &str = "lab-vantage-alt";
+
+/// `crawler scan` run inside namespace `ns`, its crawl recorded as from vantage `vantage`.
+pub fn scan_from(ns: &str, vantage: &str, ds: &Datasets, plan: &Path, data: &Path, extra: &[&str]) -> Result<()> {
     let crawler = sibling("crawler")?;
     let mut c = Command::new("ip");
-    c.args(["netns", "exec", &st.vantage]).arg(crawler).args(["--quiet", "scan", "--plan"]).arg(plan).arg("--out").arg(data);
-    c.args(["--allow-reserved", LAB_ALLOW, "--opt-out", &ds.f("opt-out.txt"), "--vantage", "lab-vantage"]);
+    c.args(["netns", "exec", ns]).arg(crawler).args(["--quiet", "scan", "--plan"]).arg(plan).arg("--out").arg(data);
+    c.args(["--allow-reserved", LAB_ALLOW, "--opt-out", &ds.f("opt-out.txt"), "--vantage", vantage]);
     c.args(extra);
     check(&mut c, "crawler scan")
 }

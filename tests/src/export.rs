@@ -141,6 +141,9 @@ fn write_truth(topo: &Topology, dir: &Path) -> Result<()> {
     }
     std::fs::write(dir.join("truth-hosts.jsonl"), f)?;
     std::fs::write(dir.join("truth-providers.json"), serde_json::to_string_pretty(&truth::provider_truth(topo, 30))?)?;
+    if topo.has_alt_vantage() {
+        std::fs::write(dir.join("truth-providers-alt.json"), serde_json::to_string_pretty(&truth::provider_truth_from(topo, 30, truth::From::Alt))?)?;
+    }
     std::fs::write(dir.join("truth-outbound.json"), serde_json::to_string_pretty(&truth::outbound_truth(topo, 30))?)?;
     std::fs::write(dir.join("truth-egress.json"), serde_json::to_string_pretty(&truth::egress_truth(topo))?)?;
     std::fs::write(dir.join("truth-egress-providers.json"), serde_json::to_string_pretty(&truth::egress_provider_truth(topo, 30))?)?;

@@ -26,13 +26,16 @@ enum Cmd {
         #[arg(long, default_value = "lab-runs/lab")]
         state: PathBuf,
     },
-    /// Run a command in the vantage namespace (or the blocked vantage with --blocked, or a
-    /// customer vantage with --customer NAME, or the sink's namespace with --sink).
+    /// Run a command in the vantage namespace (or the blocked vantage with --blocked, the second
+    /// measuring vantage with --alt, a customer vantage with --customer NAME, or the sink's
+    /// namespace with --sink).
     Exec {
         #[arg(long, default_value = "lab-runs/lab")]
         state: PathBuf,
         #[arg(long)]
         blocked: bool,
+        #[arg(long, conflicts_with = "blocked")]
+        alt: bool,
         #[arg(long, conflicts_with = "blocked")]
         customer: Option<String>,
         #[arg(long, conflicts_with_all = ["blocked", "customer"])]
@@ -172,13 +175,15 @@ fn real_main() -> Result<()> {
             }
             println!("lab down: nothing left");
         }
-        Cmd::Exec { state, blocked, customer, sink, argv } => {
+        Cmd::Exec { state, blocked, alt, customer, sink, argv } => {
             let st = netns::LabState::load(&state)?;
             let ns = match (&customer, sink) {
                 (Some(name), _) => &st.customers.iter().find(|c| &c.vantage.name == name).with_context(|| format!("no customer vantage {name}"))?.ns,
                 (None, true) if !st.sink.is_empty() => &st.sink,
                 (None, true) => bail!("this lab has no sink (its topology has no customer vantages)"),
                 _ if blocked => &st.vantage_blocked,
+                _ if alt && !st.vantage_alt.is_empty() => &st.vantage_alt,
+                _ if alt => bail!("this lab has no second measuring vantage (its topology has no path filters)"),
                 _ => &st.vantage,
             };
             let status = netns::exec(ns, &argv)?;

@@ -27,6 +27,9 @@ pub struct LabState {
     pub namespaces: Vec<String>,
     pub vantage: String,
     pub vantage_blocked: String,
+    /// A second measuring vantage elsewhere on the core ("" when the topology needs none).
+    #[serde(default)]
+    pub vantage_alt: String,
     pub core: String,
     pub borders: Vec<String>,
     pub hosts: Vec<String>,
@@ -131,6 +134,7 @@ pub fn up(topo_path: &Path, dir: &Path) -> Result<LabState> {
         topology: std::fs::canonicalize(topo_path)?,
         vantage: format!("{name}-v"),
         vantage_blocked: format!("{name}-v2"),
+        vantage_alt: if topo.has_alt_vantage() { format!("{name}-v3") } else { String::new() },
         core: format!("{name}-c"),
         borders: (0..n).map(|i| format!("{name}-b{i}")).collect(),
         hosts: (0..n).map(|i| format!("{name}-h{i}")).collect(),
@@ -141,7 +145,7 @@ pub fn up(topo_path: &Path, dir: &Path) -> Result<LabState> {
         sink_pin: String::new(),
         customers: topo.customers().into_iter().enumerate().map(|(g, c)| CustomerNs { ns: format!("{name}-e{g}"), vantage: c }).collect(),
     };
-    st.namespaces = [st.vantage.clone(), st.vantage_blocked.clone(), st.core.clone(), st.sink.clone()]
+    st.namespaces = [st.vantage.clone(), st.vantage_blocked.clone(), st.vantage_alt.clone(), st.core.clone(), st.sink.clone()]
         .into_iter()
         .filter(|ns| !ns.is_empty())
         .chain(st.borders.iter().cloned())
@@ -197,7 +201,7 @@ fn build(topo: &Topology, st: &LabState, dir: &Path) -> Result<String> {
     check_interrupt()?;
     sysctls(topo, st)?;
     check_interrupt()?;
-    in_ns(&st.core, "nft", &["-f", "-"], Some(&(rules::core(&topo.providers) + &rules::blocked_uplink("v2"))))?;
+    in_ns(&st.core, "nft", &["-f", "-"], Some(&(rules::core(&topo.providers, ALT_IFACE) + &rules::blocked_uplink("v2"))))?;
     for (i, p) in topo.providers.iter().enumerate() {
         let customers: Vec<&Customer> = st.customers.iter().map(|c| &c.vantage).filter(|c| c.provider == i).collect();
         in_ns(&st.borders[i], "nft", &["-f", "-"], Some(&rules::border(p, &customers)))?;
@@ -209,14 +213,18 @@ fn build(topo: &Topology, st: &LabState, dir: &Path) -> Result<String> {
     Ok(pin)
 }
 
-/// The scan vantage and the blocked vantage, and the core's side of their links.
+/// The core's interface towards the second measuring vantage.
+const ALT_IFACE: &str = "v3";
+
+/// The scan vantage, the blocked vantage, the second measuring vantage (when the topology has
+/// path filters), and the core's side of their links.
 fn link_vantages(st: &LabState) -> Result<Vec<String>> {
     let (v, v2, c) = (&st.vantage, &st.vantage_blocked, &st.core);
     ip_batch(v, &[format!("link add eth0 type veth peer name v0 netns {c}")])?;
     ip_batch(v2, &[format!("link add eth0 type veth peer name v2 netns {c}")])?;
     ip_batch(v, &leaf(addr::VANTAGE_V4, 30, addr::VANTAGE_V6, addr::CORE_V4, addr::CORE_V6))?;
     ip_batch(v2, &leaf(addr::VANTAGE2_V4, 30, addr::VANTAGE2_V6, addr::CORE2_V4, addr::CORE2_V6))?;
-    Ok(vec![
+    let mut cl: Vec<String> = vec![
         "link set lo up".into(),
         format!("addr add {}/30 dev v0", addr::CORE_V4),
         format!("addr add {}/64 dev v0 nodad", addr::CORE_V6),
@@ -224,7 +232,18 @@ fn link_vantages(st: &LabState) -> Result<Vec<String>> {
         format!("addr add {}/30 dev v2", addr::CORE2_V4),
         format!("addr add {}/64 dev v2 nodad", addr::CORE2_V6),
         "link set v2 up".into(),
-    ])
+    ];
+    if !st.vantage_alt.is_empty() {
+        let v3 = &st.vantage_alt;
+        ip_batch(v3, &[format!("link add eth0 type veth peer name {ALT_IFACE} netns {c}")])?;
+        ip_batch(v3, &leaf(addr::ALT_V4, 30, addr::ALT_V6, addr::CORE_ALT_V4, addr::CORE_ALT_V6))?;
+        cl.extend([
+            format!("addr add {}/30 dev {ALT_IFACE}", addr::CORE_ALT_V4),
+            format!("addr add {}/64 dev {ALT_IFACE} nodad", addr::CORE_ALT_V6),
+            format!("link set {ALT_IFACE} up"),
+        ]);
+    }
+    Ok(cl)
 }
 
 /// Per provider: core ↔ border ↔ hosts, the hosts' prefixes (AnyIP); the core's lines.
@@ -303,23 +322,27 @@ fn link_customers(st: &LabState) -> Result<Vec<String>> {
     Ok(cl)
 }
 
+/// A router's ICMP error rate limit: Linux's per-destination token bucket (one error per `ms`
+/// after a burst of 6) and its host-wide cap (1,000 a second, burst 50) — the kernel defaults,
+/// as on real routers; `ms = 0` turns both off, so ICMP policies are answered exactly.
+fn icmp_limits(ms: u32) -> Vec<String> {
+    let (per_sec, burst) = if ms == 0 { (100_000_000, 100_000_000) } else { (1000, 50) };
+    vec![
+        format!("net.ipv4.icmp_ratelimit={ms}"),
+        format!("net.ipv6.icmp.ratelimit={ms}"),
+        format!("net.ipv4.icmp_msgs_per_sec={per_sec}"),
+        format!("net.ipv4.icmp_msgs_burst={burst}"),
+    ]
+}
+
 fn sysctls(topo: &Topology, st: &LabState) -> Result<()> {
-    // Routers forward and answer with ICMP as fast as asked, so ICMP policies are exact.
-    let fwd = [
-        "net.ipv4.ip_forward=1",
-        "net.ipv6.conf.all.forwarding=1",
-        "net.ipv4.icmp_ratelimit=0",
-        "net.ipv6.icmp.ratelimit=0",
-        "net.ipv4.icmp_msgs_per_sec=100000000",
-        "net.ipv4.icmp_msgs_burst=100000000",
-    ];
-    sysctl(&st.core, &fwd)?;
+    let router = |ms: u32| -> Vec<String> { ["net.ipv4.ip_forward=1".to_string(), "net.ipv6.conf.all.forwarding=1".into()].into_iter().chain(icmp_limits(ms)).collect() };
+    fn as_refs(v: &[String]) -> Vec<&str> {
+        v.iter().map(|s| s.as_str()).collect()
+    }
+    sysctl(&st.core, &as_refs(&router(topo.icmp_ratelimit_ms)))?;
     for (i, p) in topo.providers.iter().enumerate() {
-        sysctl(&st.borders[i], &fwd)?;
-        if let Some(ms) = p.border.icmp_ratelimit_ms {
-            let (a, b) = (format!("net.ipv4.icmp_ratelimit={ms}"), format!("net.ipv6.icmp.ratelimit={ms}"));
-            sysctl(&st.borders[i], &[&a, &b, "net.ipv4.icmp_msgs_per_sec=1000", "net.ipv4.icmp_msgs_burst=50"])?;
-        }
+        sysctl(&st.borders[i], &as_refs(&router(topo.border_icmp_ratelimit(p))))?;
         sysctl(&st.hosts[i], &["net.ipv4.ip_nonlocal_bind=1", "net.ipv6.ip_nonlocal_bind=1", "net.core.somaxconn=4096"])?;
     }
     if st.sink.is_empty() {

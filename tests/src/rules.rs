@@ -1,6 +1,6 @@
 //! nftables rulesets for the lab's routers and host namespaces (text fed to `nft -f`).
 
-use crate::topology::{addr::CATCH_ALL_PORT, addr::SRC_FIREWALL_PORTS, Customer, Host, OutPolicy, Policy, Provider};
+use crate::topology::{addr::CATCH_ALL_PORT, addr::SRC_FIREWALL_PORTS, Ban, Customer, Host, OutPolicy, Policy, Provider};
 use std::fmt::Write;
 
 const TABLE: &str = "p25lab";
@@ -107,7 +107,14 @@ fn nat_rules(p: &Provider, side: &CustomerSide) -> Vec<String> {
 /// on its customers' traffic (hosts and customer vantages), loss, a SYN-ACK-all middlebox.
 pub fn border(p: &Provider, customers: &[&Customer]) -> String {
     let side = CustomerSide::new(p, customers);
-    let mut s = format!("table inet {TABLE} {{\n  chain forward_filter {{\n    type filter hook forward priority 0; policy accept;\n");
+    let mut s = format!("table inet {TABLE} {{\n");
+    if let Some(b) = &p.border.ban {
+        ban_sets(&mut s, b);
+    }
+    s.push_str("  chain forward_filter {\n    type filter hook forward priority 0; policy accept;\n");
+    if let Some(b) = &p.border.ban {
+        ban_rules(&mut s, b);
+    }
     if p.border.loss > 0.0 {
         // Each forwarded packet, either direction, is lost with the configured probability.
         let per_10k = (p.border.loss * 10_000.0).round() as u32;
@@ -131,15 +138,46 @@ pub fn border(p: &Provider, customers: &[&Customer]) -> String {
     s
 }
 
-/// The transit core: filters some providers on their behalf (an upstream filter).
-pub fn core(providers: &[Provider]) -> String {
+/// The transit core: filters some providers on their behalf (an upstream filter), and some only
+/// for the traffic of the second measuring vantage, which arrives on `alt_iface` (a
+/// path-specific filter).
+pub fn core(providers: &[Provider], alt_iface: &str) -> String {
     let mut s = format!("table inet {TABLE} {{\n  chain forward_filter {{\n    type filter hook forward priority 0; policy accept;\n");
     for p in providers {
         policy_rules(&mut s, p, &p.upstream.entries(false), false, None);
         policy_rules(&mut s, p, &p.upstream.entries(true), true, None);
+        policy_rules(&mut s, p, &p.path_filter.entries(false), false, Some(alt_iface));
+        policy_rules(&mut s, p, &p.path_filter.entries(true), true, Some(alt_iface));
     }
     s.push_str("  }\n}\n");
     s
+}
+
+/// A border's scan detector: sets of banned sources (with a timeout) checked before anything
+/// else, and the rules that ban — a source sending more than `syn_rate` SYNs a second (after a
+/// burst of five seconds' worth), or SYNs
+/// to more than `distinct_ports_per_minute` new destination ports a minute.
+fn ban_sets(out: &mut String, ban: &Ban) {
+    for f in ["4", "6"] {
+        let ty = if f == "4" { "ipv4_addr" } else { "ipv6_addr" };
+        let _ = writeln!(out, "  set banned{f} {{ type {ty}; flags dynamic,timeout; timeout {}s; }}", ban.seconds);
+        let _ = writeln!(out, "  set rate{f} {{ type {ty}; flags dynamic,timeout; timeout 10s; }}");
+        let _ = writeln!(out, "  set seen{f} {{ type {ty} . inet_service; flags dynamic,timeout; timeout 60s; }}");
+        let _ = writeln!(out, "  set ports{f} {{ type {ty}; flags dynamic,timeout; timeout 60s; }}");
+    }
+}
+
+fn ban_rules(out: &mut String, ban: &Ban) {
+    for (f, fam) in [("4", "ip"), ("6", "ip6")] {
+        let _ = writeln!(out, "    {fam} saddr @banned{f} drop\n    {fam} daddr @banned{f} drop");
+        let syn = format!("iifname \"uplink\" meta nfproto ipv{f} tcp flags & (syn | ack) == syn");
+        if let Some(r) = ban.syn_rate {
+            let _ = writeln!(out, "    {syn} update @rate{f} {{ {fam} saddr limit rate over {r}/second burst {} packets }} add @banned{f} {{ {fam} saddr }} drop", r * 5);
+        }
+        if let Some(n) = ban.distinct_ports_per_minute {
+            let _ = writeln!(out, "    {syn} {fam} saddr . tcp dport != @seen{f} add @seen{f} {{ {fam} saddr . tcp dport }} update @ports{f} {{ {fam} saddr limit rate over {n}/minute burst {n} packets }} add @banned{f} {{ {fam} saddr }} drop");
+        }
+    }
 }
 
 /// A second vantage's uplink that drops outbound 25, as many clouds do.

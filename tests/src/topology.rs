@@ -114,9 +114,12 @@ pub struct Border {
     /// The border answers every SYN to the provider's space itself (a SYN-ACK-everything middlebox).
     #[serde(default)]
     pub synack_all: bool,
-    /// Kernel ICMP rate limit on the border in ms (None: unlimited, so ICMP policies are exact).
+    /// Kernel ICMP rate limit on the border in ms (None: the topology's; 0: unlimited).
     #[serde(default)]
     pub icmp_ratelimit_ms: Option<u32>,
+    /// A scan detector banning sources that cross its threshold.
+    #[serde(default)]
+    pub ban: Option<Ban>,
     /// New connections a `throttle` policy lets through per minute (per family).
     #[serde(default = "default_throttle")]
     pub throttle_per_minute: u32,
@@ -186,6 +189,10 @@ pub struct Provider {
     pub border: Border,
     #[serde(default)]
     pub upstream: FamilyPolicies,
+    /// Filters the transit applies to this provider only for traffic from the second measuring
+    /// vantage (a path-specific filter: one vantage sees a block the other does not).
+    #[serde(default)]
+    pub path_filter: FamilyPolicies,
     #[serde(default)]
     pub opt_out: bool,
     #[serde(default)]
@@ -237,9 +244,46 @@ pub struct Topology {
     pub seed: u64,
     pub transit_asn: u32,
     pub transit_org: String,
+    /// The routers' ICMP error rate limit (ms between errors to one destination, after a burst
+    /// of 6): Linux's default, 1000, as on the Internet; 0 turns it off. A border can override it.
+    #[serde(default = "default_icmp_ratelimit")]
+    pub icmp_ratelimit_ms: u32,
     pub defaults: Mix,
     #[serde(rename = "provider")]
     pub providers: Vec<Provider>,
+}
+
+fn default_icmp_ratelimit() -> u32 {
+    1000
+}
+
+/// A scan detector on a border (portsentry, fail2ban, an IPS port-scan signature): a source
+/// crossing a threshold is banned — every packet from or to it dropped — for `seconds`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ban {
+    /// More than this many SYNs a second from one source (after a burst of five seconds' worth).
+    pub syn_rate: Option<u32>,
+    /// More than this many distinct destination ports a minute from one source.
+    pub distinct_ports_per_minute: Option<u32>,
+    #[serde(default = "default_ban_seconds")]
+    pub seconds: u32,
+}
+
+fn default_ban_seconds() -> u32 {
+    600
+}
+
+impl Topology {
+    /// The ICMP rate limit (ms) of provider `p`'s border.
+    pub fn border_icmp_ratelimit(&self, p: &Provider) -> u32 {
+        p.border.icmp_ratelimit_ms.unwrap_or(self.icmp_ratelimit_ms)
+    }
+    /// Whether some provider is filtered on the second vantage's path only (the lab then has
+    /// that vantage).
+    pub fn has_alt_vantage(&self) -> bool {
+        self.providers.iter().any(|p| !p.path_filter.v4.is_empty() || !p.path_filter.v6.is_empty())
+    }
 }
 
 /// One lab address and what it is.
@@ -270,6 +314,11 @@ pub mod addr {
     pub const CORE_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 1);
     pub const VANTAGE2_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 2);
     pub const CORE2_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 1);
+    /// A second measuring vantage, attached elsewhere on the core (its path can differ).
+    pub const ALT_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 14);
+    pub const CORE_ALT_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 13);
+    pub const ALT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 4, 0, 0, 0, 2);
+    pub const CORE_ALT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 4, 0, 0, 0, 1);
     /// The sink namespace, on the core router: link 192.0.2.8/29 (core .9, sink .10).
     pub const CORE_SINK_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 9);
     pub const SINK_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
@@ -370,6 +419,8 @@ impl Topology {
             parse_port_map(&p.border.out_v6, "border.out_v6")?;
             parse_port_map(&p.upstream.v4, "upstream.v4")?;
             parse_port_map(&p.upstream.v6, "upstream.v6")?;
+            parse_port_map(&p.path_filter.v4, "path_filter.v4")?;
+            parse_port_map(&p.path_filter.v6, "path_filter.v6")?;
             if let Some(o) = &p.open {
                 parse_port_map(o, "open")?;
             }

@@ -20,6 +20,17 @@ pub struct Truth {
     pub reason: &'static str,
     /// The path loses packets: silence after all retries is possible (and tolerated).
     pub lossy: bool,
+    /// The expected ICMP error comes from a router that rate-limits them (as real routers do):
+    /// silence is as right an observation as the error.
+    pub rate_limited: bool,
+}
+
+/// Which measuring vantage a probe leaves from: the main one, or the second one, whose path
+/// through the transit can differ (`path_filter`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum From {
+    Main,
+    Alt,
 }
 
 fn reject(policy: Policy, v6: bool, responder: IpAddr, ttl: u8) -> Option<Expect> {
@@ -37,20 +48,36 @@ fn reject(policy: Policy, v6: bool, responder: IpAddr, ttl: u8) -> Option<Expect
 /// The observation the lab guarantees for a SYN from the main vantage to `host:port`,
 /// following the packet inward: transit core, provider border, host firewall, host stack.
 pub fn expect(topo: &Topology, host: &Host, port: u16) -> Truth {
+    expect_from(topo, host, port, From::Main)
+}
+
+/// [`expect`] from either measuring vantage.
+pub fn expect_from(topo: &Topology, host: &Host, port: u16, from: From) -> Truth {
     let p = &topo.providers[host.provider];
     let v6 = host.ip.is_ipv6();
     let lossy = p.border.loss > 0.0;
-    let t = |expect, reason| Truth { expect, reason, lossy };
-    let core: IpAddr = if v6 { addr::CORE_V6.into() } else { addr::CORE_V4.into() };
+    let t = |expect, reason| Truth { expect, reason, lossy, rate_limited: false };
+    let limited = |e: Expect, reason, ms: u32| Truth { expect: e, reason, lossy, rate_limited: matches!(e, Expect::Icmp { .. }) && ms > 0 };
+    let core: IpAddr = match (v6, from) {
+        (false, From::Main) => addr::CORE_V4.into(),
+        (true, From::Main) => addr::CORE_V6.into(),
+        (false, From::Alt) => addr::CORE_ALT_V4.into(),
+        (true, From::Alt) => addr::CORE_ALT_V6.into(),
+    };
+    if from == From::Alt {
+        if let Some(e) = reject(p.path_filter.get(v6, port), v6, core, addr::TTL_CORE) {
+            return limited(e, "transit filter on the second vantage's path", topo.icmp_ratelimit_ms);
+        }
+    }
     if let Some(e) = reject(p.upstream.get(v6, port), v6, core, addr::TTL_CORE) {
-        return t(e, "upstream transit filter");
+        return limited(e, "upstream transit filter", topo.icmp_ratelimit_ms);
     }
     if p.border.synack_all {
         return t(Expect::Synack { ttl: addr::TTL_BORDER }, "border middlebox answers every port");
     }
     let border: IpAddr = if v6 { addr::core_border_v6(host.provider).1.into() } else { addr::core_border_v4(host.provider).1.into() };
     if let Some(e) = reject(p.border.policies().get(v6, port), v6, border, addr::TTL_BORDER) {
-        return t(e, "provider border filter");
+        return limited(e, "provider border filter", topo.border_icmp_ratelimit(p));
     }
     if host.dead {
         return t(Expect::None, "dead address");
@@ -74,7 +101,7 @@ pub fn expect(topo: &Topology, host: &Host, port: u16) -> Truth {
 pub fn expect_reflect(topo: &Topology, host: &Host, sport: u16) -> Truth {
     let p = &topo.providers[host.provider];
     let v6 = host.ip.is_ipv6();
-    let t = |expect, reason| Truth { expect, reason, lossy: p.border.loss > 0.0 };
+    let t = |expect, reason| Truth { expect, reason, lossy: p.border.loss > 0.0, rate_limited: false };
     // Inbound to a closed high port: as for any probe to such a port.
     let inbound = expect(topo, host, 40_000);
     let reply = match inbound.expect {
@@ -104,9 +131,17 @@ pub struct ProviderTruth {
     pub location: &'static str,
     /// Hosts a complete crawl finds informative (alive, not all-ports).
     pub informative_hosts: usize,
+    /// The border bans sources that look like scanners: a crawl that trips it must report the
+    /// provider `vantage-banned`; one at the default politeness never trips it.
+    pub scan_detector: bool,
 }
 
 pub fn provider_truth(topo: &Topology, min_informative: usize) -> Vec<ProviderTruth> {
+    provider_truth_from(topo, min_informative, From::Main)
+}
+
+/// [`provider_truth`] as a crawl from either vantage must find it.
+pub fn provider_truth_from(topo: &Topology, min_informative: usize, from: From) -> Vec<ProviderTruth> {
     let mut out = Vec::new();
     for (i, p) in topo.providers.iter().enumerate() {
         let hosts = topo.hosts_of(i);
@@ -122,10 +157,13 @@ pub fn provider_truth(topo: &Topology, min_informative: usize) -> Vec<ProviderTr
                 mechanism: "",
                 location: "",
                 informative_hosts: if p.border.synack_all { 0 } else { informative },
+                scan_detector: p.border.ban.is_some(),
             };
-            let (policy, location) = match (p.upstream.get(v6, 25), p.border.policies().get(v6, 25)) {
-                (Policy::None, b) => (b, "in-provider"),
-                (u, _) => (u, "upstream"),
+            let path = if from == From::Alt { p.path_filter.get(v6, 25) } else { Policy::None };
+            let (policy, location) = match (path, p.upstream.get(v6, 25), p.border.policies().get(v6, 25)) {
+                (Policy::None, Policy::None, b) => (b, "in-provider"),
+                (Policy::None, u, _) => (u, "upstream"),
+                (f, _, _) => (f, "upstream"),
             };
             if fam.is_empty() || p.opt_out || (v6 && p.aliased_v6) {
                 pt.verdict = "absent";
