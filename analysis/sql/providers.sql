@@ -5,7 +5,15 @@
 -- then run this file:  duckdb -c ".read providers.sql"   (or paste it after the SETs).
 -- Location (which AS an ICMP responder belongs to) needs longest-prefix matching over routing
 -- data and is left to the binary; everything else (n, filtered, rate, interval, verdict,
--- mechanism) matches providers.csv.
+-- mechanism) matches providers.csv. Two rules beyond counting, as in the binary:
+-- * RSTs forged on the path come from one injector a fixed number of hops closer than the
+--   hosts; RST-injected hosts at another hop difference than the provider's usual one (ties:
+--   the larger) are ambiguous (ECMP, load balancers) and set apart, not counted.
+-- * Routers rate-limit ICMP errors, so an ICMP filter answers some probes and leaves the rest
+--   silent: silence plus one ICMP kind (>= 3 hosts, from routers answering for >= 2 hosts
+--   each), nothing else, is that ICMP filter.
+-- Hosts are credited to the prefix's first origin AS (the `asn` column); the binary also
+-- credits the other origins of a multi-origin prefix, which matters across organizations only.
 WITH obs AS (
   SELECT * FROM read_parquet(getvariable('data'), hive_partitioning = true, union_by_name = true)
   -- `unsent`: the probe never left (a send error): missing data, not silence.
@@ -29,7 +37,8 @@ host AS (
     any_value(reply) FILTER (WHERE port = 25 AND port_role = 'target') AS r,
     any_value(reply_ttl) FILTER (WHERE port = 25 AND port_role = 'target') AS ttl,
     any_value(icmp_type) FILTER (WHERE port = 25 AND port_role = 'target') AS ity,
-    any_value(icmp_code) FILTER (WHERE port = 25 AND port_role = 'target') AS ico
+    any_value(icmp_code) FILTER (WHERE port = 25 AND port_role = 'target') AS ico,
+    any_value(icmp_responder) FILTER (WHERE port = 25 AND port_role = 'target') AS responder
   FROM obs GROUP BY ip
 ),
 state AS (
@@ -44,35 +53,59 @@ state AS (
          ELSE 'silent' END AS s
   FROM host WHERE r IS NOT NULL
 ),
-cls AS (
+cls0 AS (
   SELECT *,
     CASE WHEN all_ports THEN 'all-ports-responder'
          WHEN NOT (ctl OR rnd_rst OR mail_synack) OR (unreach AND NOT ctl) THEN 'dead'
          WHEN s IN ('open', 'closed') OR (ctl AND rnd_rst) THEN NULL
          ELSE 'uninformative' END AS excluded,
-    s IN ('rst-injected', 'icmp-prohibited', 'icmp-port-unreachable', 'silent') AS filt
+    s IN ('rst-injected', 'icmp-prohibited', 'icmp-port-unreachable', 'silent') AS filt,
+    CAST(host_ttl AS INTEGER) - CAST(ttl AS INTEGER) AS hops
   FROM state
 ),
 orgs AS (SELECT * FROM read_json(getvariable('orgs'), format = 'newline_delimited', ignore_errors = true)),
 asorg AS (SELECT CAST(asn AS UINTEGER) AS asn, organizationId AS org_id FROM orgs WHERE type = 'ASN'),
 orgname AS (SELECT organizationId AS org_id, name FROM orgs WHERE type = 'Organization'),
+grouped AS (
+  SELECT c.*, coalesce(a.org_id, 'AS' || c.asn) AS org_id, CASE c.v WHEN 4 THEN 'ipv4' ELSE 'ipv6' END AS family
+  FROM cls0 c LEFT JOIN asorg a USING (asn)
+),
+-- the provider's usual hop difference of injected RSTs (most hosts; ties: the larger)
+usual AS (
+  SELECT org_id, family, arg_max(hops, (m, hops)) AS top_hops FROM (
+    SELECT org_id, family, hops, count(*) AS m FROM grouped WHERE excluded IS NULL AND s = 'rst-injected' GROUP BY ALL
+  ) GROUP BY ALL
+),
+cls AS (
+  SELECT g.* REPLACE (CASE WHEN g.excluded IS NULL AND g.s = 'rst-injected' AND g.hops <> u.top_hops THEN 'rst-ambiguous' ELSE g.excluded END AS excluded)
+  FROM grouped g LEFT JOIN usual u USING (org_id, family)
+),
 per AS (
-  SELECT coalesce(a.org_id, 'AS' || c.asn) AS org_id,
-    CASE c.v WHEN 4 THEN 'ipv4' ELSE 'ipv6' END AS family,
+  SELECT org_id, family,
     count(*) AS hosts,
     count(*) FILTER (WHERE excluded IS NULL) AS n,
     count(*) FILTER (WHERE excluded IS NULL AND filt) AS k,
     count(*) FILTER (WHERE excluded = 'dead') AS excluded_dead,
     count(*) FILTER (WHERE excluded = 'all-ports-responder') AS excluded_all_ports,
     count(*) FILTER (WHERE excluded = 'uninformative') AS excluded_uninformative,
-  FROM cls c LEFT JOIN asorg a USING (asn)
+    count(*) FILTER (WHERE excluded = 'rst-ambiguous') AS excluded_rst_ambiguous,
+    count(*) FILTER (WHERE excluded IS NULL AND s = 'silent') AS n_silent,
+    count(*) FILTER (WHERE excluded IS NULL AND s = 'icmp-prohibited') AS n_prohibited,
+    count(*) FILTER (WHERE excluded IS NULL AND s = 'icmp-port-unreachable') AS n_unreachable,
+  FROM cls
   GROUP BY ALL
+),
+-- ICMP errors from responders that answered for one filtered host only (host firewalls)
+lone AS (
+  SELECT org_id, family, count(*) FILTER (WHERE m = 1) AS lone_icmp FROM (
+    SELECT org_id, family, responder, count(*) AS m FROM cls
+    WHERE excluded IS NULL AND filt AND responder IS NOT NULL GROUP BY ALL
+  ) GROUP BY ALL
 ),
 -- mechanism: the most common filtered state, named when it covers >= 80 % of filtered hosts
 mech AS (
   SELECT org_id, family, arg_max(s, m) AS top_state, max(m) AS top_n FROM (
-    SELECT coalesce(a.org_id, 'AS' || c.asn) AS org_id, CASE c.v WHEN 4 THEN 'ipv4' ELSE 'ipv6' END AS family, s, count(*) AS m
-    FROM cls c LEFT JOIN asorg a USING (asn) WHERE excluded IS NULL AND filt GROUP BY ALL
+    SELECT org_id, family, s, count(*) AS m FROM cls WHERE excluded IS NULL AND filt GROUP BY ALL
   ) GROUP BY ALL
 ),
 ci AS (
@@ -88,8 +121,11 @@ wilson AS (
 SELECT w.org_id, coalesce(o.name, w.org_id) AS provider, family, 25 AS port, hosts, n AS informative, k AS filtered,
   round(rate, 6) AS rate, round(ci_low, 6) AS ci_low, round(ci_high, 6) AS ci_high,
   CASE WHEN n < 30 THEN 'insufficient' WHEN ci_low >= 0.9 THEN 'blocks' WHEN ci_high <= 0.1 THEN 'open' ELSE 'mixed' END AS verdict,
-  CASE WHEN k = 0 THEN '' WHEN top_n < 0.8 * k THEN 'mixed'
+  CASE WHEN k = 0 THEN ''
+       WHEN coalesce(lone_icmp, 0) = 0 AND n_prohibited >= 3 AND n_prohibited + n_silent = k AND n_prohibited < 0.8 * k THEN 'icmp-prohibited'
+       WHEN coalesce(lone_icmp, 0) = 0 AND n_unreachable >= 3 AND n_unreachable + n_silent = k AND n_unreachable < 0.8 * k THEN 'icmp-port-unreachable'
+       WHEN top_n < 0.8 * k THEN 'mixed'
        WHEN top_state = 'silent' THEN 'silent-drop' ELSE top_state END AS mechanism,
-  excluded_dead, excluded_all_ports, excluded_uninformative
-FROM wilson w LEFT JOIN orgname o USING (org_id) LEFT JOIN mech USING (org_id, family)
+  excluded_dead, excluded_all_ports, excluded_uninformative, excluded_rst_ambiguous
+FROM wilson w LEFT JOIN orgname o USING (org_id) LEFT JOIN mech USING (org_id, family) LEFT JOIN lone USING (org_id, family)
 ORDER BY provider, family;

@@ -2,9 +2,10 @@
 //! family and mail port: counts, a 95 % Wilson score interval (not Wald: Brown, Cai &
 //! DasGupta 2001), a verdict, the blocking mechanism and where the filter sits.
 //!
-//! Counts are additive over hosts, so shards of a crawl can be inferred separately and
-//! their `Counts` merged (`Counts::merge`).
+//! A host in a prefix that several ASes originate counts toward each of them (and once toward
+//! each of their organizations): routing cannot say which one operates it.
 
+use crate::ban::Ban;
 use crate::infer::{Direction, Exclusion, HostAcc, PortState, MAIL_PORTS};
 use crate::load::{numeric, Hosts};
 use datasets::categories::Categories;
@@ -62,31 +63,12 @@ pub struct Counts {
     /// Per /24 (IPv6: /64) of informative hosts: (filtered, reachable).
     pub nets: HashMap<u128, (u32, u32)>,
     pub asns: BTreeSet<u32>,
+    /// RST-injected hosts by how many hops closer than the host the RST came from (host TTL −
+    /// RST TTL): one injector gives one difference; others are ambiguous (ECMP, load balancers).
+    pub rst_hops: BTreeMap<i16, u64>,
 }
 
 impl Counts {
-    pub fn merge(&mut self, o: &Counts) {
-        self.hosts += o.hosts;
-        self.informative += o.informative;
-        self.filtered += o.filtered;
-        for (a, b) in self.states.iter_mut().zip(o.states) {
-            *a += b;
-        }
-        for (a, b) in self.excluded.iter_mut().zip(o.excluded) {
-            *a += b;
-        }
-        self.prefixes.extend(&o.prefixes);
-        for (k, v) in &o.responders {
-            *self.responders.entry(*k).or_default() += v;
-        }
-        for (k, v) in &o.nets {
-            let e = self.nets.entry(*k).or_default();
-            e.0 += v.0;
-            e.1 += v.1;
-        }
-        self.asns.extend(&o.asns);
-    }
-
     /// Tally one host (its AS is recorded when the group is created, not per host).
     fn add(&mut self, key: u128, h: &HostAcc, i: usize, dir: Direction) {
         self.hosts += 1;
@@ -105,6 +87,10 @@ impl Counts {
                         if o.responder != u32::MAX {
                             *self.responders.entry(o.responder).or_default() += 1;
                         }
+                        if st == PortState::RstInjected {
+                            let host = h.host_ttl().unwrap_or(o.ttl);
+                            *self.rst_hops.entry(host as i16 - o.ttl as i16).or_default() += 1;
+                        }
                     }
                 } else if st.reachable() {
                     e.1 += 1;
@@ -114,7 +100,7 @@ impl Counts {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Row {
     pub level: &'static str,
     /// `inbound` (SYNs reaching the provider's hosts) or `outbound` (their replies leaving
@@ -144,16 +130,28 @@ pub struct Row {
     pub excluded_uninformative: u64,
     /// Outbound: hosts excluded because they drop fixed source ports (the neutral control).
     pub excluded_source_port: u64,
+    /// RSTs whose TTL differs from the host's, but not by the provider's usual hop difference
+    /// (ECMP, load balancers): neither filtered nor reachable, reported apart.
+    pub excluded_rst_ambiguous: u64,
     pub states: String,
+    /// What the verdict, mechanism and location rest on, in words.
+    pub evidence: String,
+    /// `vantage-banned`: when the provider stopped answering the vantage (RFC 3339).
+    pub banned_since: Option<String>,
+    /// The vantage the crawl ran from (rows of several vantages are compared, never summed).
+    pub vantage: String,
 }
 
-/// Context for naming and locating: routing (responders → AS), organizations, categories.
+/// Context for naming and locating: routing (responders → AS), organizations, categories,
+/// the scan bans detected, the vantage.
 pub struct Context<'a> {
     pub routes: &'a RouteTable,
     pub orgs: &'a Orgs,
     pub categories: &'a Categories,
     pub strings: &'a [String],
     pub th: &'a Thresholds,
+    pub bans: &'a HashMap<(String, bool), Ban>,
+    pub vantage: &'a str,
 }
 
 /// What one row of a report is about.
@@ -179,8 +177,14 @@ fn finish(k: RowKey, c: &Counts, cx: &Context) -> Row {
     debug_assert!(org == org_id || asn.is_some());
     let category = c.asns.iter().find_map(|a| cx.categories.category(*a).map(|x| x.0)).unwrap_or_default();
     let th = cx.th;
-    let (lo, hi) = wilson(c.filtered, c.informative);
-    let verdict = if c.informative < th.min_informative {
+    // RSTs forged on the path come from one injector, a fixed number of hops closer than the
+    // hosts: those at another difference are ambiguous, set apart before anything is counted.
+    let ambiguous = ambiguous_rsts(c);
+    let (informative, filtered) = (c.informative - ambiguous, c.filtered - ambiguous);
+    let mut states = c.states;
+    states[PortState::RstInjected.index()] -= ambiguous;
+    let (lo, hi) = wilson(filtered, informative);
+    let mut verdict = if informative < th.min_informative {
         "insufficient"
     } else if lo >= th.block_lower {
         "blocks"
@@ -189,41 +193,16 @@ fn finish(k: RowKey, c: &Counts, cx: &Context) -> Row {
     } else {
         "mixed"
     };
-    let mut mechanism = String::new();
-    let mut location = String::new();
-    if c.filtered > 0 {
-        let (top, n) = PortState::ALL.iter().map(|s| (*s, c.states[s.index()])).filter(|(s, _)| s.filtered()).max_by_key(|(_, n)| *n).unwrap();
-        mechanism = if n as f64 >= th.dominant * c.filtered as f64 { top.mechanism().to_string() } else { "mixed".into() };
-        // Location: ICMP responders mapped to their AS; else filtered hosts beside reachable
-        // ones in the same /24 point at host firewalls; else a single vantage cannot tell.
-        let icmp: u64 = c.responders.values().sum();
-        let beside: u64 = c.nets.values().filter(|(_, r)| *r > 0).map(|(f, _)| *f as u64).sum();
-        if icmp as f64 >= 0.5 * c.filtered as f64 {
-            let siblings: BTreeSet<u32> = cx.orgs.siblings(&org).into_iter().chain(c.asns.iter().copied()).collect();
-            let mut inside = 0;
-            for (r, n) in &c.responders {
-                let ip: Option<IpAddr> = cx.strings[*r as usize].parse().ok();
-                if let Some((_, o)) = ip.and_then(|ip| cx.routes.lookup(ip)) {
-                    if siblings.contains(&o.asn) {
-                        inside += n;
-                    }
-                }
-            }
-            location = if inside as f64 >= th.dominant * icmp as f64 {
-                "in-provider"
-            } else if (icmp - inside) as f64 >= th.dominant * icmp as f64 {
-                "upstream"
-            } else {
-                "mixed"
-            }
-            .into();
-        } else if beside as f64 >= 0.5 * c.filtered as f64 {
-            location = "host-firewalls".into();
-        } else {
-            location = "unknown".into();
-        }
+    let (mut mechanism, mut location, mut evidence) = if filtered > 0 { explain(c, &states, filtered, &org, cx) } else { Default::default() };
+    if ambiguous > 0 {
+        evidence.push_str(&format!("; {ambiguous} RSTs with another TTL difference set apart as ambiguous"));
     }
-    let states = PortState::ALL.iter().filter(|s| c.states[s.index()] > 0).map(|s| format!("{}={}", s.as_str(), c.states[s.index()])).collect::<Vec<_>>().join(";");
+    let ban = cx.bans.get(&(org.clone(), family == "ipv6"));
+    if let Some(b) = ban {
+        verdict = "vantage-banned";
+        (mechanism, location, evidence) = (String::new(), String::new(), b.evidence());
+    }
+    let states = PortState::ALL.iter().filter(|s| states[s.index()] > 0).map(|s| format!("{}={}", s.as_str(), states[s.index()])).collect::<Vec<_>>().join(";");
     Row {
         level,
         direction: dir.as_str(),
@@ -236,12 +215,12 @@ fn finish(k: RowKey, c: &Counts, cx: &Context) -> Row {
         family,
         port,
         hosts: c.hosts,
-        informative: c.informative,
+        informative,
         prefixes: c.prefixes.len() as u64,
-        filtered: c.filtered,
-        rate: (c.informative > 0).then(|| c.filtered as f64 / c.informative as f64),
-        ci_low: (c.informative > 0).then_some(lo),
-        ci_high: (c.informative > 0).then_some(hi),
+        filtered,
+        rate: (informative > 0).then(|| filtered as f64 / informative as f64),
+        ci_low: (informative > 0).then_some(lo),
+        ci_high: (informative > 0).then_some(hi),
         verdict,
         mechanism,
         location,
@@ -249,40 +228,149 @@ fn finish(k: RowKey, c: &Counts, cx: &Context) -> Row {
         excluded_all_ports: c.excluded[Exclusion::AllPortsResponder.index()],
         excluded_uninformative: c.excluded[Exclusion::Uninformative.index()],
         excluded_source_port: c.excluded[Exclusion::SourcePortFiltered.index()],
+        excluded_rst_ambiguous: ambiguous,
         states,
+        evidence,
+        banned_since: ban.map(|b| b.since()),
+        vantage: cx.vantage.to_string(),
     }
+}
+
+/// RST-injected hosts whose hop difference is not the group's most common one (ties: the
+/// larger difference, as in `providers.sql`).
+fn ambiguous_rsts(c: &Counts) -> u64 {
+    let total: u64 = c.rst_hops.values().sum();
+    let top = c.rst_hops.iter().max_by_key(|(d, n)| (**n, **d)).map_or(0, |(_, n)| *n);
+    total - top
+}
+
+/// Where ICMP errors came from: (in the provider or a sibling, another routed AS, unrouted —
+/// an IXP LAN or private space, which names no network).
+fn responder_classes(c: &Counts, org: &str, cx: &Context) -> (u64, u64, u64) {
+    let siblings: BTreeSet<u32> = cx.orgs.siblings(org).into_iter().chain(c.asns.iter().copied()).collect();
+    let (mut inside, mut other, mut unrouted) = (0, 0, 0);
+    for (r, n) in &c.responders {
+        let ip: Option<IpAddr> = cx.strings[*r as usize].parse().ok();
+        match ip.and_then(|ip| cx.routes.lookup(ip)) {
+            Some((_, o)) if siblings.contains(&o.asn) => inside += n,
+            Some(_) => other += n,
+            None => unrouted += n,
+        }
+    }
+    (inside, other, unrouted)
+}
+
+/// Mechanism, location and the evidence for them, for a group with filtered hosts.
+fn explain(c: &Counts, states: &[u64; 10], filtered: u64, org: &str, cx: &Context) -> (String, String, String) {
+    let th = cx.th;
+    let (top, n) = PortState::ALL.iter().map(|s| (*s, states[s.index()])).filter(|(s, _)| s.filtered()).max_by_key(|(_, n)| *n).unwrap();
+    let share = |k: u64| k as f64 / filtered as f64;
+    let icmp_kinds = [PortState::IcmpProhibited, PortState::IcmpPortUnreachable];
+    // Routers rate-limit the ICMP errors they send (Linux: one a second per destination after
+    // a burst of 6; Cisco: one per 500 ms): an ICMP filter answers a few probes and leaves the
+    // rest silent, so silence can even dominate. Silence plus one kind of ICMP error, nothing
+    // else, the errors from routers (each answering for several hosts, not host firewalls
+    // answering for themselves), is that filter, not a silent drop or a mix.
+    let from_routers: u64 = c.responders.values().filter(|n| **n >= 2).sum();
+    let rate_limited = icmp_kinds.iter().find(|k| {
+        let icmp = states[k.index()];
+        icmp >= 3 && icmp + states[PortState::Silent.index()] == filtered && share(icmp) < th.dominant && from_routers == c.responders.values().sum::<u64>()
+    });
+    let (mechanism, mut evidence) = match rate_limited {
+        Some(k) => (
+            k.mechanism().to_string(),
+            format!("{} of {filtered} filtered hosts got an ICMP error ({}) from a router, the rest silence: an ICMP filter under the routers' ICMP rate limit", states[k.index()], k.as_str()),
+        ),
+        None if share(n) >= th.dominant => (top.mechanism().to_string(), format!("{} of {filtered} filtered hosts {}", n, top.as_str())),
+        None => ("mixed".to_string(), format!("no state covers {:.0} % of the {filtered} filtered hosts", th.dominant * 100.0)),
+    };
+    if top == PortState::RstInjected && share(n) >= th.dominant {
+        if let Some((d, k)) = c.rst_hops.iter().max_by_key(|(d, n)| (**n, **d)) {
+            evidence = format!("{k} of {filtered} filtered hosts got a RST {d} hop(s) closer than the host's own replies: forged on the path");
+        }
+    }
+    // Location: ICMP responders mapped to their AS; else filtered hosts beside reachable ones in
+    // the same /24 point at host firewalls; else a single vantage cannot tell.
+    let icmp: u64 = c.responders.values().sum();
+    let beside: u64 = c.nets.values().filter(|(_, r)| *r > 0).map(|(f, _)| *f as u64).sum();
+    let location = if icmp > 0 && (share(icmp) >= 0.5 || rate_limited.is_some()) {
+        let (inside, other, unrouted) = responder_classes(c, org, cx);
+        let dominant = |k: u64| k as f64 >= th.dominant * icmp as f64;
+        if dominant(inside) {
+            "in-provider"
+        } else if dominant(other) {
+            "upstream"
+        } else if dominant(unrouted) {
+            // An unrouted responder (an IXP LAN, private space) names no network.
+            "unknown-responder"
+        } else {
+            "mixed"
+        }
+    } else if share(beside) >= 0.5 {
+        "host-firewalls"
+    } else {
+        "unknown"
+    };
+    (mechanism, location.to_string(), evidence)
 }
 
 pub type GroupKey = (String, bool, u16, Direction); // (org id or "AS<n>", v6, port, direction)
 pub type AsKey = (u32, bool, u16, Direction);
 
-/// Tally every host into its AS and its organization, per mail port and direction.
-pub fn tally(hosts: &Hosts, orgs: &Orgs, keep: &dyn Fn(u32) -> bool) -> (BTreeMap<AsKey, Counts>, BTreeMap<GroupKey, Counts>) {
-    let mut acc: HashMap<AsKey, Counts> = HashMap::new();
-    let mut org_cache: HashMap<u32, String> = HashMap::new();
+/// Tally every host into its AS and its organization, per mail port and direction. A host in a
+/// prefix several ASes originate (MOAS, AS-sets) counts toward each of them, and once toward
+/// each organization among them.
+pub fn tally(hosts: &Hosts, orgs: &Orgs, routes: &RouteTable, keep: &dyn Fn(u32) -> bool) -> (BTreeMap<AsKey, Counts>, BTreeMap<GroupKey, Counts>) {
+    let mut by_as: HashMap<AsKey, Counts> = HashMap::new();
+    // Organizations as small ids while tallying (no string per host, port and direction).
+    let mut by_org: HashMap<(u32, bool, u16, Direction), Counts> = HashMap::new();
+    let (mut org_ids, mut org_names): (HashMap<String, u32>, Vec<String>) = Default::default();
+    let mut org_of: HashMap<u32, u32> = HashMap::new();
+    let mut org = |asn: u32| -> u32 {
+        *org_of.entry(asn).or_insert_with(|| {
+            let name = orgs.org_of(asn).0;
+            *org_ids.entry_ref(&name).or_insert_with(|| {
+                org_names.push(name.clone());
+                org_names.len() as u32 - 1
+            })
+        })
+    };
     for (ip, h) in &hosts.hosts {
         if !keep(h.asn) {
             continue;
         }
         let key = numeric(ip).unwrap_or(0);
+        let mut origins = vec![(h.asn, org(h.asn))];
+        if let Some((_, o)) = ip.parse().ok().and_then(|a| routes.lookup(a)) {
+            for a in o.others.iter().flatten().copied().filter(|a| *a != h.asn && keep(*a)) {
+                origins.push((a, org(a)));
+            }
+        }
+        let mut host_orgs: Vec<u32> = origins.iter().map(|o| o.1).collect();
+        host_orgs.sort_unstable();
+        host_orgs.dedup();
         for (i, port) in MAIL_PORTS.iter().enumerate() {
             for dir in Direction::ALL {
                 if !dir.probed(h, i) {
                     continue;
                 }
-                acc.entry((h.asn, h.v6, *port, dir))
-                    .or_insert_with(|| Counts { asns: BTreeSet::from([h.asn]), ..Default::default() })
-                    .add(key, h, i, dir);
+                for (a, _) in &origins {
+                    by_as.entry((*a, h.v6, *port, dir)).or_insert_with(|| Counts { asns: BTreeSet::from([*a]), ..Default::default() }).add(key, h, i, dir);
+                }
+                for o in &host_orgs {
+                    let c = by_org.entry((*o, h.v6, *port, dir)).or_default();
+                    for (a, ao) in &origins {
+                        if ao == o && !c.asns.contains(a) {
+                            c.asns.insert(*a);
+                        }
+                    }
+                    c.add(key, h, i, dir);
+                }
             }
         }
-        org_cache.entry(h.asn).or_insert_with(|| orgs.org_of(h.asn).0);
     }
-    let by_as: BTreeMap<AsKey, Counts> = acc.into_iter().collect();
-    let mut by_org: BTreeMap<GroupKey, Counts> = BTreeMap::new();
-    for ((asn, v6, port, dir), c) in &by_as {
-        by_org.entry((org_cache[asn].clone(), *v6, *port, *dir)).or_default().merge(c);
-    }
-    (by_as, by_org)
+    let by_org = by_org.into_iter().map(|((o, v6, port, dir), c)| ((org_names[o as usize].clone(), v6, port, dir), c)).collect();
+    (by_as.into_iter().collect(), by_org)
 }
 
 pub fn rows(by_as: &BTreeMap<AsKey, Counts>, by_org: &BTreeMap<GroupKey, Counts>, cx: &Context) -> (Vec<Row>, Vec<Row>) {
@@ -307,6 +395,56 @@ pub fn host_rows(hosts: &Hosts) -> impl Iterator<Item = HostRow<'_>> + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datasets::routes::RouteFormat;
+
+    fn routes() -> RouteTable {
+        let mut r = RouteTable::default();
+        let table = "198.18.0.0\t16\t64500\n198.19.0.0\t16\t64510\n";
+        r.load_from(std::path::Path::new("test.pfx2as"), RouteFormat::Pfx2as, table.as_bytes(), Default::default()).unwrap();
+        r
+    }
+
+    #[test]
+    fn silence_and_one_icmp_kind_is_an_icmp_filter_under_a_rate_limit() {
+        let (routes, orgs, categories, th, bans) = (routes(), Orgs::default(), Categories::default(), Thresholds::default(), HashMap::new());
+        let strings = vec!["198.18.0.1".to_string()];
+        let cx = Context { routes: &routes, orgs: &orgs, categories: &categories, strings: &strings, th: &th, bans: &bans, vantage: "v" };
+        let mut c = Counts { filtered: 50, informative: 50, asns: BTreeSet::from([64500]), ..Default::default() };
+        c.states[PortState::Silent.index()] = 41;
+        c.states[PortState::IcmpProhibited.index()] = 9;
+        c.responders.insert(0, 9);
+        let (m, l, e) = explain(&c, &c.states, 50, "AS64500", &cx);
+        assert_eq!((m.as_str(), l.as_str()), ("icmp-prohibited", "in-provider"), "{e}");
+        assert!(e.contains("rate limit"), "{e}");
+        // A second kind of answer among the filtered hosts is a mix, rate limit or not.
+        c.states[PortState::Silent.index()] = 36;
+        c.states[PortState::RstInjected.index()] = 5;
+        assert_eq!(explain(&c, &c.states, 50, "AS64500", &cx).0, "mixed");
+        // An unrouted responder (an IXP LAN) names no network.
+        let strings = vec!["192.0.2.1".to_string()];
+        let cx = Context { strings: &strings, ..cx };
+        c.states[PortState::Silent.index()] = 41;
+        c.states[PortState::RstInjected.index()] = 0;
+        assert_eq!(explain(&c, &c.states, 50, "AS64500", &cx).1, "unknown-responder");
+        // Host firewalls answering for themselves (one error per responder) are no router.
+        c.responders = (0..9).map(|i| (i, 1)).collect();
+        let strings: Vec<String> = (1..=9).map(|i| format!("198.18.0.{i}")).collect();
+        let cx = Context { strings: &strings, ..cx };
+        assert_eq!(explain(&c, &c.states, 50, "AS64500", &cx).0, "silent-drop");
+    }
+
+    #[test]
+    fn rsts_at_another_hop_difference_are_ambiguous() {
+        let mut c = Counts::default();
+        c.rst_hops.insert(2, 40);
+        c.rst_hops.insert(0, 3);
+        c.rst_hops.insert(5, 1);
+        assert_eq!(ambiguous_rsts(&c), 4);
+        // A tie: one of the two differences is kept (the larger, as in providers.sql).
+        c.rst_hops.insert(5, 40);
+        assert_eq!(ambiguous_rsts(&c), 43);
+    }
+
     #[test]
     fn wilson_matches_known_values() {
         // Brown, Cai & DasGupta's example-style check: 0/30 → upper ≈ 0.114; 30/30 → lower ≈ 0.886.

@@ -329,7 +329,11 @@ fn provider_row(org: &str, family: &'static str, port: u16, list: &[&Series], cx
         excluded_all_ports: 0,
         excluded_uninformative: list.len() as u64 - n,
         excluded_source_port: 0,
+        excluded_rst_ambiguous: 0,
         states: states.iter().map(|(s, n)| format!("{s}={n}")).collect::<Vec<_>>().join(";"),
+        evidence: format!("{k} of {n} vantages inside the provider saw it filtered"),
+        banned_since: None,
+        vantage: cx.vantage.to_string(),
     }
 }
 
@@ -367,7 +371,7 @@ mod tests {
         routes.insert("203.0.113.0/24".parse().unwrap(), origin(64500));
         routes.insert("198.51.100.0/24".parse().unwrap(), origin(64999));
         let (orgs, categories, th) = (Orgs::default(), Categories::default(), Thresholds::default());
-        let cx = Context { routes: &routes, orgs: &orgs, categories: &categories, strings: &[], th: &th };
+        let cx = Context { routes: &routes, orgs: &orgs, categories: &categories, strings: &[], th: &th, bans: &Default::default(), vantage: "inside" };
         let same = [series_of("a", 64500, "blocked", "icmp-prohibited", &["203.0.113.1"]), series_of("b", 64500, "blocked", "icmp-prohibited", &["203.0.113.1"])];
         let r = &provider_rows(&same, &cx)[0];
         assert_eq!((r.verdict, r.mechanism.as_str(), r.location.as_str(), r.informative, r.filtered), ("blocks", "icmp-prohibited", "in-provider", 2, 2));

@@ -146,6 +146,12 @@ pub struct HostAcc {
     pub reflect_dport: u16,
     /// (port, reply, ttl) of ephemeral-source probes to control and random ports.
     pub ephemeral: [(u16, u8, u8); EPHEMERAL_KEPT],
+    /// When a probe of the host that was answered at its first attempt went out, and when the
+    /// host last answered anything (µs; `i64::MAX` / 0 when none): the evidence of a scan ban,
+    /// which silences every host probed after it. (A silent row's `sent_at` is its *last*
+    /// attempt, in the crawl's final pass, so silent hosts carry no first-pass time.)
+    pub answered_first_try_at: i64,
+    pub last_reply: i64,
 }
 
 impl HostAcc {
@@ -163,7 +169,24 @@ impl HostAcc {
             reflect: [NO_REPLY; 4],
             reflect_dport: 0,
             ephemeral: [(0, NOT_PROBED, 0); EPHEMERAL_KEPT],
+            answered_first_try_at: i64::MAX,
+            last_reply: 0,
         }
+    }
+
+    /// A row's times: when its probe was sent, at which attempt, and when the reply came (if
+    /// any).
+    pub fn add_times(&mut self, sent_us: Option<i64>, attempts: Option<u8>, received_us: Option<i64>) {
+        let Some(got) = received_us else { return };
+        self.last_reply = self.last_reply.max(got);
+        if let (Some(t), Some(1)) = (sent_us, attempts) {
+            self.answered_first_try_at = self.answered_first_try_at.min(t);
+        }
+    }
+
+    /// Did the host answer anything at all (a reply of any kind)?
+    pub fn answered_anything(&self) -> bool {
+        self.last_reply > 0
     }
 
     /// Keep a control or random port's reply, for reflection twins. Past `EPHEMERAL_KEPT`

@@ -3,7 +3,7 @@
 
 use crate::infer::{HostAcc, ReplyObs};
 use anyhow::{bail, Context, Result};
-use arrow_array::{Array, RecordBatch, StringArray, UInt16Array, UInt32Array, UInt8Array};
+use arrow_array::{Array, RecordBatch, StringArray, TimestampMicrosecondArray, UInt16Array, UInt32Array, UInt8Array};
 use datasets::schema::obs;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
@@ -50,14 +50,16 @@ pub fn crawls(dir: &Path) -> Result<Vec<Crawl>> {
     Ok(out.into_iter().map(|((date, id), (files, dirs))| Crawl { date, id, files, dirs }).collect())
 }
 
-pub fn pick(all: &[Crawl], which: &str) -> Result<Crawl> {
-    if all.is_empty() {
+/// The crawls a report covers: `latest` — every crawl of the latest crawl date (one per
+/// vantage when a crawl ran from several); a crawl id — that crawl alone.
+pub fn pick(all: &[Crawl], which: &str) -> Result<Vec<Crawl>> {
+    let Some(last) = all.iter().map(|c| &c.date).max() else {
         bail!("no crawls found (expected DIR/crawl_date=YYYY-MM-DD/crawl_id=ID/*.parquet)");
-    }
+    };
     if which == "latest" {
-        return Ok(all.last().unwrap().clone());
+        return Ok(all.iter().filter(|c| &c.date == last).cloned().collect());
     }
-    all.iter().find(|c| c.id == which).cloned().with_context(|| format!("no crawl with id {which}"))
+    all.iter().find(|c| c.id == which).cloned().map(|c| vec![c]).with_context(|| format!("no crawl with id {which}"))
 }
 
 /// Interned strings (prefixes, ICMP responders): hosts keep small ids.
@@ -96,8 +98,8 @@ pub fn numeric(ip: &str) -> Option<u128> {
 
 const COLS: &[&str] = &[obs::IP, obs::IP_VERSION, obs::ASN, obs::PREFIX, obs::PORT, obs::PORT_ROLE, obs::REPLY, obs::REPLY_TTL, obs::ICMP_TYPE, obs::ICMP_CODE, obs::ICMP_RESPONDER];
 /// Columns a crawl may lack: crawls from before source-port reflection have no `src_port` (and
-/// no reflection rows, which are all it is needed for).
-const OPTIONAL_COLS: &[&str] = &[obs::SRC_PORT];
+/// no reflection rows, which are all it is needed for); without the times, no ban is detected.
+const OPTIONAL_COLS: &[&str] = &[obs::SRC_PORT, obs::SENT_AT, obs::ATTEMPTS, obs::RECEIVED_AT];
 
 /// Stream every row of `files` into per-host accumulators. Two stages on two cores: a reader
 /// thread decodes Parquet (only the needed columns), this thread folds rows into hosts.
@@ -198,6 +200,9 @@ fn fold_batch(f: &Path, batch: &RecordBatch, h: &mut Hosts) -> Result<()> {
         let icode = col!(batch, obs::ICMP_CODE, UInt8Array, f);
         let resp = col!(batch, obs::ICMP_RESPONDER, StringArray, f);
         let sport = batch.column_by_name(obs::SRC_PORT).and_then(|c| c.as_any().downcast_ref::<UInt16Array>());
+        let sent = batch.column_by_name(obs::SENT_AT).and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>());
+        let tries = batch.column_by_name(obs::ATTEMPTS).and_then(|c| c.as_any().downcast_ref::<UInt8Array>());
+        let recv = batch.column_by_name(obs::RECEIVED_AT).and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>());
         if h.hosts.capacity() == 0 {
             // A crawl has a row per host and port (8 by default): size the map once.
             h.hosts.reserve(batch.num_rows() * 4);
@@ -224,6 +229,7 @@ fn fold_batch(f: &Path, batch: &RecordBatch, h: &mut Hosts) -> Result<()> {
             let strings = &mut h.strings;
             let acc = h.hosts.entry_ref(s).or_insert_with(|| HostAcc::new(asn.value(i), strings.id(prefix.value(i)), ver.value(i) == 6));
             acc.add(port.value(i), role.value(i), sport.map_or(0, |s| s.value(i)), &obs);
+            acc.add_times(sent.map(|c| c.value(i)), tries.map(|c| c.value(i)), recv.filter(|c| !c.is_null(i)).map(|c| c.value(i)));
             h.rows += 1;
         }
     }

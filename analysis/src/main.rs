@@ -5,9 +5,11 @@
 
 mod aggregate;
 mod charts;
+mod ban;
 mod compare;
 mod egress;
 mod manifest;
+mod vantages;
 mod report;
 mod trend;
 mod views;
@@ -98,6 +100,10 @@ enum Cmd {
         /// inside providers, reported beside the crawl's inbound and reflection results.
         #[arg(long)]
         egress: Vec<PathBuf>,
+        /// With several vantages on the crawl date: the one whose tables the report shows
+        /// (default: the one with the most hosts); every vantage is compared either way.
+        #[arg(long)]
+        vantage: Option<String>,
     },
     /// One row per provider per crawl, and the verdict changes between crawls.
     Trend {
@@ -149,7 +155,7 @@ fn thresholds(c: &Common) -> aggregate::Thresholds {
     aggregate::Thresholds { min_informative: c.min_informative, block_lower: c.block_lower, open_upper: c.open_upper, ..Default::default() }
 }
 
-/// Infer and aggregate one crawl.
+/// Infer and aggregate one crawl (one vantage's).
 fn analyse(crawl: &load::Crawl, inp: &Inputs, c: &Common) -> Result<(load::Hosts, Vec<aggregate::Row>, Vec<aggregate::Row>)> {
     let hosts = load::load_hosts(&crawl.files)?;
     let (p, a) = aggregate_hosts(&hosts, inp, c)?;
@@ -160,9 +166,10 @@ fn aggregate_hosts(hosts: &load::Hosts, inp: &Inputs, c: &Common) -> Result<(Vec
     let t0 = std::time::Instant::now();
     let hosting = c.select == "hosting";
     let keep = |asn: u32| !hosting || inp.categories.is(asn, "hosting");
-    let (by_as, by_org) = aggregate::tally(hosts, &inp.orgs, &keep);
+    let (by_as, by_org) = aggregate::tally(hosts, &inp.orgs, &inp.routes, &keep);
+    let bans = ban::detect(hosts, &|a| inp.orgs.org_of(a).0, &keep);
     let th = thresholds(c);
-    let cx = aggregate::Context { routes: &inp.routes, orgs: &inp.orgs, categories: &inp.categories, strings: &hosts.strings.list, th: &th };
+    let cx = aggregate::Context { routes: &inp.routes, orgs: &inp.orgs, categories: &inp.categories, strings: &hosts.strings.list, th: &th, bans: &bans, vantage: &hosts.vantage };
     let (p, a) = aggregate::rows(&by_as, &by_org, &cx);
     tracing::debug!("aggregated in {:.2} s", t0.elapsed().as_secs_f64());
     Ok((p, a))
@@ -173,7 +180,8 @@ fn aggregate_hosts(hosts: &load::Hosts, inp: &Inputs, c: &Common) -> Result<(Vec
 fn egress_from(dirs: &[PathBuf], inp: &Inputs, c: &Common, strings: &[String], providers: &mut Vec<aggregate::Row>) -> Result<(report::EgressView, report::EgressMeta)> {
     let attempts = egress::load(dirs)?;
     let th = thresholds(c);
-    let cx = aggregate::Context { routes: &inp.routes, orgs: &inp.orgs, categories: &inp.categories, strings, th: &th };
+    let bans = Default::default();
+    let cx = aggregate::Context { routes: &inp.routes, orgs: &inp.orgs, categories: &inp.categories, strings, th: &th, bans: &bans, vantage: "inside" };
     let hosting = c.select == "hosting";
     let keep = |asn: u32| !hosting || inp.categories.is(asn, "hosting");
     let (series, unmapped) = egress::series(&attempts, &cx, &keep);
@@ -191,7 +199,8 @@ fn egress_from(dirs: &[PathBuf], inp: &Inputs, c: &Common, strings: &[String], p
 }
 
 /// The trend over every crawl in the data directory; incomplete ones are left out (unless
-/// `--allow-incomplete`), with a note.
+/// `--allow-incomplete`), with a note. Rows carry their vantage, so the trend compares each
+/// provider with itself as seen from the same vantage.
 fn trend_over(all: &[load::Crawl], inp: &Inputs, c: &Common) -> Result<trend::Trend> {
     let mut per = Vec::new();
     for cr in all {
@@ -203,6 +212,82 @@ fn trend_over(all: &[load::Crawl], inp: &Inputs, c: &Common) -> Result<trend::Tr
         per.push(((cr.date.clone(), cr.id.clone()), p));
     }
     Ok(trend::Trend::build(per))
+}
+
+/// What `report` found for the crawls of one date: the primary vantage's crawl, hosts and rows,
+/// the other vantages' provider rows, and every vantage's meta.
+struct Reported {
+    primary: load::Crawl,
+    hosts: load::Hosts,
+    providers: Vec<aggregate::Row>,
+    asns: Vec<aggregate::Row>,
+    others: Vec<(String, Vec<aggregate::Row>)>,
+    metas: Vec<report::VantageMeta>,
+}
+
+/// Load and aggregate each crawl (one per vantage; of two crawls from one vantage the later
+/// wins), keeping the primary vantage's hosts: its per-host states go to hosts.parquet, written
+/// on one core while the other aggregates.
+fn report_vantages(c: &Common, inp: &Inputs, picked: Vec<load::Crawl>, completeness: Vec<manifest::Completeness>, want: Option<&str>) -> Result<Reported> {
+    let single = picked.len() == 1;
+    let mut best: Option<(load::Crawl, load::Hosts, Vec<aggregate::Row>, Vec<aggregate::Row>, bool)> = None;
+    let mut others: Vec<(String, Vec<aggregate::Row>)> = Vec::new();
+    let mut metas: Vec<report::VantageMeta> = Vec::new();
+    for (cr, comp) in picked.into_iter().zip(completeness) {
+        let hosts = load::load_hosts(&cr.files).with_context(|| format!("crawl {}", cr.id))?;
+        let chosen_now = single || want == Some(hosts.vantage.as_str());
+        let (providers, asns, written) = if chosen_now {
+            let (p, a) = std::thread::scope(|s| -> Result<_> {
+                let w = s.spawn(|| report::write_hosts(&c.out.join("hosts.parquet"), aggregate::host_rows(&hosts), &hosts.strings.list));
+                let r = aggregate_hosts(&hosts, inp, c);
+                w.join().map_err(|_| anyhow::anyhow!("hosts writer panicked"))??;
+                r
+            })?;
+            (p, a, true)
+        } else {
+            let (p, a) = aggregate_hosts(&hosts, inp, c)?;
+            (p, a, false)
+        };
+        let meta = report::VantageMeta { vantage: hosts.vantage.clone(), crawl_id: cr.id.clone(), rows: hosts.rows, hosts: hosts.hosts.len() as u64, completeness: comp };
+        // A later crawl from the same vantage on the same date replaces the earlier one.
+        metas.retain(|m| m.vantage != meta.vantage);
+        others.retain(|(v, _)| *v != meta.vantage);
+        if best.as_ref().is_some_and(|b| b.1.vantage == meta.vantage) {
+            best = None;
+        }
+        metas.push(meta);
+        let better = match &best {
+            None => true,
+            Some(_) if want.is_some() => chosen_now,
+            Some(b) => (hosts.hosts.len(), std::cmp::Reverse(&hosts.vantage)) > (b.1.hosts.len(), std::cmp::Reverse(&b.1.vantage)),
+        };
+        if better {
+            if let Some(b) = best.take() {
+                others.push((b.1.vantage.clone(), b.2));
+                std::mem::forget(b.1);
+            }
+            best = Some((cr, hosts, providers, asns, written));
+        } else {
+            others.push((hosts.vantage.clone(), providers));
+            std::mem::forget(hosts);
+        }
+    }
+    let Some((primary, hosts, providers, asns, written)) = best else {
+        anyhow::bail!("no crawl to report");
+    };
+    if let Some(w) = want {
+        if hosts.vantage != w {
+            let seen: Vec<&str> = metas.iter().map(|m| m.vantage.as_str()).collect();
+            return Err(datasets::DatasetError::file(&c.data, format!("no crawl from vantage {w} on {} (vantages: {})", primary.date, seen.join(", "))).into());
+        }
+    }
+    if !written {
+        report::write_hosts(&c.out.join("hosts.parquet"), aggregate::host_rows(&hosts), &hosts.strings.list)?;
+    }
+    // The primary vantage first, the others by name.
+    others.sort_by(|a, b| a.0.cmp(&b.0));
+    metas.sort_by_key(|m| (m.vantage != hosts.vantage, m.vantage.clone()));
+    Ok(Reported { primary, hosts, providers, asns, others, metas })
 }
 
 /// A report directory that exists as something else is bad input (exit 2), said before any
@@ -221,26 +306,33 @@ fn ensure_dir(p: &Path) -> Result<()> {
 
 fn run(cmd: Cmd) -> Result<()> {
     match cmd {
-        Cmd::Report { c, crawl, no_trend, egress } => {
+        Cmd::Report { c, crawl, no_trend, egress, vantage } => {
             check_out(&c.out)?;
             let inp = inputs(&c)?;
             let all = load::crawls(&c.data)?;
-            let cr = load::pick(&all, &crawl)?;
-            let complete = c.completeness(&cr)?;
+            let picked = load::pick(&all, &crawl)?;
+            let mut completeness = Vec::new();
+            for cr in &picked {
+                completeness.push(c.completeness(cr)?);
+            }
             ensure_dir(&c.out)?;
-            let hosts = load::load_hosts(&cr.files)?;
-            // Per-host states go to hosts.parquet on one core while the other aggregates.
-            let (mut providers, asns) = std::thread::scope(|s| -> Result<_> {
-                let w = s.spawn(|| report::write_hosts(&c.out.join("hosts.parquet"), aggregate::host_rows(&hosts), &hosts.strings.list));
-                let r = aggregate_hosts(&hosts, &inp, &c);
-                w.join().map_err(|_| anyhow::anyhow!("hosts writer panicked"))??;
-                r
-            })?;
+            let r = report_vantages(&c, &inp, picked, completeness, vantage.as_deref())?;
+            let Reported { primary, hosts, mut providers, asns, others, metas } = r;
             let trend = if !no_trend && all.len() > 1 { Some(trend_over(&all, &inp, &c)?) } else { None };
             let (egress_view, egress_meta) = if egress.is_empty() { (None, None) } else { egress_from(&egress, &inp, &c, &hosts.strings.list, &mut providers).map(|(v, m)| (Some(v), Some(m)))? };
+            let vantages_view = (!others.is_empty()).then(|| {
+                let mut per = vec![(hosts.vantage.clone(), providers.clone())];
+                per.extend(others.iter().map(|(v, rows)| (v.clone(), rows.clone())));
+                let cmp = vantages::compare(&per);
+                vantages::annotate(&mut providers, &cmp);
+                let mut rows: Vec<aggregate::Row> = others.into_iter().flat_map(|(_, r)| r).collect();
+                vantages::annotate(&mut rows, &cmp);
+                report::VantagesView { rows, cmp }
+            });
+            let pm = metas.iter().find(|m| m.vantage == hosts.vantage).cloned().expect("the primary vantage has a meta");
             let meta = report::Meta {
-                crawl_id: cr.id.clone(),
-                crawl_date: cr.date.clone(),
+                crawl_id: primary.id.clone(),
+                crawl_date: primary.date.clone(),
                 vantage: hosts.vantage.clone(),
                 rows: hosts.rows,
                 hosts: hosts.hosts.len() as u64,
@@ -248,19 +340,32 @@ fn run(cmd: Cmd) -> Result<()> {
                 thresholds: thresholds(&c),
                 selection: c.select.clone(),
                 software: concat!("port25-analysis/", env!("CARGO_PKG_VERSION")),
-                completeness: complete,
+                completeness: pm.completeness,
                 egress: egress_meta,
+                vantages: metas,
             };
-            report::write_reports(&c.out, &meta, &providers, &asns, trend.as_ref(), egress_view.as_ref())?;
+            report::write_reports(&c.out, &meta, &providers, &asns, trend.as_ref(), egress_view.as_ref(), vantages_view.as_ref())?;
             if !c.quiet {
-                println!("crawl {} ({}), vantage {}: {} rows, {} hosts — inbound 25 (SYN scan) beside outbound 25, 465, 587 (source-port reflection: stateless egress filters only)", cr.id, cr.date, hosts.vantage, hosts.rows, hosts.hosts.len());
+                println!("crawl {} ({}), vantage {}: {} rows, {} hosts — inbound 25 (SYN scan) beside outbound 25, 465, 587 (source-port reflection: stateless egress filters only)", meta.crawl_id, meta.crawl_date, meta.vantage, hosts.rows, hosts.hosts.len());
+                println!("samples: {}", meta.completeness.sampling_line());
                 if let Some(e) = &meta.egress {
                     println!("egress: {} runs, {} attempts from {} vantages inside providers ({} not placed in a provider) — outbound from inside: n counts vantages", e.runs, e.attempts, e.vantages, e.unmapped);
                 }
                 report::print_table(&providers);
-                println!("data: {}", meta.completeness.line());
-                for p in &meta.completeness.problems {
-                    println!("INCOMPLETE CRAWL: {p}");
+                for r in providers.iter().filter(|r| r.verdict == "vantage-banned" && r.port == 25 && r.direction == "inbound") {
+                    println!("vantage-banned: {} ({}): {}", r.provider, r.family, r.evidence);
+                }
+                if let Some(v) = &vantages_view {
+                    println!("vantages: {}", meta.vantages.iter().map(|m| m.vantage.as_str()).collect::<Vec<_>>().join(", "));
+                    for x in v.cmp.iter().filter(|x| x.port == 25 && x.agreement != "agree") {
+                        println!("vantages {}: {} ({}, {}): {}{}", x.agreement, x.provider, x.family, x.direction, x.verdicts, if x.note.is_empty() { String::new() } else { format!(" — {}", x.note) });
+                    }
+                }
+                for m in &meta.vantages {
+                    println!("data ({}): {}", m.vantage, m.completeness.line());
+                    for p in &m.completeness.problems {
+                        println!("INCOMPLETE CRAWL ({}): {p}", m.vantage);
+                    }
                 }
                 println!("reports in {}", c.out.display());
             }

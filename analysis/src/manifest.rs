@@ -27,6 +27,9 @@ pub struct Completeness {
     pub unlogged: u64,
     /// Why the crawl is incomplete; empty when it is not.
     pub problems: Vec<String>,
+    /// How the plan drew IPv4 and IPv6 targets (`random`, `hitlist`; empty: not recorded).
+    pub sampling_v4: String,
+    pub sampling_v6: String,
 }
 
 /// Thresholds on lost data (shares).
@@ -69,6 +72,12 @@ pub fn check(manifests: &[PathBuf], limits: Limits) -> Result<Completeness> {
             bail!(datasets::DatasetError::file(m, "not a crawl manifest (no summary)"));
         }
         c.shards = c.shards.max(shards_of(m));
+        let plan = &v["params"]["plan_metadata"];
+        for (key, field) in [("port25.sampling_v4", &mut c.sampling_v4), ("port25.sampling_v6", &mut c.sampling_v6)] {
+            if let Some(x) = plan[key].as_str() {
+                *field = x.to_string();
+            }
+        }
         if v["exit_status"] != "complete" || s["interrupted"] == true {
             c.interrupted_shards += 1;
         }
@@ -101,6 +110,27 @@ pub fn check(manifests: &[PathBuf], limits: Limits) -> Result<Completeness> {
 }
 
 impl Completeness {
+    /// How the two families were sampled, in words: a random sample of routed IPv4 space and a
+    /// hitlist of IPv6 addresses in use are different populations (hitlist hosts are more often
+    /// alive, and more often servers), so their rates are not a like-for-like comparison.
+    pub fn sampling_line(&self) -> String {
+        let says = |s: &str| match s {
+            "random" => "a random sample of routed addresses, stratified by prefix",
+            "hitlist" => "a hitlist (addresses seen in use), stratified by prefix",
+            _ => "not recorded",
+        };
+        let (v4, v6) = (self.sampling_v4.as_str(), self.sampling_v6.as_str());
+        if v4 == v6 && !v4.is_empty() {
+            format!("IPv4 and IPv6 hosts both from {}: the families' rates compare like for like", says(v4))
+        } else {
+            format!(
+                "IPv4 hosts from {}; IPv6 hosts from {}: different populations, so IPv4 and IPv6 rates do not compare like for like (an IPv4 hitlist in `crawler plan --hitlist` gives a comparable sample)",
+                says(v4),
+                says(v6)
+            )
+        }
+    }
+
     /// One line for the report.
     pub fn line(&self) -> String {
         format!(

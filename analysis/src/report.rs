@@ -32,6 +32,24 @@ pub struct Meta {
     pub completeness: crate::manifest::Completeness,
     /// The egress runs reported beside the crawl (`--egress`), if any.
     pub egress: Option<EgressMeta>,
+    /// Every vantage of the crawl date (the report's tables are the first one's).
+    pub vantages: Vec<VantageMeta>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VantageMeta {
+    pub vantage: String,
+    pub crawl_id: String,
+    pub rows: u64,
+    pub hosts: u64,
+    pub completeness: crate::manifest::Completeness,
+}
+
+/// What several vantages add to a report: the other vantages' provider rows, and the
+/// comparison.
+pub struct VantagesView {
+    pub rows: Vec<Row>,
+    pub cmp: Vec<crate::vantages::VantageRow>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -118,29 +136,44 @@ pub fn write_hosts<'a>(path: &Path, hosts: impl Iterator<Item = HostRow<'a>>, st
 }
 
 fn table_md(out: &mut String, rows: &[&Row]) {
-    out.push_str("| provider | family | port | direction | verdict | filtered / informative | rate | 95 % CI | prefixes | mechanism | location | excluded (dead / all-ports / uninformative) |\n");
-    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| provider | family | port | direction | verdict | filtered / informative | rate | 95 % CI | prefixes | mechanism | location | excluded (dead / all-ports / uninformative) | evidence |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} / {} | {} | {} – {} | {} | {} | {} | {} / {} / {} |",
-            r.provider, r.family, r.port, r.direction, r.verdict, r.filtered, r.informative, pct(r.rate), pct(r.ci_low), pct(r.ci_high), r.prefixes,
-            r.mechanism, r.location, r.excluded_dead, r.excluded_all_ports, r.excluded_uninformative
+            "| {} | {} | {} | {} | {} | {} / {} | {} | {} – {} | {} | {} | {} | {} / {} / {} | {} |",
+            r.provider, r.family, r.port, r.direction, verdict_text(r), r.filtered, r.informative, pct(r.rate), pct(r.ci_low), pct(r.ci_high), r.prefixes,
+            r.mechanism, r.location, r.excluded_dead, r.excluded_all_ports, r.excluded_uninformative, r.evidence.replace('|', "/")
         );
     }
 }
 
 fn table_html(out: &mut String, id: &str, rows: &[&Row]) {
-    let _ = writeln!(out, "<table id=\"{id}\"><thead><tr><th>provider</th><th>ASNs</th><th>family</th><th>port</th><th>direction</th><th>verdict</th><th>filtered / n</th><th>rate</th><th>95 % CI</th><th>prefixes</th><th>mechanism</th><th>location</th><th>excluded<br>dead / all-ports / uninf.</th></tr></thead><tbody>");
+    let _ = writeln!(out, "<table id=\"{id}\"><thead><tr><th>provider</th><th>ASNs</th><th>family</th><th>port</th><th>direction</th><th>verdict</th><th>filtered / n</th><th>rate</th><th>95 % CI</th><th>prefixes</th><th>mechanism</th><th>location</th><th>excluded<br>dead / all-ports / uninf.</th><th>evidence</th></tr></thead><tbody>");
     for r in rows {
         let _ = writeln!(
             out,
-            "<tr class=\"v-{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} / {}</td><td>{}</td><td>{} – {}</td><td>{}</td><td>{}</td><td>{}</td><td>{} / {} / {}</td></tr>",
-            r.verdict, esc(&r.provider), esc(&r.asns), r.family, r.port, r.direction, r.verdict, r.filtered, r.informative, pct(r.rate), pct(r.ci_low), pct(r.ci_high),
-            r.prefixes, r.mechanism, r.location, r.excluded_dead, r.excluded_all_ports, r.excluded_uninformative
+            "<tr class=\"v-{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} / {}</td><td>{}</td><td>{} – {}</td><td>{}</td><td>{}</td><td>{}</td><td>{} / {} / {}</td><td>{}</td></tr>",
+            r.verdict, esc(&r.provider), esc(&r.asns), r.family, r.port, r.direction, esc(&verdict_text(r)), r.filtered, r.informative, pct(r.rate), pct(r.ci_low), pct(r.ci_high),
+            r.prefixes, r.mechanism, r.location, r.excluded_dead, r.excluded_all_ports, r.excluded_uninformative, esc(&r.evidence)
         );
     }
     out.push_str("</tbody></table>\n");
+}
+
+/// What the vantage comparison means, said where it is shown.
+pub const VANTAGES_NOTE: &str = "The same crawl from several vantages: a provider's own filtering is seen from every vantage; a filter on one vantage's path (a transit ACL, a blackholed route) or a scan ban of one vantage is seen from that vantage only. `path-specific`: blocks towards some vantages and open towards others — not the provider's policy. Rows of different vantages are compared, never summed.";
+
+fn vantage_list(meta: &Meta) -> String {
+    meta.vantages.iter().map(|v| format!("{} (crawl {}, {} hosts)", v.vantage, v.crawl_id, v.hosts)).collect::<Vec<_>>().join(", ")
+}
+
+/// The verdict, with the time of a ban.
+fn verdict_text(r: &Row) -> String {
+    match &r.banned_since {
+        Some(t) => format!("{} (since {t})", r.verdict),
+        None => r.verdict.to_string(),
+    }
 }
 
 /// What the outbound numbers can and cannot see, said wherever they are shown.
@@ -157,6 +190,7 @@ struct Parts<'a> {
     inside: Vec<&'a Row>,
     other: Vec<&'a Row>,
     egress: Option<&'a EgressView>,
+    vantages: Option<&'a VantagesView>,
     rules: String,
     trend: Option<&'a Trend>,
 }
@@ -167,11 +201,18 @@ impl Parts<'_> {
     }
 }
 
-pub fn write_reports(dir: &Path, meta: &Meta, providers: &[Row], asns: &[Row], trend: Option<&Trend>, egress: Option<&EgressView>) -> Result<()> {
+pub fn write_reports(dir: &Path, meta: &Meta, providers: &[Row], asns: &[Row], trend: Option<&Trend>, egress: Option<&EgressView>, vantages: Option<&VantagesView>) -> Result<()> {
     let cmp = compare::comparisons(providers);
-    write_csv(&dir.join("providers.csv"), providers)?;
+    // providers.csv: the first vantage's rows, then the other vantages' (the `vantage` column
+    // tells them apart; they are compared in vantages.csv, never summed).
+    let all: Vec<&Row> = providers.iter().chain(vantages.iter().flat_map(|v| v.rows.iter())).collect();
+    write_csv(&dir.join("providers.csv"), &all)?;
     write_csv(&dir.join("asns.csv"), asns)?;
-    let mut json = serde_json::json!({"meta": meta, "providers": providers, "asns": asns});
+    let mut json = serde_json::json!({"meta": meta, "providers": all, "asns": asns});
+    if let Some(v) = vantages {
+        write_csv(&dir.join("vantages.csv"), &v.cmp)?;
+        json["vantages"] = serde_json::to_value(&v.cmp)?;
+    }
     if let Some(e) = egress {
         write_csv(&dir.join("egress-vantages.csv"), &e.series)?;
         json["egress_vantages"] = serde_json::to_value(&e.series)?;
@@ -191,6 +232,7 @@ pub fn write_reports(dir: &Path, meta: &Meta, providers: &[Row], asns: &[Row], t
         inside: providers.iter().filter(|r| r.method == "egress").collect(),
         cmp,
         egress,
+        vantages,
         rules: format!(
             "Verdicts: `insufficient` below {} informative hosts; `blocks` when the 95 % Wilson interval's lower bound ≥ {:.0} %; `open` when its upper bound ≤ {:.0} %; `mixed` otherwise. A mechanism or location is named when ≥ {:.0} % of filtered hosts agree.",
             th.min_informative, th.block_lower * 100.0, th.open_upper * 100.0, th.dominant * 100.0
@@ -209,8 +251,12 @@ fn markdown(p: &Parts) -> String {
     let _ = writeln!(md, "**What was measured:** {}\n", p.measured());
     let _ = writeln!(md, "Vantage `{}`, crawl date {}, {} observations of {} hosts, selection `{}`.\n", meta.vantage, meta.crawl_date, meta.rows, meta.hosts, meta.selection);
     let _ = writeln!(md, "Data: {}.\n", meta.completeness.line());
+    let _ = writeln!(md, "Samples: {}.\n", meta.completeness.sampling_line());
     for x in &meta.completeness.problems {
         let _ = writeln!(md, "**INCOMPLETE CRAWL: {x}.** Missing data may read as filtering here.\n");
+    }
+    if meta.vantages.len() > 1 {
+        let _ = writeln!(md, "Vantages this date: {}. The tables are vantage `{}`'s; the vantages are compared below.\n", vantage_list(meta), meta.vantage);
     }
     if let Some(e) = &meta.egress {
         let _ = writeln!(md, "Egress: {} runs, {} attempts from {} vantages ({} not placed in a provider), from {}.\n", e.runs, e.attempts, e.vantages, e.unmapped, e.dirs.join(", "));
@@ -238,6 +284,15 @@ fn markdown(p: &Parts) -> String {
     }
     md.push_str("\n## Inbound mail submission ports (465, 587)\n\n");
     table_md(&mut md, &p.other);
+    if let Some(v) = p.vantages {
+        md.push_str("\n## Vantages compared (port 25)\n\n");
+        let _ = writeln!(md, "{VANTAGES_NOTE}\n");
+        md.push_str("| provider | family | direction | port | verdict per vantage (filtered/informative) | agreement | note |\n|---|---|---|---|---|---|---|\n");
+        for c in v.cmp.iter().filter(|c| c.port == 25) {
+            let _ = writeln!(md, "| {} | {} | {} | {} | {} | **{}** | {} |", c.provider, c.family, c.direction, c.port, c.verdicts, c.agreement, c.note);
+        }
+        md.push_str("\nEvery port and direction: `vantages.csv`.\n");
+    }
     if let Some(t) = p.trend {
         md.push_str("\n## Changes across crawls (inbound port 25)\n\n");
         if t.changes.is_empty() {
@@ -271,7 +326,7 @@ fn html(p: &Parts) -> String {
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Port-25 blocking report — {}</title><style>\
 body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;margin:1em 0;font-size:13px}}\
 td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}}th{{background:#eee}}tr.v-blocks td{{background:#fde0dc}}\
-tr.v-mixed td{{background:#fff4d6}}tr.v-open td{{background:#e3f4e1}}tr.v-insufficient td{{color:#777}}td.v-blocks{{background:#fde0dc}}td.v-open{{background:#e3f4e1}}td.v-mixed{{background:#fff4d6}}\
+tr.v-mixed td{{background:#fff4d6}}tr.v-vantage-banned td{{background:#e8e0f4}}tr.a-path-specific td,tr.a-differ td{{background:#fde0dc}}tr.v-open td{{background:#e3f4e1}}tr.v-insufficient td{{color:#777}}td.v-blocks{{background:#fde0dc}}td.v-open{{background:#e3f4e1}}td.v-mixed{{background:#fff4d6}}\
 td.m-differ{{background:#fde0dc;font-weight:bold}}td.v-throttled,td.v-intercepted,td.v-stripped,td.v-tls-intercepted{{background:#fde0dc}}\
 figure{{margin:1em 0}}.note{{background:#f4f4f4;padding:.6em 1em;border-left:4px solid #888}}</style></head><body>",
         esc(&meta.crawl_id)
@@ -283,6 +338,10 @@ figure{{margin:1em 0}}.note{{background:#f4f4f4;padding:.6em 1em;border-left:4px
         esc(&meta.crawl_id), esc(&meta.crawl_date), esc(&meta.vantage), meta.rows, meta.hosts, esc(&meta.selection)
     );
     let _ = write!(html, "<p id=\"completeness\">Data: {}.</p>", esc(&meta.completeness.line()));
+    let _ = write!(html, "<p id=\"sampling\">Samples: {}.</p>", esc(&meta.completeness.sampling_line()));
+    if meta.vantages.len() > 1 {
+        let _ = write!(html, "<p id=\"vantages-meta\">Vantages this date: {}. The tables are vantage <b>{}</b>'s; the vantages are compared below.</p>", esc(&vantage_list(meta)), esc(&meta.vantage));
+    }
     for x in &meta.completeness.problems {
         let _ = write!(html, "<p class=\"note\" style=\"border-color:#c00\"><b>INCOMPLETE CRAWL:</b> {}. Missing data may read as filtering here.</p>", esc(x));
     }
@@ -312,6 +371,13 @@ figure{{margin:1em 0}}.note{{background:#f4f4f4;padding:.6em 1em;border-left:4px
     let _ = write!(html, "<h2>Inbound 25 vs 465/587</h2><figure id=\"chart-ports\">{cports}</figure>");
     table_html(&mut html, "providers-submission", &p.other);
     let _ = write!(html, "<h2>IPv4 vs IPv6</h2><figure id=\"chart-family\">{cfam}</figure>");
+    if let Some(v) = p.vantages {
+        let _ = write!(html, "<h2>Vantages compared (port 25)</h2><p class=\"note\">{}</p><table id=\"vantages\"><thead><tr><th>provider</th><th>family</th><th>direction</th><th>port</th><th>verdict per vantage (filtered/informative)</th><th>agreement</th><th>note</th></tr></thead><tbody>", esc(VANTAGES_NOTE));
+        for c in v.cmp.iter().filter(|c| c.port == 25) {
+            let _ = write!(html, "<tr class=\"a-{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", c.agreement, esc(&c.provider), c.family, c.direction, c.port, esc(&c.verdicts), c.agreement, esc(&c.note));
+        }
+        html.push_str("</tbody></table>");
+    }
     if let Some(t) = p.trend {
         let lines = t.chart_lines();
         let labels: Vec<String> = t.crawls.iter().map(|c| format!("{} {}", c.0, c.1)).collect();

@@ -1,5 +1,7 @@
 //! Providers across crawls: one row per provider, family and crawl for port 25, and the
-//! verdict changes between consecutive crawls ("started blocking between A and B").
+//! verdict changes between consecutive crawls ("started blocking between A and B"). A
+//! provider is compared with itself as seen from the same vantage: a change of vantage (another
+//! path, another scan detector's view) is not a change of policy.
 
 use crate::aggregate::Row;
 use serde::Serialize;
@@ -9,6 +11,7 @@ use std::collections::BTreeMap;
 pub struct TrendRow {
     pub crawl_date: String,
     pub crawl_id: String,
+    pub vantage: String,
     pub provider: String,
     pub org_id: String,
     pub family: &'static str,
@@ -23,6 +26,7 @@ pub struct TrendRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct Change {
     pub provider: String,
+    pub vantage: String,
     pub family: &'static str,
     pub from_crawl: String,
     pub to_crawl: String,
@@ -47,6 +51,7 @@ impl Trend {
                 rows.push(TrendRow {
                     crawl_date: date.clone(),
                     crawl_id: id.clone(),
+                    vantage: r.vantage.clone(),
                     provider: r.provider.clone(),
                     org_id: r.org_id.clone(),
                     family: r.family,
@@ -60,13 +65,14 @@ impl Trend {
             }
         }
         // Compare each provider's verdicts between consecutive crawls with enough data.
-        let mut series: BTreeMap<(String, &'static str), Vec<&TrendRow>> = BTreeMap::new();
+        let mut series: BTreeMap<(String, &'static str, String), Vec<&TrendRow>> = BTreeMap::new();
         for r in &rows {
-            series.entry((r.org_id.clone(), r.family)).or_default().push(r);
+            series.entry((r.org_id.clone(), r.family, r.vantage.clone())).or_default().push(r);
         }
         let mut changes = Vec::new();
-        for ((_, family), s) in &series {
-            let known: Vec<&&TrendRow> = s.iter().filter(|r| r.verdict != "insufficient").collect();
+        for ((_, family, vantage), s) in &series {
+            // A banned vantage saw nothing: neither the verdict before nor after it.
+            let known: Vec<&&TrendRow> = s.iter().filter(|r| r.verdict != "insufficient" && r.verdict != "vantage-banned").collect();
             for w in known.windows(2) {
                 let (a, b) = (w[0], w[1]);
                 if a.verdict == b.verdict {
@@ -79,12 +85,13 @@ impl Trend {
                 };
                 changes.push(Change {
                     provider: b.provider.clone(),
+                    vantage: vantage.clone(),
                     family,
                     from_crawl: format!("{} {}", a.crawl_date, a.crawl_id),
                     to_crawl: format!("{} {}", b.crawl_date, b.crawl_id),
                     from: a.verdict,
                     to: b.verdict,
-                    text: format!("{what} between {} ({}) and {} ({})", a.crawl_date, a.crawl_id, b.crawl_date, b.crawl_id),
+                    text: format!("{what} between {} ({}) and {} ({}), seen from vantage {vantage}", a.crawl_date, a.crawl_id, b.crawl_date, b.crawl_id),
                 });
             }
         }
@@ -92,10 +99,12 @@ impl Trend {
     }
 
     pub fn chart_lines(&self) -> Vec<(String, Vec<Option<f64>>)> {
+        let several = self.rows.iter().any(|r| r.vantage != self.rows[0].vantage);
         let mut by: BTreeMap<String, Vec<Option<f64>>> = BTreeMap::new();
         for r in self.rows.iter().filter(|r| r.family == "ipv4") {
             let i = self.crawls.iter().position(|c| c.0 == r.crawl_date && c.1 == r.crawl_id).unwrap();
-            let v = by.entry(r.provider.clone()).or_insert_with(|| vec![None; self.crawls.len()]);
+            let label = if several { format!("{} @ {}", r.provider, r.vantage) } else { r.provider.clone() };
+            let v = by.entry(label).or_insert_with(|| vec![None; self.crawls.len()]);
             v[i] = if r.verdict == "insufficient" { None } else { r.rate };
         }
         by.into_iter().filter(|(_, v)| v.iter().any(|x| x.is_some())).collect()
