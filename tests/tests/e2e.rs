@@ -125,7 +125,7 @@ fn check_duckdb_sql(lab: &Lab, data: &Path, report: &Path) {
     let mut compared = 0;
     for r in bin.records().map(|r| r.unwrap()).filter(|r| bcol(r, "port") == "25" && bcol(r, "direction") == "inbound") {
         let s = sqlrows.get(&(bcol(&r, "org_id"), bcol(&r, "family"))).unwrap_or_else(|| panic!("SQL has no row for {:?}", r));
-        for c in ["informative", "filtered", "verdict", "mechanism", "excluded_dead", "excluded_all_ports", "excluded_uninformative"] {
+        for c in ["informative", "filtered", "verdict", "mechanism", "excluded_dead", "excluded_all_ports", "excluded_uninformative", "excluded_rst_ambiguous"] {
             assert_eq!(col(s, c), bcol(&r, c), "{} {}: {c} differs between DuckDB SQL and the binary", bcol(&r, "provider"), bcol(&r, "family"));
         }
         compared += 1;
