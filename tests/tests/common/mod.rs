@@ -191,14 +191,14 @@ pub fn matches(truth: &serde_json::Value, row: &[Option<String>]) -> bool {
     let e = &truth["expect"];
     let want = e["reply"].as_str().unwrap();
     let got = row[0].as_deref().unwrap();
-    if want != got {
-        return false;
-    }
-    let num = |k: &str| e.get(k).and_then(|v| v.as_u64()).map(|v| v.to_string());
     // A router that rate-limits its ICMP errors (as real ones do) may stay silent instead.
     if want == "icmp" && got == "none" && truth["rate_limited"].as_bool() == Some(true) {
         return true;
     }
+    if want != got {
+        return false;
+    }
+    let num = |k: &str| e.get(k).and_then(|v| v.as_u64()).map(|v| v.to_string());
     match want {
         "none" => true,
         "synack" | "rst" => row[1] == num("ttl"),
@@ -263,13 +263,26 @@ pub struct Capture {
 }
 
 impl Capture {
+    /// Returns once tcpdump says it is listening (its startup takes a second on a busy machine:
+    /// packets sent before that would be missing from the capture).
     pub fn start(ns: &str, iface: &str, file: std::path::PathBuf, filter: &str) -> Capture {
-        let child = Command::new("ip")
+        use std::io::BufRead;
+        let mut child = Command::new("ip")
             .args(["netns", "exec", ns, "tcpdump", "-i", iface, "-Q", "in", "-n", "-U", "-w", file.to_str().unwrap(), filter])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let err = std::io::BufReader::new(child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in err.lines().map_while(Result::ok) {
+                if line.contains("listening on") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap_or_else(|_| panic!("tcpdump on {ns}/{iface} did not start listening within 20 s"));
         Capture { child, file }
     }
     /// Stop it; the capture file.
