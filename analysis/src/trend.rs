@@ -110,3 +110,32 @@ impl Trend {
         by.into_iter().filter(|(_, v)| v.iter().any(|x| x.is_some())).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(vantage: &str, verdict: &'static str) -> Row {
+        Row { provider: "P".into(), org_id: "ORG-P".into(), family: "ipv4", port: 25, direction: "inbound", vantage: vantage.into(), verdict, informative: 40, rate: Some(if verdict == "blocks" { 1.0 } else { 0.0 }), ..Default::default() }
+    }
+
+    fn crawl(n: u32, rows: Vec<Row>) -> ((String, String), Vec<Row>) {
+        ((format!("2026-11-0{n}"), format!("c{n}")), rows)
+    }
+
+    #[test]
+    fn a_change_of_vantage_or_a_ban_is_not_a_change_of_policy() {
+        let t = Trend::build(vec![
+            crawl(1, vec![row("a", "open")]),
+            crawl(2, vec![row("b", "blocks")]),
+            crawl(3, vec![row("a", "vantage-banned"), row("b", "blocks")]),
+            crawl(4, vec![row("a", "open")]),
+        ]);
+        assert!(t.changes.is_empty(), "{:?}", t.changes.iter().map(|c| &c.text).collect::<Vec<_>>());
+        let t = Trend::build(vec![crawl(1, vec![row("a", "open"), row("b", "blocks")]), crawl(2, vec![row("a", "vantage-banned")]), crawl(3, vec![row("a", "blocks")])]);
+        assert_eq!(t.changes.len(), 1);
+        assert_eq!((t.changes[0].vantage.as_str(), t.changes[0].from_crawl.as_str(), t.changes[0].to), ("a", "2026-11-01 c1", "blocks"));
+        assert!(t.changes[0].text.starts_with("started blocking") && t.changes[0].text.contains("vantage a"));
+        assert_eq!(t.chart_lines().len(), 2, "one line per provider and vantage");
+    }
+}
