@@ -90,7 +90,7 @@ impl Partition {
                     // tells them apart.
                     let fixed = |s: u64| ports.src_port(s).is_none_or(|sp| sp == sport.value(i));
                     let slot = (0..slots)
-                        .find(|s| ports.port(a, *s).0 == port.value(i) && fixed(*s) && (ports.src_port(*s).is_some() || sport.value(i) >= SPORT_BASE))
+                        .find(|s| ports.port(targets.asn[t], *s).0 == port.value(i) && fixed(*s) && (ports.src_port(*s).is_some() || sport.value(i) >= SPORT_BASE))
                         .with_context(|| format!("{}: port {} (from {}) not in this crawl's probe set", p.display(), port.value(i), sport.value(i)))?;
                     out.push(t as u64 * slots + slot);
                 }

@@ -23,7 +23,6 @@ use anyhow::{bail, Result};
 use datasets::schema;
 use siphasher::sip::SipHasher13;
 use std::hash::Hasher;
-use std::net::IpAddr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -130,30 +129,29 @@ impl PortPlan {
         }
         self.fixed.iter().position(|(_, r)| *r == Role::Control).map(|i| i as u64)
     }
-    /// Port and role of slot `s` for a host. Random high ports are drawn from the ephemeral range
-    /// (almost surely closed: a SYN-ACK there exposes an all-ports responder), distinct from the
-    /// fixed ports and from each other — and drawn per /24 (IPv6: per /48), not per host: an
-    /// all-ports responder answers any closed port, so the hosts of a network can share theirs,
-    /// while ports drawn per host would show a provider two new destination ports for every
-    /// host probed — the distinct-port count IPS port-scan signatures ban sources for.
+    /// Port and role of slot `s` for a host of AS `asn`. Random high ports are drawn from the
+    /// ephemeral range (almost surely closed: a SYN-ACK there exposes an all-ports responder),
+    /// distinct from the fixed ports and from each other — and drawn per AS, not per host or
+    /// per /24: an all-ports responder answers any closed port, so the hosts of a network can
+    /// share theirs, while ports drawn per host (or per /24) would show a provider two new
+    /// destination ports for every host (/24) probed — the distinct-port count IPS port-scan
+    /// signatures at a network's border ban sources for. Each AS sees 2 random ports, each
+    /// crawl (another key) other ones.
     #[inline]
-    pub fn port(&self, ip: IpAddr, s: u64) -> (u16, Role) {
+    pub fn port(&self, asn: u32, s: u64) -> (u16, Role) {
         if let Some(p) = self.fixed.get(s as usize) {
             return *p;
         }
         if s >= self.fixed.len() as u64 + self.random as u64 {
             let twin = self.twin_slot().expect("reflection slots have a twin");
-            return (self.port(ip, twin).0, Role::Reflect);
+            return (self.port(asn, twin).0, Role::Reflect);
         }
-        // Draw this network's random ports in slot order, each moved past the ports taken before.
+        // Draw this AS's random ports in slot order, each moved past the ports taken before.
         let first = self.fixed.len() as u64;
         let mut taken = [0u16; MAX_RANDOM_PORTS];
         for r in first..=s {
             let mut h = SipHasher13::new_with_keys(self.key.0, self.key.1);
-            match ip {
-                IpAddr::V4(a) => h.write_u32(u32::from(a) >> 8),
-                IpAddr::V6(a) => h.write_u128(u128::from(a) >> 80),
-            }
+            h.write_u32(asn);
             h.write_u64(r);
             let mut port = RANDOM_BASE + (h.finish() % RANDOM_SPAN as u64) as u16;
             let before = &taken[..(r - first) as usize];
@@ -176,17 +174,15 @@ pub const MAX_REFLECT: usize = 8;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
 
     #[test]
     fn a_hosts_ports_are_distinct() {
         // 40 random ports per host make collisions of independent draws near certain.
         let plan = PortPlan { fixed: vec![(25, Role::Target), (32768, Role::Control)], random: 40, reflect: vec![], key: (7, 9) };
-        for i in 0..2000u32 {
-            let ip = IpAddr::V4(Ipv4Addr::from(0xc612_0000 + i));
-            let ports: std::collections::HashSet<u16> = (0..plan.slots()).map(|s| plan.port(ip, s).0).collect();
-            assert_eq!(ports.len() as u64, plan.slots(), "{ip}");
-            assert!((2..plan.slots()).all(|s| (32768..=60999).contains(&plan.port(ip, s).0)));
+        for asn in 0..2000u32 {
+            let ports: std::collections::HashSet<u16> = (0..plan.slots()).map(|s| plan.port(asn, s).0).collect();
+            assert_eq!(ports.len() as u64, plan.slots(), "AS{asn}");
+            assert!((2..plan.slots()).all(|s| (32768..=60999).contains(&plan.port(asn, s).0)));
         }
     }
 
@@ -197,16 +193,16 @@ mod tests {
         // 25, 465, 587, 80, 443, 22, two random ports, then 25, 465, 587, 2525 as sources.
         assert_eq!(plan.slots(), 12);
         assert_eq!(plan.twin_slot(), Some(6));
-        let ip = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 9));
+        let asn = 64500;
         for (s, sport) in (8..12).zip([25, 465, 587, 2525]) {
-            assert_eq!(plan.port(ip, s), (plan.port(ip, 6).0, Role::Reflect));
+            assert_eq!(plan.port(asn, s), (plan.port(asn, 6).0, Role::Reflect));
             assert_eq!(plan.src_port(s), Some(sport));
         }
         assert_eq!((0..8).filter_map(|s| plan.src_port(s)).count(), 0);
         // Without random ports the first control port is the destination.
         p.random_ports = 0;
         let plan = PortPlan::new(&p, (1, 2)).unwrap();
-        assert_eq!((plan.twin_slot(), plan.port(ip, 6)), (Some(3), (80, Role::Reflect)));
+        assert_eq!((plan.twin_slot(), plan.port(asn, 6)), (Some(3), (80, Role::Reflect)));
         // Without either, reflection is off rather than aimed at a port that may not answer.
         p.control_ports.clear();
         let plan = PortPlan::new(&p, (1, 2)).unwrap();
@@ -216,12 +212,12 @@ mod tests {
     }
 
     #[test]
-    fn random_ports_are_shared_by_a_network_and_differ_between_networks() {
+    fn random_ports_are_shared_by_an_as_and_differ_between_ases_and_crawls() {
         let plan = PortPlan { fixed: vec![(25, Role::Target)], random: 2, reflect: vec![], key: (7, 9) };
-        let ports = |a: &str| (1..3).map(|s| plan.port(a.parse().unwrap(), s).0).collect::<Vec<_>>();
-        assert_eq!(ports("198.18.0.1"), ports("198.18.0.200"));
-        assert_eq!(ports("2001:db8:101::1"), ports("2001:db8:101:ff::9"));
-        let distinct: std::collections::HashSet<Vec<u16>> = (0..50).map(|n| ports(&format!("198.18.{n}.1"))).collect();
-        assert!(distinct.len() >= 49, "networks draw their own ports");
+        let ports = |p: &PortPlan, asn: u32| (1..3).map(|s| p.port(asn, s).0).collect::<Vec<_>>();
+        let distinct: std::collections::HashSet<Vec<u16>> = (0..50).map(|asn| ports(&plan, 64500 + asn)).collect();
+        assert!(distinct.len() >= 49, "ASes draw their own ports");
+        let other = PortPlan { key: (8, 9), ..plan.clone() };
+        assert_ne!(ports(&plan, 64500), ports(&other, 64500), "another crawl's key, other ports");
     }
 }

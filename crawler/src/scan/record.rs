@@ -102,7 +102,7 @@ impl Recorder {
         let slots = self.ports.slots();
         let t = (o.probe / slots) as usize;
         let ip = self.targets.ip(t);
-        let (port, role) = self.ports.port(ip, o.probe % slots);
+        let (port, role) = self.ports.port(self.targets.asn[t], o.probe % slots);
         self.ip.clear();
         schema::push_ip(&mut self.ip, ip);
         let prefix = &self.targets.prefixes[self.targets.prefix_idx[t] as usize];

@@ -145,8 +145,9 @@ impl ScanState {
     pub fn silence(&self, probe: u64, tick: u32, now: i64) -> Observation {
         let attempts = self.pass.load(Relaxed) + 1;
         let (slots, slot) = (self.ports.slots(), probe % self.ports.slots());
-        let ip = self.targets.ip((probe / slots) as usize);
-        let (sport, _) = self.cookie.probe(ip, self.ports.port(ip, slot).0, 0, attempts - 1, self.ports.src_port(slot));
+        let t = (probe / slots) as usize;
+        let ip = self.targets.ip(t);
+        let (sport, _) = self.cookie.probe(ip, self.ports.port(self.targets.asn[t], slot).0, 0, attempts - 1, self.ports.src_port(slot));
         Observation { probe, attempts, sport, sent_us: self.clock.sent_us(tick, now), reply: None, recv_us: 0, sent: true }
     }
 }

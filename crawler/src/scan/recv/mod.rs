@@ -85,8 +85,8 @@ fn handle_frame(st: &ScanState, frame: &[u8], meta: FrameMeta, wall_offset: i64,
     // ... and come from the kind of source port the reply went back to: a reflection probe's
     // fixed port, or an ephemeral one.
     let ours = |probe: u64| {
-        let s = probe % slots;
-        st.targets.ip((probe / slots) as usize) == r.target && st.ports.port(r.target, s).0 == r.tport && st.ports.src_port(s).map_or(Source::Ephemeral, Source::Fixed) == source
+        let (t, s) = ((probe / slots) as usize, probe % slots);
+        st.targets.ip(t) == r.target && st.ports.port(st.targets.asn[t], s).0 == r.tport && st.ports.src_port(s).map_or(Source::Ephemeral, Source::Fixed) == source
     };
     let hit = slots_named.into_iter().flatten().find_map(|s| st.log.get(s).filter(|(probe, _)| ours(*probe)));
     let Some((probe, tick)) = hit else {

@@ -100,9 +100,10 @@ impl<T: Transmit> Batch<T> {
         let attempt = st.pass.load(Relaxed);
         for j in 0..n {
             let (p, c) = (self.queued[j], c0 + j as u64);
-            let ip = st.targets.ip((p / slots) as usize);
+            let t = (p / slots) as usize;
+            let ip = st.targets.ip(t);
             let (src, tmpl) = self.templates.of(ip).expect("queued only with a source address");
-            let (port, _) = st.ports.port(ip, p % slots);
+            let (port, _) = st.ports.port(st.targets.asn[t], p % slots);
             let slot = st.log.slot(c);
             let (sport, seq) = st.cookie.probe(ip, port, slot, attempt, st.ports.src_port(p % slots));
             let (ip_id, flow_label, ts_off) = st.cookie.disguise(ip, slot);
