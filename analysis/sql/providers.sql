@@ -11,14 +11,22 @@
 --   the larger) are ambiguous (ECMP, load balancers) and set apart, not counted.
 -- * Routers rate-limit ICMP errors, so an ICMP filter answers some probes and leaves the rest
 --   silent: silence plus one ICMP kind (>= 3 hosts, from routers answering for >= 2 hosts
---   each), nothing else, is that ICMP filter.
+--   each), nothing else, and fewer than half the filtered hosts beside reachable ones in their
+--   /24 (IPv6 /64: those are host firewalls), is that ICMP filter.
 -- Hosts are credited to the prefix's first origin AS (the `asn` column); the binary also
 -- credits the other origins of a multi-origin prefix, which matters across organizations only.
-WITH obs AS (
+-- One vantage at a time: the latest crawl, or the latest of `SET VARIABLE vantage = 'NAME';`.
+-- Scan bans are the binary's alone (the test needs every host's answer times): a provider it
+-- calls `vantage-banned` has its plain counts here.
+WITH crawl AS (
+  SELECT max_by(crawl_id, (crawl_date, crawl_id)) AS id
+  FROM read_parquet(getvariable('data'), hive_partitioning = true, union_by_name = true)
+  WHERE getvariable('vantage') IS NULL OR vantage = getvariable('vantage')
+),
+obs AS (
   SELECT * FROM read_parquet(getvariable('data'), hive_partitioning = true, union_by_name = true)
   -- `unsent`: the probe never left (a send error): missing data, not silence.
-  WHERE reply <> 'unsent' AND crawl_id = (SELECT max_by(crawl_id, (crawl_date, crawl_id))
-                    FROM read_parquet(getvariable('data'), hive_partitioning = true, union_by_name = true))
+  WHERE reply <> 'unsent' AND crawl_id = (SELECT id FROM crawl)
 ),
 host AS (
   SELECT ip,
@@ -60,8 +68,18 @@ cls0 AS (
          WHEN s IN ('open', 'closed') OR (ctl AND rnd_rst) THEN NULL
          ELSE 'uninformative' END AS excluded,
     s IN ('rst-injected', 'icmp-prohibited', 'icmp-port-unreachable', 'silent') AS filt,
-    CAST(host_ttl AS INTEGER) - CAST(ttl AS INTEGER) AS hops
-  FROM state
+    -- hops travelled: the TTL's distance below its likely initial value (32, 64, 128, 255), so
+    -- an injector's RSTs give one difference whatever the hosts' operating systems
+    (CASE WHEN host_ttl <= 32 THEN 32 WHEN host_ttl <= 64 THEN 64 WHEN host_ttl <= 128 THEN 128 ELSE 255 END - CAST(host_ttl AS INTEGER))
+      - (CASE WHEN ttl <= 32 THEN 32 WHEN ttl <= 64 THEN 64 WHEN ttl <= 128 THEN 128 ELSE 255 END - CAST(ttl AS INTEGER)) AS hops,
+    -- the host's /24 (IPv6: /64, from the address's text with `::` expanded)
+    CASE WHEN v = 4 THEN regexp_replace(ip, '\.[0-9]+$', '')
+         WHEN ip NOT LIKE '%::%' THEN array_to_string(string_split(ip, ':')[1:4], ':')
+         ELSE array_to_string(list_concat(list_concat(g1, repeat(['0'], 8 - len(g1) - len(g2))), g2)[1:4], ':') END AS net
+  FROM (SELECT *,
+          CASE WHEN split_part(ip, '::', 1) = '' THEN []::VARCHAR[] ELSE string_split(split_part(ip, '::', 1), ':') END AS g1,
+          CASE WHEN split_part(ip, '::', 2) = '' THEN []::VARCHAR[] ELSE string_split(split_part(ip, '::', 2), ':') END AS g2
+        FROM state)
 ),
 orgs AS (SELECT * FROM read_json(getvariable('orgs'), format = 'newline_delimited', ignore_errors = true)),
 asorg AS (SELECT CAST(asn AS UINTEGER) AS asn, organizationId AS org_id FROM orgs WHERE type = 'ASN'),
@@ -95,6 +113,13 @@ per AS (
   FROM cls
   GROUP BY ALL
 ),
+-- filtered hosts beside reachable ones in their /24 (before the RST ambiguity, as the binary)
+beside AS (
+  SELECT org_id, family, count(*) FILTER (WHERE filt AND reach) AS n_beside FROM (
+    SELECT *, bool_or(s IN ('open', 'closed')) OVER (PARTITION BY org_id, family, net) AS reach
+    FROM grouped WHERE excluded IS NULL
+  ) GROUP BY ALL
+),
 -- ICMP errors from responders that answered for one filtered host only (host firewalls)
 lone AS (
   SELECT org_id, family, count(*) FILTER (WHERE m = 1) AS lone_icmp FROM (
@@ -122,10 +147,11 @@ SELECT w.org_id, coalesce(o.name, w.org_id) AS provider, family, 25 AS port, hos
   round(rate, 6) AS rate, round(ci_low, 6) AS ci_low, round(ci_high, 6) AS ci_high,
   CASE WHEN n < 30 THEN 'insufficient' WHEN ci_low >= 0.9 THEN 'blocks' WHEN ci_high <= 0.1 THEN 'open' ELSE 'mixed' END AS verdict,
   CASE WHEN k = 0 THEN ''
-       WHEN coalesce(lone_icmp, 0) = 0 AND n_prohibited >= 3 AND n_prohibited + n_silent = k AND n_prohibited < 0.8 * k THEN 'icmp-prohibited'
-       WHEN coalesce(lone_icmp, 0) = 0 AND n_unreachable >= 3 AND n_unreachable + n_silent = k AND n_unreachable < 0.8 * k THEN 'icmp-port-unreachable'
+       WHEN coalesce(lone_icmp, 0) = 0 AND coalesce(n_beside, 0) < 0.5 * k AND n_prohibited >= 3 AND n_prohibited + n_silent = k AND n_prohibited < 0.8 * k THEN 'icmp-prohibited'
+       WHEN coalesce(lone_icmp, 0) = 0 AND coalesce(n_beside, 0) < 0.5 * k AND n_unreachable >= 3 AND n_unreachable + n_silent = k AND n_unreachable < 0.8 * k THEN 'icmp-port-unreachable'
        WHEN top_n < 0.8 * k THEN 'mixed'
        WHEN top_state = 'silent' THEN 'silent-drop' ELSE top_state END AS mechanism,
   excluded_dead, excluded_all_ports, excluded_uninformative, excluded_rst_ambiguous
 FROM wilson w LEFT JOIN orgname o USING (org_id) LEFT JOIN mech USING (org_id, family) LEFT JOIN lone USING (org_id, family)
+  LEFT JOIN beside USING (org_id, family)
 ORDER BY provider, family;

@@ -63,8 +63,10 @@ pub struct Counts {
     /// Per /24 (IPv6: /64) of informative hosts: (filtered, reachable).
     pub nets: HashMap<u128, (u32, u32)>,
     pub asns: BTreeSet<u32>,
-    /// RST-injected hosts by how many hops closer than the host the RST came from (host TTL −
-    /// RST TTL): one injector gives one difference; others are ambiguous (ECMP, load balancers).
+    /// RST-injected hosts by how many hops closer than the host the RST came from (hop counts
+    /// from each TTL's initial value, so hosts with another OS's initial TTL than the injector's
+    /// give the same difference): one injector gives one difference; others are ambiguous
+    /// (ECMP, load balancers).
     pub rst_hops: BTreeMap<i16, u64>,
 }
 
@@ -88,8 +90,8 @@ impl Counts {
                             *self.responders.entry(o.responder).or_default() += 1;
                         }
                         if st == PortState::RstInjected {
-                            let host = h.host_ttl().unwrap_or(o.ttl);
-                            *self.rst_hops.entry(host as i16 - o.ttl as i16).or_default() += 1;
+                            let host = dir.reference_ttl(h).unwrap_or(o.ttl);
+                            *self.rst_hops.entry(hops(host) - hops(o.ttl)).or_default() += 1;
                         }
                     }
                 } else if st.reachable() {
@@ -197,11 +199,17 @@ fn finish(k: RowKey, c: &Counts, cx: &Context) -> Row {
     if ambiguous > 0 {
         evidence.push_str(&format!("; {ambiguous} RSTs with another TTL difference set apart as ambiguous"));
     }
-    let ban = cx.bans.get(&(org.clone(), family == "ipv6"));
+    let v6 = family == "ipv6";
+    let ban = match asn {
+        Some(a) => crate::ban::of_as(cx.bans, &org, a, v6),
+        None => crate::ban::of_org(cx.bans, &org, c.asns.iter().copied(), v6),
+    };
     if let Some(b) = ban {
         verdict = "vantage-banned";
         (mechanism, location, evidence) = (String::new(), String::new(), b.evidence());
     }
+    // A banned vantage's silence is not the network's filtering: no rate is published.
+    let rated = informative > 0 && ban.is_none();
     let states = PortState::ALL.iter().filter(|s| states[s.index()] > 0).map(|s| format!("{}={}", s.as_str(), states[s.index()])).collect::<Vec<_>>().join(";");
     Row {
         level,
@@ -218,9 +226,9 @@ fn finish(k: RowKey, c: &Counts, cx: &Context) -> Row {
         informative,
         prefixes: c.prefixes.len() as u64,
         filtered,
-        rate: (informative > 0).then(|| filtered as f64 / informative as f64),
-        ci_low: (informative > 0).then_some(lo),
-        ci_high: (informative > 0).then_some(hi),
+        rate: rated.then(|| filtered as f64 / informative as f64),
+        ci_low: rated.then_some(lo),
+        ci_high: rated.then_some(hi),
         verdict,
         mechanism,
         location,
@@ -234,6 +242,13 @@ fn finish(k: RowKey, c: &Counts, cx: &Context) -> Row {
         banned_since: ban.map(|b| b.since()),
         vantage: cx.vantage.to_string(),
     }
+}
+
+/// Hops a packet travelled: its TTL's distance below the initial TTL it most likely started
+/// with (32, 64, 128 or 255: what operating systems and routers use).
+pub fn hops(ttl: u8) -> i16 {
+    let initial: i16 = [32, 64, 128, 255].into_iter().find(|i| *i >= ttl as i16).unwrap_or(255);
+    initial - ttl as i16
 }
 
 /// RST-injected hosts whose hop difference is not the group's most common one (ties: the
@@ -272,9 +287,11 @@ fn explain(c: &Counts, states: &[u64; 10], filtered: u64, org: &str, cx: &Contex
     // else, the errors from routers (each answering for several hosts, not host firewalls
     // answering for themselves), is that filter, not a silent drop or a mix.
     let from_routers: u64 = c.responders.values().filter(|n| **n >= 2).sum();
+    // Filtered hosts beside reachable ones in the same /24 are host firewalls, not one filter.
+    let beside: u64 = c.nets.values().filter(|(_, r)| *r > 0).map(|(f, _)| *f as u64).sum();
     let rate_limited = icmp_kinds.iter().find(|k| {
         let icmp = states[k.index()];
-        icmp >= 3 && icmp + states[PortState::Silent.index()] == filtered && share(icmp) < th.dominant && from_routers == c.responders.values().sum::<u64>()
+        icmp >= 3 && icmp + states[PortState::Silent.index()] == filtered && share(icmp) < th.dominant && from_routers == c.responders.values().sum::<u64>() && share(beside) < 0.5
     });
     let (mechanism, mut evidence) = match rate_limited {
         Some(k) => (
@@ -292,7 +309,6 @@ fn explain(c: &Counts, states: &[u64; 10], filtered: u64, org: &str, cx: &Contex
     // Location: ICMP responders mapped to their AS; else filtered hosts beside reachable ones in
     // the same /24 point at host firewalls; else a single vantage cannot tell.
     let icmp: u64 = c.responders.values().sum();
-    let beside: u64 = c.nets.values().filter(|(_, r)| *r > 0).map(|(f, _)| *f as u64).sum();
     let location = if icmp > 0 && (share(icmp) >= 0.5 || rate_limited.is_some()) {
         let (inside, other, unrouted) = responder_classes(c, org, cx);
         let dominant = |k: u64| k as f64 >= th.dominant * icmp as f64;
@@ -431,6 +447,23 @@ mod tests {
         let strings: Vec<String> = (1..=9).map(|i| format!("198.18.0.{i}")).collect();
         let cx = Context { strings: &strings, ..cx };
         assert_eq!(explain(&c, &c.states, 50, "AS64500", &cx).0, "silent-drop");
+        // Silent hosts beside reachable ones in their /24s are host firewalls, even with a
+        // router's few ICMP errors elsewhere in the provider.
+        c.responders = BTreeMap::from([(0, 9)]);
+        let strings = vec!["198.18.0.1".to_string()];
+        let cx = Context { strings: &strings, ..cx };
+        c.nets = (0..41u128).map(|n| (n, (1, 3))).collect();
+        let (m, l, _) = explain(&c, &c.states, 50, "AS64500", &cx);
+        assert_eq!((m.as_str(), l.as_str()), ("silent-drop", "host-firewalls"));
+    }
+
+    #[test]
+    fn hop_counts_do_not_depend_on_the_initial_ttl() {
+        // A border one hop closer than a Windows host (128) or a Linux host (64) injects RSTs
+        // with initial TTL 64: the same difference either way.
+        assert_eq!(hops(128 - 10) - hops(64 - 9), 1);
+        assert_eq!(hops(64 - 10) - hops(64 - 9), 1);
+        assert_eq!((hops(255), hops(250), hops(1)), (0, 5, 31));
     }
 
     #[test]

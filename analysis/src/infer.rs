@@ -386,6 +386,14 @@ impl Direction {
             Direction::Outbound => classify_outbound(h, i),
         }
     }
+    /// The TTL a reply of the host's own arrives with, to tell a forged RST by: the host's
+    /// (inbound), the twin's answer to the same destination port (outbound).
+    pub fn reference_ttl(self, h: &HostAcc) -> Option<u8> {
+        match self {
+            Direction::Inbound => h.host_ttl(),
+            Direction::Outbound => h.ephemeral.iter().find(|e| e.1 != NOT_PROBED && e.0 == h.reflect_dport && e.1 == 2).map(|e| e.2).or_else(|| h.host_ttl()),
+        }
+    }
     /// The reply the host's state rests on.
     pub fn reply(self, h: &HostAcc, i: usize) -> Option<ReplyObs> {
         match self {

@@ -264,12 +264,12 @@ fn report_vantages(c: &Common, inp: &Inputs, picked: Vec<load::Crawl>, completen
         if better {
             if let Some(b) = best.take() {
                 others.push((b.1.vantage.clone(), b.2));
-                std::mem::forget(b.1);
+                drop(b.1); // freed before the next vantage loads: memory stays one crawl's
             }
             best = Some((cr, hosts, providers, asns, written));
         } else {
             others.push((hosts.vantage.clone(), providers));
-            std::mem::forget(hosts);
+            drop(hosts);
         }
     }
     let Some((primary, hosts, providers, asns, written)) = best else {

@@ -162,7 +162,7 @@ fn table_html(out: &mut String, id: &str, rows: &[&Row]) {
 }
 
 /// What the vantage comparison means, said where it is shown.
-pub const VANTAGES_NOTE: &str = "The same crawl from several vantages: a provider's own filtering is seen from every vantage; a filter on one vantage's path (a transit ACL, a blackholed route) or a scan ban of one vantage is seen from that vantage only. `path-specific`: blocks towards some vantages and open towards others — not the provider's policy. Rows of different vantages are compared, never summed.";
+pub const VANTAGES_NOTE: &str = "The same crawl from several vantages: a provider's own filtering is seen from every vantage; a filter on one vantage's path (a transit ACL, a blackholed route) or a scan ban of one vantage is seen from that vantage only. `path-specific`: blocks towards some vantages and open towards others — a filter on their path, or a provider filtering by source, not a policy towards everyone. Rows of different vantages are compared, never summed.";
 
 fn vantage_list(meta: &Meta) -> String {
     meta.vantages.iter().map(|v| format!("{} (crawl {}, {} hosts)", v.vantage, v.crawl_id, v.hosts)).collect::<Vec<_>>().join(", ")

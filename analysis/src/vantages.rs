@@ -50,7 +50,7 @@ pub fn compare(per_vantage: &[(String, Vec<Row>)]) -> Vec<VantageRow> {
             (
                 "path-specific",
                 format!(
-                    "blocks towards {} only, open towards {} other vantage(s): a filter on the path from {}, not the provider's policy",
+                    "blocks towards {} only, open towards {} other vantage(s): a filter on the path from {} — or a provider filtering by source (cloud or residential ranges) — not a policy towards everyone",
                     blocking.join(", "),
                     open,
                     if blocking.len() == 1 { "that vantage" } else { "those vantages" }
