@@ -11,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --workspace -q
 W=${WORK:-$(mktemp -d)}
+chmod 755 "$W" # started as root, the crawler writes as nobody once its sockets are open
 ST=$W/lab
 L=target/release/lab; CR=$(pwd)/target/release/crawler
 $L up tests/topologies/large.toml --state "$ST"
@@ -19,7 +20,8 @@ j() { python3 -c "import json;print(json.load(open('$ST/lab.json'))['$1'])"; }
 V=$(j vantage); C=$(j core)
 GW=$(ip -n "$C" link show v0 | awk '/ether/{print $2}')
 D=$ST/datasets
-$CR --quiet plan --routes "$D/routeviews-rv2-lab.pfx2as" --orgs "$D/lab.as-org2info.jsonl" --allow-reserved 198.18.0.0/15 --per-asn 40000 --out "$W/plan.parquet" >/dev/null
+# Every address, .0 and .255 included: ZMap scans them all, and both must send the same probes.
+$CR --quiet plan --routes "$D/routeviews-rv2-lab.pfx2as" --orgs "$D/lab.as-org2info.jsonl" --allow-reserved 198.18.0.0/15 --per-asn 40000 --keep-edge-addresses --out "$W/plan.parquet" >/dev/null
 echo 198.18.0.0/15 > "$W/allow"; : > "$W/empty"
 OPEN=$(python3 -c "
 import json; print(sum(1 for l in open('$D/truth-hosts.jsonl') if json.loads(l)['ports']['25']['expect']['reply']=='synack'))")
@@ -30,7 +32,9 @@ ONE=(--ports 25 --control-ports none --random-ports 0 --reflect-ports none --rat
 ZMAP=(zmap -p 25 -i eth0 -G "$GW" -S 192.0.2.2 -b "$W/empty" -w "$W/allow" -r 100000000 -q)
 txrate() { # command... ; prints "packets seconds pps"
   rm -f "$W/stop"; ip netns exec "$V" python3 benches/txrate.py eth0 "$W/stop" > "$W/tx" & local s=$!
-  sleep 0.3; ip netns exec "$V" "$@" >/dev/null 2>&1; sleep 0.2; touch "$W/stop"; wait $s; cat "$W/tx"
+  sleep 0.3
+  if ! ip netns exec "$V" "$@" >/dev/null 2>"$W/err"; then touch "$W/stop"; wait $s; echo "failed: $*" >&2; cat "$W/err" >&2; exit 1; fi
+  sleep 0.2; touch "$W/stop"; wait $s; cat "$W/tx"
 }
 RUNS=${RUNS:-5}
 med() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }

@@ -7,7 +7,7 @@
 //!    location from each vantage is the ground truth's for that vantage (ICMP filters under
 //!    the rate limit included), and the report compares the vantages — the path filter comes
 //!    out `path-specific`, everything else agrees.
-//! 2. An aggressive crawl (no per-network limits, 24 random ports per network) trips both
+//! 2. An aggressive crawl (no per-network limits, 60 random ports per AS) trips both
 //!    detectors; the two providers come out `vantage-banned` with the time, never `blocks`,
 //!    and no other provider is called banned.
 
@@ -98,9 +98,8 @@ fn icmp_rate_limits_scan_bans_and_a_second_vantage() {
     let alt = check_vantage(&lab, &rows, ALT_VANTAGE, "truth-providers-alt.json");
     println!("verdict, mechanism and location as the ground truth says: {main} rows from the main vantage, {alt} from the second");
     assert!(rows.iter().all(|r| r["verdict"] != "vantage-banned"), "a default crawl reported a ban");
-    // The ICMP filters under the rate limit: the rule that names them, in the evidence.
     let prohibit = rows.iter().find(|r| r["org_id"] == "ORG-PROHIBIT" && r["family"] == "ipv4" && r["port"] == 25 && r["vantage"] == "lab-vantage").unwrap();
-    println!("Prohibit Hosting ipv4: {}", prohibit["states"]);
+    println!("Prohibit Hosting ipv4 at the default rates: {} ({})", prohibit["states"], prohibit["evidence"]);
     // The vantages compared: the path filter, and nothing else, is path-specific.
     let mut v = csv::Reader::from_path(report.join("vantages.csv")).unwrap();
     let hdr = v.headers().unwrap().clone();
@@ -124,7 +123,7 @@ fn icmp_rate_limits_scan_bans_and_a_second_vantage() {
     // 2. An aggressive crawl from the main vantage trips both detectors.
     let aggr = lab.path("aggressive");
     let mut flags: Vec<&str> = LAB_SCAN.to_vec();
-    flags.extend(["--rate", "2000", "--random-ports", "24", "--retries", "1", "--crawl-id", "aggressive"]);
+    flags.extend(["--rate", "2000", "--random-ports", "60", "--retries", "1", "--crawl-id", "aggressive"]);
     demo::scan(st, &ds, &lab.path("plan.parquet"), &aggr, &flags).unwrap();
     for (org, ns) in &detectors {
         assert!(!banned(ns).is_empty(), "{org}'s scan detector did not trip: the test would not see a ban");
@@ -132,11 +131,18 @@ fn icmp_rate_limits_scan_bans_and_a_second_vantage() {
     let report2 = lab.path("report-aggressive");
     demo::report(&ds, &aggr, &report2, &["--no-trend"]).unwrap();
     let rows = providers(&report2);
-    for r in rows.iter().filter(|r| r["port"] == 25 && r["direction"] == "inbound" && r["family"] == "ipv4") {
+    // At this rate the border's ICMP rate limit bites: the rule that names the filter anyway.
+    let prohibit = rows.iter().find(|r| r["org_id"] == "ORG-PROHIBIT" && r["family"] == "ipv4" && r["port"] == 25 && r["direction"] == "inbound").unwrap();
+    println!("Prohibit Hosting ipv4 at 2,000 pps: {} {} {} ({})", prohibit["states"], prohibit["mechanism"], prohibit["location"], prohibit["evidence"]);
+    assert_eq!((&prohibit["verdict"], &prohibit["mechanism"], &prohibit["location"]), (&"blocks".into(), &"icmp-prohibited".into(), &"in-provider".into()), "{prohibit}");
+    let states = prohibit["states"].as_str().unwrap();
+    assert!(states.contains("silent=") && states.contains("icmp-prohibited=") && prohibit["evidence"].as_str().unwrap().contains("rate limit"), "{prohibit}");
+    for r in rows.iter().filter(|r| r["port"] == 25 && r["direction"] == "inbound") {
         let detector = detectors.iter().any(|(o, _)| r["org_id"] == o.as_str());
         println!("  aggressive: {} {}: {} {}", r["provider"], r["family"], r["verdict"], r["banned_since"]);
-        if detector {
+        if detector && r["family"] == "ipv4" {
             assert_eq!(r["verdict"], "vantage-banned", "{r}");
+            assert!(r["rate"].is_null(), "a banned row publishes no rate: {r}");
             assert!(r["banned_since"].as_str().is_some_and(|t| t.starts_with("20")), "{r}");
         } else {
             assert_ne!(r["verdict"], "vantage-banned", "{r}");
