@@ -351,18 +351,27 @@ pub fn tally(hosts: &Hosts, orgs: &Orgs, routes: &RouteTable, keep: &dyn Fn(u32)
             })
         })
     };
+    // Most routing tables have few multi-origin prefixes, and some none: look hosts up only
+    // when there are.
+    let moas = routes.prefixes().any(|(_, o)| o.others.is_some());
+    let (mut origins, mut host_orgs): (Vec<(u32, u32)>, Vec<u32>) = (Vec::with_capacity(4), Vec::with_capacity(4));
     for (ip, h) in &hosts.hosts {
         if !keep(h.asn) {
             continue;
         }
         let key = numeric(ip).unwrap_or(0);
-        let mut origins = vec![(h.asn, org(h.asn))];
-        if let Some((_, o)) = ip.parse().ok().and_then(|a| routes.lookup(a)) {
-            for a in o.others.iter().flatten().copied().filter(|a| *a != h.asn && keep(*a)) {
-                origins.push((a, org(a)));
+        origins.clear();
+        origins.push((h.asn, org(h.asn)));
+        if moas {
+            let addr = if h.v6 { IpAddr::V6(key.into()) } else { IpAddr::V4((key as u32).into()) };
+            if let Some((_, o)) = routes.lookup(addr) {
+                for a in o.others.iter().flatten().copied().filter(|a| *a != h.asn && keep(*a)) {
+                    origins.push((a, org(a)));
+                }
             }
         }
-        let mut host_orgs: Vec<u32> = origins.iter().map(|o| o.1).collect();
+        host_orgs.clear();
+        host_orgs.extend(origins.iter().map(|o| o.1));
         host_orgs.sort_unstable();
         host_orgs.dedup();
         for (i, port) in MAIL_PORTS.iter().enumerate() {

@@ -9,8 +9,9 @@
 //! probed so far, which moves with the crawl whatever its rate. A ban shows as a gap: a stretch
 //! of that clock, of length `g`, in which none of the network's `A` hosts answered a first
 //! attempt — to the end of the pass (banned for good) or until the ban expired. Among `A`
-//! uniform points the chance of some gap that long is at most `A·(1 − g)^A`; a ban is called
-//! when that is below `ALPHA` and the gap held enough of the network's hosts to matter. Only
+//! uniform points the chance of a last gap that long is `(1 − g)^A`, of some inner gap that
+//! long at most `(A − 1)(1 − g)^A`; a ban is called when the smaller, doubled (two tests), is
+//! below `ALPHA` and the gap held enough of the network's hosts to matter. Only
 //! hosts answered at a first attempt carry a first-pass time (a silent row's `sent_at` is its
 //! last attempt, in the final pass), which is why the test counts answering hosts.
 //!
@@ -46,7 +47,8 @@ pub struct Ban {
     /// Hosts of the network (this family) in the crawl, and how many answered a first attempt.
     pub hosts: u64,
     pub answered: u64,
-    /// The chance of a gap that long without a ban (`A·(1 − g)^A`, at most 1).
+    /// The chance of a gap that long without a ban (`(1 − g)^A` for the last gap, `(A − 1)(1 −
+    /// g)^A` for an inner one), doubled for the two tests (at most 1).
     pub chance: f64,
 }
 
@@ -84,24 +86,28 @@ pub fn detect(hosts: &Hosts, org_of: &dyn Fn(u32) -> String, keep: &dyn Fn(u32) 
         times: Vec<i64>,
         last_reply: i64,
     }
+    // Per AS first (a small key per host), then each organization from its ASes.
     let mut all: Vec<i64> = Vec::new();
-    let mut groups: HashMap<(String, bool), Group> = HashMap::new();
-    let mut orgs: HashMap<u32, String> = HashMap::new();
+    let mut per_as: HashMap<(u32, bool), Group> = HashMap::new();
     for h in hosts.hosts.values().filter(|h| keep(h.asn)) {
-        let org = orgs.entry(h.asn).or_insert_with(|| org_of(h.asn)).clone();
-        let asn = format!("AS{}", h.asn);
-        let keys = if org == asn { vec![org] } else { vec![org, asn] };
-        for k in keys {
-            let g = groups.entry((k, h.v6)).or_default();
-            g.hosts += 1;
-            g.last_reply = g.last_reply.max(h.last_reply);
-            if h.answered_first_try_at != i64::MAX {
-                g.times.push(h.answered_first_try_at);
-            }
-        }
+        let g = per_as.entry((h.asn, h.v6)).or_default();
+        g.hosts += 1;
+        g.last_reply = g.last_reply.max(h.last_reply);
         if h.answered_first_try_at != i64::MAX {
+            g.times.push(h.answered_first_try_at);
             all.push(h.answered_first_try_at);
         }
+    }
+    let mut groups: HashMap<(String, bool), Group> = HashMap::new();
+    for ((asn, v6), g) in per_as {
+        let (org, key) = (org_of(asn), format!("AS{asn}"));
+        if org != key {
+            let o = groups.entry((org, v6)).or_default();
+            o.hosts += g.hosts;
+            o.last_reply = o.last_reply.max(g.last_reply);
+            o.times.extend_from_slice(&g.times);
+        }
+        groups.insert((key, v6), g);
     }
     all.sort_unstable();
     let mut bans = HashMap::new();
@@ -119,9 +125,18 @@ pub fn detect(hosts: &Hosts, org_of: &dyn Fn(u32) -> String, keep: &dyn Fn(u32) 
             (all.partition_point(|x| *x <= t) - g.times.partition_point(|x| *x <= t)) as f64 / others as f64
         };
         let u: Vec<f64> = (0..a).map(clock).collect();
-        // The longest gap after an answer: between two answers, or from the last to the end.
-        let (at, gap) = (0..a).map(|i| (i, if i + 1 < a { u[i + 1] - u[i] } else { 1.0 - u[i] })).max_by(|x, y| x.1.total_cmp(&y.1)).unwrap();
-        let chance = (a as f64 * (1.0 - gap).powf(a as f64)).min(1.0);
+        // Two candidates: the gap from the last answer to the end (a ban for good; chance
+        // (1 − g)^A), and the longest gap between two answers (a ban that lifted; at most
+        // (A − 1)(1 − g)^A, a union bound over the A − 1 spacings). Each is tested at half of
+        // ALPHA (the two together at ALPHA).
+        let last = a - 1;
+        let end = (last, 1.0 - u[last], u[last].powf(a as f64));
+        let inner = (0..last).map(|i| (i, u[i + 1] - u[i])).max_by(|x, y| x.1.total_cmp(&y.1)).map(|(i, g)| (i, g, ((a - 1) as f64 * (1.0 - g).powf(a as f64)).min(1.0)));
+        let (at, gap, chance) = match inner {
+            Some(x) if x.2 < end.2 => x,
+            _ => end,
+        };
+        let chance = (2.0 * chance).min(1.0);
         if chance < ALPHA && g.hosts as f64 * gap >= MIN_SILENT_IN_GAP {
             let until_us = if at + 1 < a {
                 Some(g.times[at + 1])
