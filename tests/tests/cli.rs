@@ -202,19 +202,6 @@ fn unsafe_crawl_ids_unbounded_retries_and_arbitrary_allow_reserved_exit_2() {
     assert!(!p.exists());
 }
 
-/// A Parquet file whose footer still reads but whose `ip` column's first page header is zeros:
-/// not truncated, corrupted where every reader looks.
-fn corrupt(bytes: &[u8]) -> Vec<u8> {
-    use parquet::file::reader::{FileReader, SerializedFileReader};
-    let r = SerializedFileReader::new(bytes::Bytes::copy_from_slice(bytes)).unwrap();
-    let rg = r.metadata().row_group(0);
-    let col = (0..rg.num_columns()).find(|i| rg.column(*i).column_path().string() == "ip").unwrap();
-    let at = rg.column(col).data_page_offset() as usize;
-    let mut b = bytes.to_vec();
-    b[at..at + 24].fill(0);
-    b
-}
-
 /// `crawler scan` runs nothing if a flag or file is wrong; this names an interface that does
 /// not exist, so even a plan that loaded could not send a packet from the test machine.
 const NO_SEND: [&str; 2] = ["--interface", "p25-none0"];

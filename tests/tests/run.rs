@@ -256,6 +256,17 @@ fn resume_after_kill_9_records_every_probe_exactly_once() {
         let files = read_rows(&lab.path("crawls"), &["ip"]).len();
         println!("killed after {ms} ms: {files} rows in complete files");
     }
+    // A complete file of the crawl corrupted between runs: the resume stops, exit 2, naming it
+    // (resuming over it would probe its rows again or lose them); restored, the resume goes on.
+    let part = walk_files(&lab.path("crawls")).into_iter().find(|p| p.extension().is_some_and(|e| e == "parquet") && !p.to_string_lossy().contains("_plans")).expect("a complete file");
+    let good = std::fs::read(&part).unwrap();
+    std::fs::write(&part, corrupt(&good)).unwrap();
+    let o = spawn(true).wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    let name = part.file_name().unwrap().to_string_lossy();
+    assert_eq!(o.status.code(), Some(2), "resume over a corrupt file: {err}");
+    assert!(err.contains(&*name) && err.contains("corrupt") && !err.contains("panicked"), "{err}");
+    std::fs::write(&part, &good).unwrap();
     let ch = spawn(true);
     let o = ch.wait_with_output().unwrap();
     assert!(o.status.success(), "final resume: {}", String::from_utf8_lossy(&o.stderr));
@@ -276,6 +287,22 @@ fn resume_after_kill_9_records_every_probe_exactly_once() {
     let rows = read_rows(&lab.path("crawls"), &observation_columns());
     let ok = rows.iter().filter(|r| matches(&truth_of(&truth, r), r)).count();
     assert!(ok as f64 >= 0.995 * rows.len() as f64, "{ok}/{}", rows.len());
+}
+
+fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v = vec![];
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                v.extend(walk_files(&p));
+            } else {
+                v.push(p);
+            }
+        }
+    }
+    v.sort();
+    v
 }
 
 fn walk_names(dir: &Path) -> Vec<String> {

@@ -6,8 +6,9 @@ use super::record::Recorder;
 use super::targets::Targets;
 use super::validate::SPORT_BASE;
 use datasets::schema::obs;
+use datasets::DatasetError;
 use super::ScanConfig;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -77,21 +78,25 @@ impl Partition {
             if !(name.starts_with(&self.shard_tag) && name.ends_with(".parquet")) {
                 continue;
             }
-            for b in datasets::schema::open_parquet(&p, 65_536)? {
-                let b = b?;
-                let col = |n: &str| b.column_by_name(n).with_context(|| format!("{}: no `{n}` column", p.display()));
-                let ip = col(obs::IP)?.as_any().downcast_ref::<StringArray>().context("ip column")?.clone();
-                let port = col(obs::PORT)?.as_any().downcast_ref::<UInt16Array>().context("port column")?.clone();
-                let sport = col(obs::SRC_PORT)?.as_any().downcast_ref::<UInt16Array>().context("src_port column")?.clone();
+            // A complete file of this shard that cannot be read is bad input (exit 2), named:
+            // resuming over it would probe its rows again or lose them.
+            let bad = |why: String| DatasetError::file(&p, format!("{why} (a file of the crawl being resumed; move it away to probe its rows again)"));
+            let mut reader = datasets::schema::open_parquet(&p, 65_536)?;
+            while let Some(b) = datasets::schema::guard(&p, || reader.next())? {
+                let b = b.map_err(|e| bad(format!("corrupt crawl file: {e}")))?;
+                let col = |n: &str| b.column_by_name(n).ok_or_else(|| bad(format!("no `{n}` column")));
+                let ip = col(obs::IP)?.as_any().downcast_ref::<StringArray>().ok_or_else(|| bad("`ip` is not a string column".into()))?.clone();
+                let port = col(obs::PORT)?.as_any().downcast_ref::<UInt16Array>().ok_or_else(|| bad("`port` is not a UInt16 column".into()))?.clone();
+                let sport = col(obs::SRC_PORT)?.as_any().downcast_ref::<UInt16Array>().ok_or_else(|| bad("`src_port` is not a UInt16 column".into()))?.clone();
                 for i in 0..b.num_rows() {
-                    let a: IpAddr = ip.value(i).parse()?;
-                    let Some(t) = targets.find(a) else { bail!("{}: {a} is not in this crawl's plan (another plan?)", p.display()) };
+                    let a: IpAddr = ip.value(i).parse().map_err(|_| bad(format!("`{}` is not an address", ip.value(i))))?;
+                    let Some(t) = targets.find(a) else { return Err(bad(format!("{a} is not in this crawl's plan (another plan?)")).into()) };
                     // Reflection probes share their twin's destination port: the source port
                     // tells them apart.
                     let fixed = |s: u64| ports.src_port(s).is_none_or(|sp| sp == sport.value(i));
                     let slot = (0..slots)
                         .find(|s| ports.port(targets.asn[t], *s).0 == port.value(i) && fixed(*s) && (ports.src_port(*s).is_some() || sport.value(i) >= SPORT_BASE))
-                        .with_context(|| format!("{}: port {} (from {}) not in this crawl's probe set", p.display(), port.value(i), sport.value(i)))?;
+                        .ok_or_else(|| bad(format!("port {} (from {}) not in this crawl's probe set", port.value(i), sport.value(i))))?;
                     out.push(t as u64 * slots + slot);
                 }
             }

@@ -346,3 +346,17 @@ pub fn render_in_chromium(html: &Path) -> (String, (u32, u32, usize, usize)) {
     let colours: std::collections::HashSet<&[u8]> = px.chunks(ch).map(|p| &p[..3]).collect();
     (dom, (info.width, info.height, non_white, colours.len()))
 }
+
+/// A Parquet file whose footer still reads but whose `ip` column's first page header is zeros:
+/// not truncated, corrupted where every reader looks.
+#[allow(dead_code)]
+pub fn corrupt(bytes: &[u8]) -> Vec<u8> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let r = SerializedFileReader::new(bytes::Bytes::copy_from_slice(bytes)).unwrap();
+    let rg = r.metadata().row_group(0);
+    let col = (0..rg.num_columns()).find(|i| rg.column(*i).column_path().string() == "ip").unwrap();
+    let at = rg.column(col).data_page_offset() as usize;
+    let mut b = bytes.to_vec();
+    b[at..at + 24].fill(0);
+    b
+}
