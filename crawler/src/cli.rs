@@ -224,6 +224,17 @@ pub enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// (internal) The plan step of `run`, in a child that drops every privilege first: started
+    /// as root, `run` never parses its datasets with privileges.
+    #[command(hide = true)]
+    RunPlan {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        date: String,
+        #[arg(long)]
+        id: String,
+    },
 }
 
 static STOP: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
@@ -317,6 +328,7 @@ pub fn run(cmd: Cmd, progress: bool) -> Result<i32> {
             println!("{}", serde_json::to_string(&r)?);
             Ok(if r.passed { 0 } else { job::selfcheck::EXIT_FAILED })
         }
+        Cmd::RunPlan { config, date, id } => job::run::plan_unprivileged(&config, &date, &id, progress),
         Cmd::Run { config, resume, shard, print_config, skip_self_check } => {
             let args = job::run::RunArgs { config, resume, shard, print_config, skip_self_check, progress };
             with_interrupt("resume with --resume", move |stop| job::run::run(&args, stop))

@@ -274,6 +274,9 @@ fn resume_after_kill_9_records_every_probe_exactly_once() {
     let dup: Vec<_> = p.iter().filter(|(_, n)| **n > 1).collect();
     assert!(dup.is_empty(), "{} probes recorded more than once, e.g. {:?}", dup.len(), dup.iter().take(3).collect::<Vec<_>>());
     let plan_rows = read_rows(&find_plan(&lab.path("crawls")), &["ip"]).len();
+    // Started as root, `run` built its plan in a child that had dropped to nobody first.
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(find_plan(&lab.path("crawls"))).unwrap().uid(), 65534, "the plan was written as root, not by the unprivileged plan step");
     assert_eq!(p.len(), plan_rows * 12, "every planned probe recorded (8 ports + 4 reflection source ports per target)");
     // No half-written file left with a readable name.
     let leftovers: Vec<_> = walk_names(&lab.path("crawls")).into_iter().filter(|n| n.ends_with(".inprogress")).collect();

@@ -46,7 +46,7 @@ pub fn run(a: &RunArgs, stop: Arc<AtomicBool>) -> Result<i32> {
     let partition = c.crawl.out.join(format!("crawl_date={crawl_date}")).join(format!("crawl_id={crawl_id}"));
     std::fs::create_dir_all(&partition)?;
     let seed = c.seed(&crawl_date);
-    let plan_path = ensure_plan(&c, &crawl_date, &crawl_id, seed, a.progress)?;
+    let plan_path = if privileged() { plan_child(&a.config, &crawl_date, &crawl_id, a.progress)? } else { ensure_plan(&c, &crawl_date, &crawl_id, seed, a.progress)? };
     RunState { crawl_id: crawl_id.clone(), crawl_date: crawl_date.clone(), status: "running".into() }.save(&c, a.shard)?;
     let Some(check) = self_check(&c, a, &crawl_id, &partition)? else { return Ok(EXIT_SELF_CHECK) };
     let cfg = ScanConfig {
@@ -178,6 +178,44 @@ fn crawled(c: &CrawlConfig, crawl_date: &str, crawl_id: &str) -> bool {
         (n.starts_with("part-") && n.ends_with(".parquet")) || (n.starts_with("manifest") && n.ends_with(".json"))
     }))
     .unwrap_or(false)
+}
+
+/// Root, or any effective capability: the process that will open the scan's sockets.
+fn privileged() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    root || caps::read(None, caps::CapSet::Effective).map_or(true, |c| !c.is_empty())
+}
+
+/// The plan step as `crawler run-plan` in a child that drops every privilege before it reads
+/// a dataset (routing tables, hitlists and opt-out lists come from elsewhere: a parser bug must
+/// not run as root); this process keeps its own to open the scan's sockets.
+fn plan_child(config: &Path, crawl_date: &str, crawl_id: &str, progress: bool) -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("finding the crawler binary for the plan step")?;
+    let mut cmd = std::process::Command::new(&exe);
+    if !progress {
+        cmd.arg("--quiet");
+    }
+    let status = cmd
+        .args(["run-plan", "--date", crawl_date, "--id", crawl_id, "--config"])
+        .arg(config)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .with_context(|| format!("running {} run-plan", exe.display()))?;
+    match status.code() {
+        Some(0) => Ok(CrawlConfig::load(config)?.crawl.out.join("_plans").join(format!("{crawl_date}_{crawl_id}.plan"))),
+        Some(2) => Err(ConfigError(format!("the plan step of {} failed on its input (see above)", config.display())).into()),
+        _ => anyhow::bail!("the plan step failed ({status})"),
+    }
+}
+
+/// `crawler run-plan`: drop every privilege (to `scan.user` when started as root; capabilities
+/// cleared in any case), then build or verify the crawl's plan as `run` would.
+pub fn plan_unprivileged(config: &Path, crawl_date: &str, crawl_id: &str, progress: bool) -> Result<i32> {
+    let c = CrawlConfig::load(config)?;
+    crate::net::privs::drop_privileges(&c.scan.user, &[c.crawl.out.join("_plans")])?;
+    ensure_plan(&c, crawl_date, crawl_id, c.seed(crawl_date), progress)?;
+    Ok(0)
 }
 
 /// `crawler self-check --config FILE` as a child: it opens its own sockets and drops its
