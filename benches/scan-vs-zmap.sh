@@ -18,6 +18,7 @@ $L up tests/topologies/large.toml --state "$ST"
 trap '$L down --state "$ST"' EXIT
 j() { python3 -c "import json;print(json.load(open('$ST/lab.json'))['$1'])"; }
 V=$(j vantage); C=$(j core)
+. benches/sink.sh
 GW=$(ip -n "$C" link show v0 | awk '/ether/{print $2}')
 D=$ST/datasets
 # Every address, .0 and .255 included: ZMap scans them all, and both must send the same probes.
@@ -30,12 +31,6 @@ import json; print(sum(1 for l in open('$D/truth-hosts.jsonl') if json.loads(l)[
 echo "large lab: 131072 addresses, $OPEN open and $RSTS closed (RST) on port 25 per the ground truth; $(zmap --version)"
 ONE=(--ports 25 --control-ports none --random-ports 0 --reflect-ports none --rate 0 --asn-rate 0 --net-rate 0 --allow-reserved 198.18.0.0/15)
 ZMAP=(zmap -p 25 -i eth0 -G "$GW" -S 192.0.2.2 -b "$W/empty" -w "$W/allow" -r 100000000 -q)
-txrate() { # command... ; prints "packets seconds pps"
-  rm -f "$W/stop"; ip netns exec "$V" python3 benches/txrate.py eth0 "$W/stop" > "$W/tx" & local s=$!
-  sleep 0.3
-  if ! ip netns exec "$V" "$@" >/dev/null 2>"$W/err"; then touch "$W/stop"; wait $s; echo "failed: $*" >&2; cat "$W/err" >&2; exit 1; fi
-  sleep 0.2; touch "$W/stop"; wait $s; cat "$W/tx"
-}
 RUNS=${RUNS:-5}
 med() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
@@ -45,14 +40,7 @@ ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
 PAIRS=("default::" "1 thread each:-T 1:--senders 1" "2 threads each:-T 2:--senders 2")
 
 echo "== 1. send rate into a sink ($RUNS interleaved runs per pairing, median)"
-ip netns exec "$C" nft -f - <<'NFT'
-table inet sink {
-  chain pre {
-    type filter hook prerouting priority -400; policy accept;
-    iifname "v0" drop
-  }
-}
-NFT
+sink_on
 for pair in "${PAIRS[@]}"; do
   IFS=: read -r name zt ct <<<"$pair"; zs=(); cs=()
   for i in $(seq "$RUNS"); do
@@ -64,7 +52,7 @@ for pair in "${PAIRS[@]}"; do
   zm=$(med "${zs[@]}"); cm=$(med "${cs[@]}")
   echo "sink [$name], median of $RUNS: zmap $zm pps, crawler $cm pps, ratio crawler/zmap = $(ratio "$cm" "$zm")"
 done
-ip netns exec "$C" nft delete table inet sink
+sink_off
 
 echo "== 2. responsive scan (2 s cooldown, one probe per target; $RUNS interleaved runs per pairing, median)"
 for pair in "${PAIRS[@]}"; do

@@ -16,23 +16,11 @@ $L up tests/topologies/large.toml --state "$ST" >/dev/null
 trap '$L down --state "$ST" >/dev/null' EXIT
 j() { python3 -c "import json;print(json.load(open('$ST/lab.json'))['$1'])"; }
 V=$(j vantage); C=$(j core); D=$ST/datasets
+. benches/sink.sh
 plan() { "$1" --quiet plan --routes "$D/routeviews-rv2-lab.pfx2as" --orgs "$D/lab.as-org2info.jsonl" --allow-reserved 198.18.0.0/15 --per-asn 40000 $2 --out "$3" >/dev/null; }
 plan "$A" "$A_PLAN" "$W/a.parquet"; plan "$B" "$B_PLAN" "$W/b.parquet"
-ip netns exec "$C" nft -f - <<'NFT'
-table inet sink {
-  chain pre {
-    type filter hook prerouting priority -400; policy accept;
-    iifname "v0" drop
-  }
-}
-NFT
+sink_on
 ONE=(--ports 25 --control-ports none --random-ports 0 --rate 0 --asn-rate 0 --net-rate 0 --allow-reserved 198.18.0.0/15 --retries 0 --cooldown 0 --senders "${SENDERS:-1}")
-txrate() { # command... ; prints "packets seconds pps"
-  rm -f "$W/stop"; ip netns exec "$V" python3 benches/txrate.py eth0 "$W/stop" > "$W/tx" & local s=$!
-  sleep 0.3
-  if ! ip netns exec "$V" "$@" >/dev/null 2>"$W/err"; then touch "$W/stop"; wait $s; echo "failed: $*" >&2; cat "$W/err" >&2; exit 1; fi
-  sleep 0.2; touch "$W/stop"; wait $s; cat "$W/tx"
-}
 as=(); bs=()
 for i in $(seq "${RUNS:-9}"); do
   rm -rf "$W/o"; a=$(txrate "$A" --quiet scan --plan "$W/a.parquet" --out "$W/o" "${ONE[@]}" $A_SCAN)

@@ -10,11 +10,17 @@
 -- Its twin is the probe to the same destination port from an ephemeral source port; the
 -- neutral control is the reflection from a port no provider filters (src_port 2525).
 -- Reflection sees stateless egress filters only (a lower bound).
-WITH obs AS (
+-- One vantage at a time, as providers.sql: the latest crawl, or the latest of
+-- `SET VARIABLE vantage = 'NAME';`.
+WITH crawl AS (
+  SELECT max_by(crawl_id, (crawl_date, crawl_id)) AS id
+  FROM read_parquet(getvariable('data'), hive_partitioning = true, union_by_name = true)
+  WHERE getvariable('vantage') IS NULL OR vantage = getvariable('vantage')
+),
+obs AS (
   SELECT * FROM read_parquet(getvariable('data'), hive_partitioning = true, union_by_name = true)
   -- `unsent`: the probe never left (a send error): missing data, not silence.
-  WHERE reply <> 'unsent' AND crawl_id = (SELECT max_by(crawl_id, (crawl_date, crawl_id))
-                    FROM read_parquet(getvariable('data'), hive_partitioning = true, union_by_name = true))
+  WHERE reply <> 'unsent' AND crawl_id = (SELECT id FROM crawl)
 ),
 host AS (
   SELECT ip,
@@ -59,7 +65,7 @@ asorg AS (SELECT CAST(asn AS UINTEGER) AS asn, organizationId AS org_id FROM org
 orgname AS (SELECT organizationId AS org_id, name FROM orgs WHERE type = 'Organization'),
 labelled AS (
   SELECT coalesce(a.org_id, 'AS' || c.asn) AS org_id, CASE c.v WHEN 4 THEN 'ipv4' ELSE 'ipv6' END AS family, c.*,
-    s <> 'passes' AS filt
+    s IN ('rst-injected', 'icmp-prohibited', 'icmp-port-unreachable', 'silent') AS filt  -- icmp-other is informative, not filtering (as the binary)
   FROM cls c LEFT JOIN asorg a USING (asn)
 ),
 per AS (

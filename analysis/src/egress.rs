@@ -7,11 +7,8 @@
 
 use crate::aggregate::{wilson, Context, Row};
 use anyhow::{Context as _, Result};
-use arrow_array::cast::AsArray;
-use arrow_array::types::{UInt16Type, UInt8Type};
-use arrow_array::{Array, RecordBatch};
+use arrow_array::{Array, BooleanArray, RecordBatch, StringArray, UInt16Array, UInt8Array};
 use datasets::egress::{egress_col as col, outcome, verdict as v};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -66,30 +63,37 @@ pub fn load(dirs: &[PathBuf]) -> Result<Vec<Attempt>> {
 }
 
 fn read_file(f: &Path, out: &mut Vec<Attempt>) -> Result<()> {
-    let file = std::fs::File::open(f)?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| datasets::DatasetError::file(f, format!("not a complete Parquet file: {e}")))?.build()?;
-    for b in reader {
-        fold(f, &b?, out)?;
+    // Footer checked before anything is read by it; decoder panics on crafted pages become
+    // errors naming the file (as for crawl files).
+    let mut reader = datasets::schema::open_parquet(f, 65_536)?;
+    while let Some(b) = datasets::schema::guard(f, || reader.next())? {
+        let b = b.map_err(|e| datasets::DatasetError::file(f, format!("corrupt egress file: {e}")))?;
+        fold(f, &b, out)?;
     }
     Ok(())
 }
 
 fn fold(f: &Path, b: &RecordBatch, out: &mut Vec<Attempt>) -> Result<()> {
-    let need = |name: &str| b.column_by_name(name).cloned().ok_or_else(|| datasets::DatasetError::file(f, format!("not an egress table: no `{name}` column")));
-    let (run, vant, ver, port, outc, verdict) = (need(col::RUN_ID)?, need(col::VANTAGE)?, need(col::IP_VERSION)?, need(col::PORT)?, need(col::OUTCOME)?, need(col::VERDICT)?);
-    let (ity, icode, resp, you, matches) = (need(col::ICMP_TYPE)?, need(col::ICMP_CODE)?, need(col::ICMP_RESPONDER)?, need(col::YOU_ADDR)?, need(col::YOU_MATCHES)?);
-    let s = |a: &arrow_array::ArrayRef, i: usize| (!a.is_null(i)).then(|| a.as_string::<i32>().value(i).to_string());
+    fn typed<'a, T: 'static>(f: &Path, b: &'a RecordBatch, name: &str) -> Result<&'a T, datasets::DatasetError> {
+        let c = b.column_by_name(name).ok_or_else(|| datasets::DatasetError::file(f, format!("not an egress table: no `{name}` column")))?;
+        c.as_any().downcast_ref::<T>().ok_or_else(|| datasets::DatasetError::file(f, format!("not an egress table: `{name}` has type {}", c.data_type())))
+    }
+    let text = |n: &str| typed::<StringArray>(f, b, n);
+    let (run, vant, outc, verdict, resp, you) = (text(col::RUN_ID)?, text(col::VANTAGE)?, text(col::OUTCOME)?, text(col::VERDICT)?, text(col::ICMP_RESPONDER)?, text(col::YOU_ADDR)?);
+    let (ver, ity, icode) = (typed::<UInt8Array>(f, b, col::IP_VERSION)?, typed::<UInt8Array>(f, b, col::ICMP_TYPE)?, typed::<UInt8Array>(f, b, col::ICMP_CODE)?);
+    let (port, matches) = (typed::<UInt16Array>(f, b, col::PORT)?, typed::<BooleanArray>(f, b, col::YOU_MATCHES)?);
+    let s = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_string());
     for i in 0..b.num_rows() {
-        let public = (!matches.is_null(i) && matches.as_boolean().value(i)).then(|| s(&you, i)).flatten().and_then(|y| y.parse::<SocketAddr>().ok()).map(|a| a.ip().to_canonical());
+        let public = (!matches.is_null(i) && matches.value(i)).then(|| s(you, i)).flatten().and_then(|y| y.parse::<SocketAddr>().ok()).map(|a| a.ip().to_canonical());
         out.push(Attempt {
-            run_id: s(&run, i).unwrap_or_default(),
-            vantage: s(&vant, i).unwrap_or_default(),
-            family: ver.as_primitive::<UInt8Type>().value(i),
-            port: port.as_primitive::<UInt16Type>().value(i),
-            outcome: s(&outc, i).unwrap_or_default(),
-            verdict: s(&verdict, i).unwrap_or_default(),
-            icmp: (!ity.is_null(i) && !icode.is_null(i)).then(|| (ity.as_primitive::<UInt8Type>().value(i), icode.as_primitive::<UInt8Type>().value(i))),
-            responder: s(&resp, i),
+            run_id: s(run, i).unwrap_or_default(),
+            vantage: s(vant, i).unwrap_or_default(),
+            family: ver.value(i),
+            port: port.value(i),
+            outcome: s(outc, i).unwrap_or_default(),
+            verdict: s(verdict, i).unwrap_or_default(),
+            icmp: (!ity.is_null(i) && !icode.is_null(i)).then(|| (ity.value(i), icode.value(i))),
+            responder: s(resp, i),
             public,
         });
     }

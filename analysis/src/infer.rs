@@ -250,6 +250,12 @@ impl HostAcc {
         }
     }
 
+    /// The reflection probes' twin: (port, reply, ttl) of the probe to the same destination
+    /// port from an ephemeral source, if it was probed.
+    pub fn twin(&self) -> Option<(u16, u8, u8)> {
+        self.ephemeral.iter().find(|e| e.1 != NOT_PROBED && e.0 == self.reflect_dport).copied()
+    }
+
     /// The TTL the host's own replies arrive with: the most common one of its control and
     /// closed-random-port replies, else that of a SYN-ACK on a mail port.
     pub fn host_ttl(&self) -> Option<u8> {
@@ -329,8 +335,7 @@ pub fn classify_outbound(h: &HostAcc, i: usize) -> Result<PortState, Exclusion> 
     }
     // The twin: the same destination port from an ephemeral source. Its answer shows the
     // reply path works; without it, silence of the reflection means nothing.
-    let twin = h.ephemeral.iter().find(|e| e.1 != NOT_PROBED && e.0 == h.reflect_dport);
-    let Some(&(_, twin_reply, twin_ttl)) = twin.filter(|t| t.1 == 1 || t.1 == 2) else { return Err(Exclusion::Uninformative) };
+    let Some((_, twin_reply, twin_ttl)) = h.twin().filter(|t| t.1 == 1 || t.1 == 2) else { return Err(Exclusion::Uninformative) };
     // The neutral control: a fixed source port no provider filters. Silent while the twin
     // answered → the host (or something near it) drops fixed source ports.
     let neutral = h.reflect[3];
@@ -391,7 +396,7 @@ impl Direction {
     pub fn reference_ttl(self, h: &HostAcc) -> Option<u8> {
         match self {
             Direction::Inbound => h.host_ttl(),
-            Direction::Outbound => h.ephemeral.iter().find(|e| e.1 != NOT_PROBED && e.0 == h.reflect_dport && e.1 == 2).map(|e| e.2).or_else(|| h.host_ttl()),
+            Direction::Outbound => h.twin().filter(|t| t.1 == 2).map(|t| t.2).or_else(|| h.host_ttl()),
         }
     }
     /// The reply the host's state rests on.

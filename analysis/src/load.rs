@@ -199,10 +199,17 @@ fn fold_batch(f: &Path, batch: &RecordBatch, h: &mut Hosts) -> Result<()> {
         let ity = col!(batch, obs::ICMP_TYPE, UInt8Array, f);
         let icode = col!(batch, obs::ICMP_CODE, UInt8Array, f);
         let resp = col!(batch, obs::ICMP_RESPONDER, StringArray, f);
-        let sport = batch.column_by_name(obs::SRC_PORT).and_then(|c| c.as_any().downcast_ref::<UInt16Array>());
-        let sent = batch.column_by_name(obs::SENT_AT).and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>());
-        let tries = batch.column_by_name(obs::ATTEMPTS).and_then(|c| c.as_any().downcast_ref::<UInt8Array>());
-        let recv = batch.column_by_name(obs::RECEIVED_AT).and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>());
+        // Optional columns: absent is fine (older crawls); present with another type is not.
+        fn optional<'a, T: 'static>(f: &Path, b: &'a RecordBatch, name: &str) -> Result<Option<&'a T>> {
+            match b.column_by_name(name) {
+                None => Ok(None),
+                Some(c) => c.as_any().downcast_ref::<T>().map(Some).ok_or_else(|| datasets::DatasetError::file(f, format!("column `{name}` has type {}", c.data_type())).into()),
+            }
+        }
+        let sport = optional::<UInt16Array>(f, batch, obs::SRC_PORT)?;
+        let sent = optional::<TimestampMicrosecondArray>(f, batch, obs::SENT_AT)?;
+        let tries = optional::<UInt8Array>(f, batch, obs::ATTEMPTS)?;
+        let recv = optional::<TimestampMicrosecondArray>(f, batch, obs::RECEIVED_AT)?;
         if h.hosts.capacity() == 0 {
             // A crawl has a row per host and port (8 by default): size the map once.
             h.hosts.reserve(batch.num_rows() * 4);
@@ -219,7 +226,10 @@ fn fold_batch(f: &Path, batch: &RecordBatch, h: &mut Hosts) -> Result<()> {
                         h.rows += 1;
                         continue;
                     }
-                    _ => 0,
+                    "none" => 0,
+                    // Anything else is not a reply this reader knows: never silence (which
+                    // would count as filtering).
+                    other => return Err(datasets::DatasetError::file(f, format!("row {i} of a batch: unknown reply `{other}`")).into()),
                 },
                 ttl: if ttl.is_null(i) { 0 } else { ttl.value(i) },
                 icmp_type: if ity.is_null(i) { 0 } else { ity.value(i) },

@@ -168,6 +168,10 @@ fn aggregate_hosts(hosts: &load::Hosts, inp: &Inputs, c: &Common) -> Result<(Vec
     let keep = |asn: u32| !hosting || inp.categories.is(asn, "hosting");
     let (by_as, by_org) = aggregate::tally(hosts, &inp.orgs, &inp.routes, &keep);
     let bans = ban::detect(hosts, &|a| inp.orgs.org_of(a).0, &keep);
+    if !hosts.hosts.is_empty() && !hosts.hosts.values().any(|h| h.last_reply > 0) {
+        // No ban found is then no evidence of none: say so rather than stay silent.
+        eprintln!("analysis: warning: no reply times in the crawl from {} (no `received_at`, or no answers at all): the scan-ban test could not run", hosts.vantage);
+    }
     let th = thresholds(c);
     let cx = aggregate::Context { routes: &inp.routes, orgs: &inp.orgs, categories: &inp.categories, strings: &hosts.strings.list, th: &th, bans: &bans, vantage: &hosts.vantage };
     let (p, a) = aggregate::rows(&by_as, &by_org, &cx);

@@ -46,7 +46,12 @@ pub fn run(a: &RunArgs, stop: Arc<AtomicBool>) -> Result<i32> {
     let partition = c.crawl.out.join(format!("crawl_date={crawl_date}")).join(format!("crawl_id={crawl_id}"));
     std::fs::create_dir_all(&partition)?;
     let seed = c.seed(&crawl_date);
-    let plan_path = if privileged() { plan_child(&a.config, &crawl_date, &crawl_id, a.progress)? } else { ensure_plan(&c, &crawl_date, &crawl_id, seed, a.progress)? };
+    let plan_path = if privileged() {
+        plan_child(&a.config, &crawl_date, &crawl_id, a.progress)?;
+        plan_path(&c, &crawl_date, &crawl_id)
+    } else {
+        ensure_plan(&c, &crawl_date, &crawl_id, seed, a.progress)?
+    };
     RunState { crawl_id: crawl_id.clone(), crawl_date: crawl_date.clone(), status: "running".into() }.save(&c, a.shard)?;
     let Some(check) = self_check(&c, a, &crawl_id, &partition)? else { return Ok(EXIT_SELF_CHECK) };
     let cfg = ScanConfig {
@@ -87,9 +92,9 @@ pub fn run(a: &RunArgs, stop: Arc<AtomicBool>) -> Result<i32> {
 /// is rebuilt while nothing of the crawl was written; once a shard has files, the plan they
 /// were probed from cannot be replaced, and the run stops with the plan named.
 fn ensure_plan(c: &CrawlConfig, crawl_date: &str, crawl_id: &str, seed: u64, progress: bool) -> Result<PathBuf> {
-    let plan_dir = c.crawl.out.join("_plans");
-    std::fs::create_dir_all(&plan_dir).with_context(|| format!("creating {}", plan_dir.display()))?;
-    let plan_path = plan_dir.join(format!("{crawl_date}_{crawl_id}.plan"));
+    let plan_path = plan_path(c, crawl_date, crawl_id);
+    let plan_dir = plan_path.parent().expect("a plan path has its directory");
+    std::fs::create_dir_all(plan_dir).with_context(|| format!("creating {}", plan_dir.display()))?;
     let sidecar = sha_sidecar(&plan_path);
     if plan_path.exists() {
         match verify_plan(&plan_path, &sidecar) {
@@ -137,6 +142,11 @@ fn ensure_plan(c: &CrawlConfig, crawl_date: &str, crawl_id: &str, seed: u64, pro
     write_atomic(&sidecar, format!("{sha}  {name}\n"))?;
     plan::print_summary(&p.summary, &plan_path);
     Ok(plan_path)
+}
+
+/// Where the crawl's plan lives: `OUT/_plans/DATE_ID.plan`.
+fn plan_path(c: &CrawlConfig, crawl_date: &str, crawl_id: &str) -> PathBuf {
+    c.crawl.out.join("_plans").join(format!("{crawl_date}_{crawl_id}.plan"))
 }
 
 /// `.NAME.sha256` beside the plan: hidden, and outside every glob the tools read.
@@ -190,7 +200,7 @@ fn privileged() -> bool {
 /// The plan step as `crawler run-plan` in a child that drops every privilege before it reads
 /// a dataset (routing tables, hitlists and opt-out lists come from elsewhere: a parser bug must
 /// not run as root); this process keeps its own to open the scan's sockets.
-fn plan_child(config: &Path, crawl_date: &str, crawl_id: &str, progress: bool) -> Result<PathBuf> {
+fn plan_child(config: &Path, crawl_date: &str, crawl_id: &str, progress: bool) -> Result<()> {
     let exe = std::env::current_exe().context("finding the crawler binary for the plan step")?;
     let mut cmd = std::process::Command::new(&exe);
     if !progress {
@@ -203,7 +213,7 @@ fn plan_child(config: &Path, crawl_date: &str, crawl_id: &str, progress: bool) -
         .status()
         .with_context(|| format!("running {} run-plan", exe.display()))?;
     match status.code() {
-        Some(0) => Ok(CrawlConfig::load(config)?.crawl.out.join("_plans").join(format!("{crawl_date}_{crawl_id}.plan"))),
+        Some(0) => Ok(()),
         Some(2) => Err(ConfigError(format!("the plan step of {} failed on its input (see above)", config.display())).into()),
         _ => anyhow::bail!("the plan step failed ({status})"),
     }
