@@ -6,13 +6,18 @@
 -- Location (which AS an ICMP responder belongs to) needs longest-prefix matching over routing
 -- data and is left to the binary; everything else (n, filtered, rate, interval, verdict,
 -- mechanism) matches providers.csv. Two rules beyond counting, as in the binary:
--- * RSTs forged on the path come from one injector a fixed number of hops closer than the
---   hosts; RST-injected hosts at another hop difference than the provider's usual one (ties:
---   the larger) are ambiguous (ECMP, load balancers) and set apart, not counted.
+-- * A RST on 25 with a TTL none of the host's own flows came with is only a candidate forged
+--   RST (ECMP gives one host's flows different paths); it counts as injected when it came
+--   from a distance none of the provider's hosts answer from themselves, and the most common
+--   such distance (ties: the nearer); other candidates are ambiguous and set apart.
+-- * Every ICMP destination-unreachable (any code) on a host that answers on other ports is a
+--   filter; the code names the mechanism (prohibited, port-, host-, net-unreachable).
 -- * Routers rate-limit ICMP errors, so an ICMP filter answers some probes and leaves the rest
 --   silent: silence plus one ICMP kind (>= 3 hosts, from routers answering for >= 2 hosts
 --   each), nothing else, and fewer than half the filtered hosts beside reachable ones in their
 --   /24 (IPv6 /64: those are host firewalls), is that ICMP filter.
+-- Withheld verdicts (vantage-banned, vantage-outage, vantage-filtered) are the binary's alone:
+-- those rows have their plain counts here.
 -- Hosts are credited to the prefix's first origin AS (the `asn` column); the binary also
 -- credits the other origins of a multi-origin prefix, which matters across organizations only.
 -- One vantage at a time: the latest crawl, or the latest of `SET VARIABLE vantage = 'NAME';`.
@@ -32,16 +37,15 @@ host AS (
   SELECT ip,
     any_value(ip_version) AS v,
     any_value(asn) AS asn,
-    -- the host's own TTL: its control-port replies and closed-random-port RSTs (else a mail SYN-ACK)
-    coalesce(mode(reply_ttl) FILTER (WHERE (port_role = 'control' AND reply IN ('synack', 'rst'))
-                                        OR (port_role = 'random' AND reply = 'rst')),
-             min(reply_ttl) FILTER (WHERE port IN (25, 465, 587) AND port_role IN ('target', 'mail') AND reply = 'synack')) AS host_ttl,
+    -- the TTLs of the host's own replies, one per flow: control ports, closed random ports' RSTs,
+    -- mail-port SYN-ACKs (ECMP over paths of unequal length gives one host several)
+    list(reply_ttl) FILTER (WHERE (port_role = 'control' AND reply IN ('synack', 'rst'))
+                              OR (port_role = 'random' AND reply = 'rst')
+                              OR (port IN (25, 465, 587) AND port_role IN ('target', 'mail') AND reply = 'synack')) AS refs,
     bool_or(port_role = 'control' AND reply IN ('synack', 'rst')) AS ctl,
     bool_or(port_role = 'random' AND reply = 'rst') AS rnd_rst,
     bool_or(port_role = 'random' AND reply = 'synack') AS all_ports,
     bool_or(port IN (25, 465, 587) AND port_role IN ('target', 'mail') AND reply = 'synack') AS mail_synack,
-    bool_or(reply = 'icmp' AND ((ip_version = 4 AND icmp_type = 3 AND icmp_code IN (0, 1, 6, 7))
-                             OR (ip_version = 6 AND icmp_type = 1 AND icmp_code IN (0, 3)))) AS unreach,
     any_value(reply) FILTER (WHERE port = 25 AND port_role = 'target') AS r,
     any_value(reply_ttl) FILTER (WHERE port = 25 AND port_role = 'target') AS ttl,
     any_value(icmp_type) FILTER (WHERE port = 25 AND port_role = 'target') AS ity,
@@ -52,26 +56,32 @@ host AS (
 state AS (
   SELECT *,
     CASE WHEN r = 'synack' THEN 'open'
-         WHEN r = 'rst' AND host_ttl IS NULL THEN 'rst-unverified'
-         WHEN r = 'rst' AND ttl <> host_ttl THEN 'rst-injected'
-         WHEN r = 'rst' THEN 'closed'
-         WHEN r = 'icmp' AND ((v = 4 AND ity = 3 AND ico IN (9, 10, 13)) OR (v = 6 AND ity = 1 AND ico IN (1, 5, 6))) THEN 'icmp-prohibited'
-         WHEN r = 'icmp' AND ((v = 4 AND ity = 3 AND ico = 3) OR (v = 6 AND ity = 1 AND ico = 4)) THEN 'icmp-port-unreachable'
-         WHEN r = 'icmp' THEN 'icmp-other'
+         -- a RST with a TTL one of the host's own flows came with is the host's own
+         WHEN r = 'rst' AND list_contains(refs, ttl) THEN 'closed'
+         -- with another TTL: a candidate forged RST (the provider's other hosts decide, below)
+         WHEN r = 'rst' AND len(refs) >= 2 THEN 'rst-injected'
+         WHEN r = 'rst' THEN 'rst-unverified'
+         WHEN r = 'icmp' AND NOT ((v = 4 AND ity = 3) OR (v = 6 AND ity = 1)) THEN 'icmp-other'
+         WHEN r = 'icmp' AND ((v = 4 AND ico IN (9, 10, 13)) OR (v = 6 AND ico IN (1, 5, 6))) THEN 'icmp-prohibited'
+         WHEN r = 'icmp' AND ((v = 4 AND ico = 3) OR (v = 6 AND ico = 4)) THEN 'icmp-port-unreachable'
+         WHEN r = 'icmp' AND ((v = 4 AND ico IN (1, 7, 12)) OR (v = 6 AND ico = 3)) THEN 'icmp-host-unreachable'
+         WHEN r = 'icmp' AND ((v = 4 AND ico IN (0, 6, 11)) OR (v = 6 AND ico = 0)) THEN 'icmp-net-unreachable'
+         WHEN r = 'icmp' THEN 'icmp-unreachable'
          ELSE 'silent' END AS s
   FROM host WHERE r IS NOT NULL
 ),
 cls0 AS (
   SELECT *,
     CASE WHEN all_ports THEN 'all-ports-responder'
-         WHEN NOT (ctl OR rnd_rst OR mail_synack) OR (unreach AND NOT ctl) THEN 'dead'
+         WHEN NOT (ctl OR rnd_rst OR mail_synack) THEN 'dead'
+         WHEN s IN ('icmp-other', 'rst-unverified') THEN 'uninformative'
          WHEN s IN ('open', 'closed') OR (ctl AND rnd_rst) THEN NULL
          ELSE 'uninformative' END AS excluded,
-    s IN ('rst-injected', 'icmp-prohibited', 'icmp-port-unreachable', 'silent') AS filt,
+    -- every destination-unreachable is a filter on a host that answers on other ports
+    s IN ('rst-injected', 'icmp-prohibited', 'icmp-port-unreachable', 'icmp-host-unreachable', 'icmp-net-unreachable', 'icmp-unreachable', 'silent') AS filt,
     -- hops travelled: the TTL's distance below its likely initial value (32, 64, 128, 255), so
-    -- an injector's RSTs give one difference whatever the hosts' operating systems
-    (CASE WHEN host_ttl <= 32 THEN 32 WHEN host_ttl <= 64 THEN 64 WHEN host_ttl <= 128 THEN 128 ELSE 255 END - CAST(host_ttl AS INTEGER))
-      - (CASE WHEN ttl <= 32 THEN 32 WHEN ttl <= 64 THEN 64 WHEN ttl <= 128 THEN 128 ELSE 255 END - CAST(ttl AS INTEGER)) AS hops,
+    -- an injector's RSTs give one distance whatever the hosts' operating systems
+    CASE WHEN ttl <= 32 THEN 32 WHEN ttl <= 64 THEN 64 WHEN ttl <= 128 THEN 128 ELSE 255 END - CAST(ttl AS INTEGER) AS hops,
     -- the host's /24 (IPv6: /64, from the address's text with `::` expanded)
     CASE WHEN v = 4 THEN regexp_replace(ip, '\.[0-9]+$', '')
          WHEN ip NOT LIKE '%::%' THEN array_to_string(string_split(ip, ':')[1:4], ':')
@@ -88,14 +98,28 @@ grouped AS (
   SELECT c.*, coalesce(a.org_id, 'AS' || c.asn) AS org_id, CASE c.v WHEN 4 THEN 'ipv4' ELSE 'ipv6' END AS family
   FROM cls0 c LEFT JOIN asorg a USING (asn)
 ),
--- the provider's usual hop difference of injected RSTs (most hosts; ties: the larger)
+-- the distances the provider's informative hosts answer from themselves (one count per flow;
+-- a distance of >= 2 % of the flows, and >= 2)
+own AS (
+  SELECT org_id, family, d FROM (
+    SELECT org_id, family, d, count(*) AS m, sum(count(*)) OVER (PARTITION BY org_id, family) AS total FROM (
+      SELECT org_id, family, CASE WHEN t <= 32 THEN 32 WHEN t <= 64 THEN 64 WHEN t <= 128 THEN 128 ELSE 255 END - CAST(t AS INTEGER) AS d
+      FROM (SELECT org_id, family, unnest(refs) AS t FROM grouped WHERE excluded IS NULL)
+    ) GROUP BY ALL
+  ) WHERE m >= 2 AND m >= 0.02 * total
+),
+-- the injector's distance: the most common distance of candidate forged RSTs at which no host
+-- answers itself (ties: the nearer); candidates elsewhere are ambiguous (ECMP, load balancers)
 usual AS (
-  SELECT org_id, family, arg_max(hops, (m, hops)) AS top_hops FROM (
-    SELECT org_id, family, hops, count(*) AS m FROM grouped WHERE excluded IS NULL AND s = 'rst-injected' GROUP BY ALL
+  SELECT org_id, family, arg_max(hops, (m, -hops)) AS top_hops FROM (
+    SELECT g.org_id, g.family, g.hops, count(*) AS m FROM grouped g
+    WHERE g.excluded IS NULL AND g.s = 'rst-injected'
+      AND NOT EXISTS (SELECT 1 FROM own o WHERE o.org_id = g.org_id AND o.family = g.family AND o.d = g.hops)
+    GROUP BY ALL
   ) GROUP BY ALL
 ),
 cls AS (
-  SELECT g.* REPLACE (CASE WHEN g.excluded IS NULL AND g.s = 'rst-injected' AND g.hops <> u.top_hops THEN 'rst-ambiguous' ELSE g.excluded END AS excluded)
+  SELECT g.* REPLACE (CASE WHEN g.excluded IS NULL AND g.s = 'rst-injected' AND g.hops IS DISTINCT FROM u.top_hops THEN 'rst-ambiguous' ELSE g.excluded END AS excluded)
   FROM grouped g LEFT JOIN usual u USING (org_id, family)
 ),
 per AS (
@@ -108,8 +132,6 @@ per AS (
     count(*) FILTER (WHERE excluded = 'uninformative') AS excluded_uninformative,
     count(*) FILTER (WHERE excluded = 'rst-ambiguous') AS excluded_rst_ambiguous,
     count(*) FILTER (WHERE excluded IS NULL AND s = 'silent') AS n_silent,
-    count(*) FILTER (WHERE excluded IS NULL AND s = 'icmp-prohibited') AS n_prohibited,
-    count(*) FILTER (WHERE excluded IS NULL AND s = 'icmp-port-unreachable') AS n_unreachable,
   FROM cls
   GROUP BY ALL
 ),
@@ -125,6 +147,12 @@ lone AS (
   SELECT org_id, family, count(*) FILTER (WHERE m = 1) AS lone_icmp FROM (
     SELECT org_id, family, responder, count(*) AS m FROM cls
     WHERE excluded IS NULL AND filt AND responder IS NOT NULL GROUP BY ALL
+  ) GROUP BY ALL
+),
+-- the most common kind of ICMP error among the filtered hosts
+icmp AS (
+  SELECT org_id, family, arg_max(s, m) AS icmp_state, max(m) AS icmp_n FROM (
+    SELECT org_id, family, s, count(*) AS m FROM cls WHERE excluded IS NULL AND filt AND s LIKE 'icmp-%' GROUP BY ALL
   ) GROUP BY ALL
 ),
 -- mechanism: the most common filtered state, named when it covers >= 80 % of filtered hosts
@@ -147,11 +175,10 @@ SELECT w.org_id, coalesce(o.name, w.org_id) AS provider, family, 25 AS port, hos
   round(rate, 6) AS rate, round(ci_low, 6) AS ci_low, round(ci_high, 6) AS ci_high,
   CASE WHEN n < 30 THEN 'insufficient' WHEN ci_low >= 0.9 THEN 'blocks' WHEN ci_high <= 0.1 THEN 'open' ELSE 'mixed' END AS verdict,
   CASE WHEN k = 0 THEN ''
-       WHEN coalesce(lone_icmp, 0) = 0 AND coalesce(n_beside, 0) < 0.5 * k AND n_prohibited >= 3 AND n_prohibited + n_silent = k AND n_prohibited < 0.8 * k THEN 'icmp-prohibited'
-       WHEN coalesce(lone_icmp, 0) = 0 AND coalesce(n_beside, 0) < 0.5 * k AND n_unreachable >= 3 AND n_unreachable + n_silent = k AND n_unreachable < 0.8 * k THEN 'icmp-port-unreachable'
+       WHEN coalesce(lone_icmp, 0) = 0 AND coalesce(n_beside, 0) < 0.5 * k AND icmp_n >= 3 AND icmp_n + n_silent = k AND icmp_n < 0.8 * k THEN icmp_state
        WHEN top_n < 0.8 * k THEN 'mixed'
        WHEN top_state = 'silent' THEN 'silent-drop' ELSE top_state END AS mechanism,
   excluded_dead, excluded_all_ports, excluded_uninformative, excluded_rst_ambiguous
 FROM wilson w LEFT JOIN orgname o USING (org_id) LEFT JOIN mech USING (org_id, family) LEFT JOIN lone USING (org_id, family)
-  LEFT JOIN beside USING (org_id, family)
+  LEFT JOIN beside USING (org_id, family) LEFT JOIN icmp USING (org_id, family)
 ORDER BY provider, family;

@@ -52,9 +52,18 @@ pub enum PortState {
     RstInjected,
     IcmpProhibited,
     IcmpPortUnreachable,
+    /// Host unreachable (v4 3/1, 3/7, 3/12; v6 1/3 address unreachable).
+    IcmpHostUnreachable,
+    /// Network unreachable (v4 3/0, 3/6, 3/11; v6 1/0 no route).
+    IcmpNetUnreachable,
+    /// Any other destination-unreachable code (v4 3/2, 3/4, …; v6 1/2, 1/7): still a refusal
+    /// of this port while the host answers on others.
+    IcmpUnreachable,
+    /// An ICMP error that is not destination-unreachable (time exceeded): a routing anomaly,
+    /// no statement about the port; the host is left out.
     IcmpOther,
     Silent,
-    /// A RST from a host with no reply of its own to compare TTLs with.
+    /// A RST from a host with fewer than two replies of its own to compare TTLs with.
     Unverified,
     /// The port was not probed in this crawl.
     NotProbed,
@@ -63,12 +72,16 @@ pub enum PortState {
 }
 
 impl PortState {
-    pub const ALL: [PortState; 10] = [
+    pub const N: usize = 13;
+    pub const ALL: [PortState; Self::N] = [
         PortState::Open,
         PortState::Closed,
         PortState::RstInjected,
         PortState::IcmpProhibited,
         PortState::IcmpPortUnreachable,
+        PortState::IcmpHostUnreachable,
+        PortState::IcmpNetUnreachable,
+        PortState::IcmpUnreachable,
         PortState::IcmpOther,
         PortState::Silent,
         PortState::Unverified,
@@ -85,6 +98,9 @@ impl PortState {
             PortState::RstInjected => "rst-injected",
             PortState::IcmpProhibited => "icmp-prohibited",
             PortState::IcmpPortUnreachable => "icmp-port-unreachable",
+            PortState::IcmpHostUnreachable => "icmp-host-unreachable",
+            PortState::IcmpNetUnreachable => "icmp-net-unreachable",
+            PortState::IcmpUnreachable => "icmp-unreachable",
             PortState::IcmpOther => "icmp-other",
             PortState::Silent => "silent",
             PortState::Unverified => "rst-unverified",
@@ -93,8 +109,15 @@ impl PortState {
         }
     }
     /// Did something between us and the host stop the SYN? (Silence: only on informative hosts.)
+    /// Every destination-unreachable counts, whoever sent it and whatever its code: on a host
+    /// that answers on its other ports, "unreachable" for one port is a filter saying so
+    /// (`reject with icmpx type host-unreachable` is one line of nftables).
     pub fn filtered(self) -> bool {
-        matches!(self, PortState::RstInjected | PortState::IcmpProhibited | PortState::IcmpPortUnreachable | PortState::Silent)
+        self.icmp_filter() || matches!(self, PortState::RstInjected | PortState::Silent)
+    }
+    /// A destination-unreachable of any code.
+    pub fn icmp_filter(self) -> bool {
+        matches!(self, PortState::IcmpProhibited | PortState::IcmpPortUnreachable | PortState::IcmpHostUnreachable | PortState::IcmpNetUnreachable | PortState::IcmpUnreachable)
     }
     pub fn reachable(self) -> bool {
         matches!(self, PortState::Open | PortState::Closed | PortState::Passes)
@@ -105,6 +128,9 @@ impl PortState {
             PortState::Silent => "silent-drop",
             PortState::IcmpProhibited => "icmp-prohibited",
             PortState::IcmpPortUnreachable => "icmp-port-unreachable",
+            PortState::IcmpHostUnreachable => "icmp-host-unreachable",
+            PortState::IcmpNetUnreachable => "icmp-net-unreachable",
+            PortState::IcmpUnreachable => "icmp-unreachable",
             PortState::RstInjected => "rst-injected",
             _ => "",
         }
@@ -122,9 +148,32 @@ pub fn icmp_prohibited(v6: bool, t: u8, c: u8) -> bool {
 pub fn icmp_port_unreachable(v6: bool, t: u8, c: u8) -> bool {
     if v6 { t == 1 && c == 4 } else { t == 3 && c == 3 }
 }
-/// Network/host unreachable: the address is not reachable at all.
-pub fn icmp_unreachable(v6: bool, t: u8, c: u8) -> bool {
-    if v6 { t == 1 && matches!(c, 0 | 3) } else { t == 3 && matches!(c, 0 | 1 | 6 | 7) }
+
+/// Hops a packet travelled: its TTL's distance below the initial TTL it most likely started
+/// with (32, 64, 128 or 255: what operating systems and routers use), so hosts of different
+/// operating systems at one distance give one value.
+pub fn hops(ttl: u8) -> i16 {
+    let initial: i16 = [32, 64, 128, 255].into_iter().find(|i| *i >= ttl as i16).unwrap_or(255);
+    initial - ttl as i16
+}
+
+/// The state an ICMP error of type `t`, code `c` gives a port.
+pub fn icmp_state(v6: bool, t: u8, c: u8) -> PortState {
+    let unreachable = if v6 { t == 1 } else { t == 3 };
+    if !unreachable {
+        return PortState::IcmpOther;
+    }
+    if icmp_prohibited(v6, t, c) {
+        return PortState::IcmpProhibited;
+    }
+    if icmp_port_unreachable(v6, t, c) {
+        return PortState::IcmpPortUnreachable;
+    }
+    match (v6, c) {
+        (false, 1 | 7 | 12) | (true, 3) => PortState::IcmpHostUnreachable,
+        (false, 0 | 6 | 11) | (true, 0) => PortState::IcmpNetUnreachable,
+        _ => PortState::IcmpUnreachable,
+    }
 }
 
 /// Everything a host's rows say, folded in any order (so shards and files merge freely).
@@ -134,12 +183,13 @@ pub struct HostAcc {
     pub prefix: u32,
     pub v6: bool,
     pub mail: [Option<ReplyObs>; 3],
-    /// TTLs of the host's own replies (control ports, RSTs from random ports): up to 4 distinct.
+    /// TTLs of the host's own replies — one per flow: control ports, RSTs from random ports,
+    /// SYN-ACKs on mail ports — up to 4 distinct, with how many flows arrived with each. Per-flow
+    /// load balancing (ECMP) over paths of unequal length gives one host several.
     pub ref_ttls: [(u8, u16); 4],
     pub control_answered: bool,
     pub random_rst: bool,
     pub random_synack: bool,
-    pub unreachable: bool,
     /// Reflection probes from the mail ports' source ports, then from the neutral control.
     pub reflect: [ReplyObs; 4],
     /// Their destination port (the twin's).
@@ -152,6 +202,9 @@ pub struct HostAcc {
     /// attempt, in the crawl's final pass, so silent hosts carry no first-pass time.)
     pub answered_first_try_at: i64,
     pub last_reply: i64,
+    /// The earliest answer to a retry (`i64::MAX`: none): a ban silences the retries too, so
+    /// a network whose retries answered seconds after its first answers stopped was not banned.
+    pub first_retry_reply: i64,
 }
 
 impl HostAcc {
@@ -165,12 +218,12 @@ impl HostAcc {
             control_answered: false,
             random_rst: false,
             random_synack: false,
-            unreachable: false,
             reflect: [NO_REPLY; 4],
             reflect_dport: 0,
             ephemeral: [(0, NOT_PROBED, 0); EPHEMERAL_KEPT],
             answered_first_try_at: i64::MAX,
             last_reply: 0,
+            first_retry_reply: i64::MAX,
         }
     }
 
@@ -179,8 +232,10 @@ impl HostAcc {
     pub fn add_times(&mut self, sent_us: Option<i64>, attempts: Option<u8>, received_us: Option<i64>) {
         let Some(got) = received_us else { return };
         self.last_reply = self.last_reply.max(got);
-        if let (Some(t), Some(1)) = (sent_us, attempts) {
-            self.answered_first_try_at = self.answered_first_try_at.min(t);
+        match (sent_us, attempts) {
+            (Some(t), Some(1)) => self.answered_first_try_at = self.answered_first_try_at.min(t),
+            (_, Some(2..)) => self.first_retry_reply = self.first_retry_reply.min(got),
+            _ => {}
         }
     }
 
@@ -219,9 +274,6 @@ impl HostAcc {
 
     /// A row of the host: its port, role, our source port and what came back.
     pub fn add(&mut self, port: u16, role: &str, sport: u16, o: &ReplyObs) {
-        if o.reply == 3 && icmp_unreachable(self.v6, o.icmp_type, o.icmp_code) {
-            self.unreachable = true;
-        }
         match role {
             "control" => {
                 self.keep_ephemeral(port, o);
@@ -245,6 +297,10 @@ impl HostAcc {
             _ => {
                 if let Some(i) = MAIL_PORTS.iter().position(|p| *p == port) {
                     self.mail[i] = Some(*o);
+                    // A SYN-ACK is the host's own (answer-everything hosts are left out).
+                    if o.reply == 1 {
+                        self.add_ttl(o.ttl);
+                    }
                 }
             }
         }
@@ -256,30 +312,42 @@ impl HostAcc {
         self.ephemeral.iter().find(|e| e.1 != NOT_PROBED && e.0 == self.reflect_dport).copied()
     }
 
-    /// The TTL the host's own replies arrive with: the most common one of its control and
-    /// closed-random-port replies, else that of a SYN-ACK on a mail port.
+    /// The TTL most of the host's own replies arrive with.
     pub fn host_ttl(&self) -> Option<u8> {
-        self.ref_ttls
-            .iter()
-            .filter(|s| s.1 > 0)
-            .max_by_key(|s| s.1)
-            .map(|s| s.0)
-            .or_else(|| self.mail.iter().flatten().find(|o| o.reply == 1).map(|o| o.ttl))
+        self.ref_ttls.iter().filter(|s| s.1 > 0).max_by_key(|s| s.1).map(|s| s.0)
+    }
+
+    /// How many of the host's own replies (flows) its reference TTLs rest on.
+    pub fn ref_flows(&self) -> u32 {
+        self.ref_ttls.iter().map(|s| s.1 as u32).sum()
+    }
+
+    /// The hop distances of the host's own replies, with how many flows gave each.
+    pub fn ref_hops(&self) -> impl Iterator<Item = (i16, u16)> + '_ {
+        self.ref_ttls.iter().filter(|s| s.1 > 0).map(|s| (hops(s.0), s.1))
+    }
+
+    /// A RST with `ttl` seen from this host. With a TTL one of the host's own replies arrived
+    /// with, it came from the host (`closed` inbound, `passes` outbound: `reached`). With
+    /// another, it may be forged on the path — or the host's own over a path none of its other
+    /// flows took (ECMP): `RstInjected` is only a candidate, which the provider's other hosts
+    /// confirm or not (`aggregate`). Fewer than two flows of the host's own prove nothing.
+    pub fn rst_state(&self, ttl: u8, reached: PortState) -> PortState {
+        if self.ref_ttls.iter().any(|s| s.1 > 0 && s.0 == ttl) {
+            reached
+        } else if self.ref_flows() >= 2 {
+            PortState::RstInjected
+        } else {
+            PortState::Unverified
+        }
     }
 
     pub fn state(&self, i: usize) -> PortState {
         let Some(o) = self.mail[i] else { return PortState::NotProbed };
         match o.reply {
             1 => PortState::Open,
-            2 => match self.host_ttl() {
-                Some(t) if t != o.ttl => PortState::RstInjected,
-                Some(_) => PortState::Closed,
-                // Nothing of the host's own to compare with: the RST proves nothing.
-                None => PortState::Unverified,
-            },
-            3 if icmp_prohibited(self.v6, o.icmp_type, o.icmp_code) => PortState::IcmpProhibited,
-            3 if icmp_port_unreachable(self.v6, o.icmp_type, o.icmp_code) => PortState::IcmpPortUnreachable,
-            3 => PortState::IcmpOther,
+            2 => self.rst_state(o.ttl, PortState::Closed),
+            3 => icmp_state(self.v6, o.icmp_type, o.icmp_code),
             _ => PortState::Silent,
         }
     }
@@ -290,7 +358,7 @@ impl HostAcc {
 pub enum Exclusion {
     /// Answers random closed high ports: its answers mean nothing.
     AllPortsResponder,
-    /// No TCP answer on any port (or ICMP net/host unreachable).
+    /// No TCP answer on any port (ICMP errors only, or nothing).
     Dead,
     /// Alive, but neither reachability on the port nor a control answer plus a closed-port RST
     /// (outbound: the reflection's twin did not answer).
@@ -321,7 +389,9 @@ fn excluded(h: &HostAcc) -> Option<Exclusion> {
     }
     // A RST alone does not show the host is alive: a middlebox may have forged it.
     let any_tcp = h.control_answered || h.random_rst || h.mail.iter().flatten().any(|o| o.reply == 1);
-    (!any_tcp || (h.unreachable && !h.control_answered)).then_some(Exclusion::Dead)
+    // ICMP unreachable on every port is a dead (or unrouted) address; on some ports of a host
+    // that answers TCP on others, it is a filter (`classify`).
+    (!any_tcp).then_some(Exclusion::Dead)
 }
 
 /// A host's outbound verdict for mail port `MAIL_PORTS[i]`, from source-port reflection.
@@ -335,22 +405,27 @@ pub fn classify_outbound(h: &HostAcc, i: usize) -> Result<PortState, Exclusion> 
     }
     // The twin: the same destination port from an ephemeral source. Its answer shows the
     // reply path works; without it, silence of the reflection means nothing.
-    let Some((_, twin_reply, twin_ttl)) = h.twin().filter(|t| t.1 == 1 || t.1 == 2) else { return Err(Exclusion::Uninformative) };
+    if h.twin().filter(|t| t.1 == 1 || t.1 == 2).is_none() {
+        return Err(Exclusion::Uninformative);
+    }
     // The neutral control: a fixed source port no provider filters. Silent while the twin
     // answered → the host (or something near it) drops fixed source ports.
     let neutral = h.reflect[3];
     if neutral.reply != NOT_PROBED && neutral.reply != 1 && neutral.reply != 2 {
         return Err(Exclusion::SourcePortFiltered);
     }
-    Ok(match r.reply {
-        // A RST from elsewhere than the twin's sender (another TTL): forged on the way.
-        2 if twin_reply == 2 && r.ttl != twin_ttl => PortState::RstInjected,
-        1 | 2 => PortState::Passes,
-        3 if icmp_prohibited(h.v6, r.icmp_type, r.icmp_code) => PortState::IcmpProhibited,
-        3 if icmp_port_unreachable(h.v6, r.icmp_type, r.icmp_code) => PortState::IcmpPortUnreachable,
-        3 => PortState::IcmpOther,
+    let st = match r.reply {
+        // A RST with a TTL none of the host's own flows (the twin among them) came with: a
+        // candidate for one forged on the way, which the provider's other hosts decide.
+        2 => h.rst_state(r.ttl, PortState::Passes),
+        1 => PortState::Passes,
+        3 => icmp_state(h.v6, r.icmp_type, r.icmp_code),
         _ => PortState::Silent,
-    })
+    };
+    match st {
+        PortState::Unverified | PortState::IcmpOther => Err(Exclusion::Uninformative),
+        st => Ok(st),
+    }
 }
 
 /// Which way the mail traffic a result is about goes, and how it was measured.
@@ -391,14 +466,6 @@ impl Direction {
             Direction::Outbound => classify_outbound(h, i),
         }
     }
-    /// The TTL a reply of the host's own arrives with, to tell a forged RST by: the host's
-    /// (inbound), the twin's answer to the same destination port (outbound).
-    pub fn reference_ttl(self, h: &HostAcc) -> Option<u8> {
-        match self {
-            Direction::Inbound => h.host_ttl(),
-            Direction::Outbound => h.twin().filter(|t| t.1 == 2).map(|t| t.2).or_else(|| h.host_ttl()),
-        }
-    }
     /// The reply the host's state rests on.
     pub fn reply(self, h: &HostAcc, i: usize) -> Option<ReplyObs> {
         match self {
@@ -415,6 +482,9 @@ pub fn classify(h: &HostAcc, i: usize) -> Result<PortState, Exclusion> {
     }
     let st = h.state(i);
     if st == PortState::NotProbed {
+        return Err(Exclusion::Uninformative);
+    }
+    if matches!(st, PortState::IcmpOther | PortState::Unverified) {
         return Err(Exclusion::Uninformative);
     }
     if st.reachable() || (h.control_answered && h.random_rst) {
@@ -486,6 +556,74 @@ mod tests {
         h6.add(40000, "random", 33000, &o(2, 62));
         h6.add(25, "target", 33000, &ReplyObs { reply: 3, ttl: 63, icmp_type: 1, icmp_code: 4, responder: 0 });
         assert_eq!(classify(&h6, 0), Ok(PortState::IcmpPortUnreachable));
+    }
+
+    #[test]
+    fn every_destination_unreachable_on_one_port_of_a_live_host_is_a_filter() {
+        let icmp = |t, c| ReplyObs { reply: 3, ttl: 63, icmp_type: t, icmp_code: c, responder: 0 };
+        let cases: [(bool, u8, u8, PortState); 12] = [
+            (false, 3, 1, PortState::IcmpHostUnreachable),
+            (false, 3, 0, PortState::IcmpNetUnreachable),
+            (false, 3, 9, PortState::IcmpProhibited),
+            (false, 3, 10, PortState::IcmpProhibited),
+            (false, 3, 13, PortState::IcmpProhibited),
+            (false, 3, 2, PortState::IcmpUnreachable),
+            (true, 1, 1, PortState::IcmpProhibited),
+            (true, 1, 3, PortState::IcmpHostUnreachable),
+            (true, 1, 0, PortState::IcmpNetUnreachable),
+            (true, 1, 4, PortState::IcmpPortUnreachable),
+            (true, 1, 5, PortState::IcmpProhibited),
+            (true, 1, 6, PortState::IcmpProhibited),
+        ];
+        for (v6, t, c, want) in cases {
+            let mut h = HostAcc::new(1, 0, v6);
+            h.add(80, "control", 33000, &o(1, 62));
+            h.add(40000, "random", 33000, &o(2, 62));
+            h.add(25, "target", 33000, &icmp(t, c));
+            let got = classify(&h, 0);
+            assert_eq!(got, Ok(want), "v6={v6} {t}/{c}");
+            assert!(want.filtered(), "{t}/{c}");
+            // Reflection: the same error for the reflected probe is a filter too.
+            let mut r = host();
+            r.v6 = v6;
+            r.add(40000, "reflect", 25, &icmp(t, c));
+            r.add(40000, "reflect", 2525, &o(2, 62));
+            assert_eq!(classify_outbound(&r, 0), Ok(want), "reflect v6={v6} {t}/{c}");
+        }
+        // Unreachable on every port: a dead address, not a filter.
+        let mut d = HostAcc::new(1, 0, false);
+        for p in [25, 80, 443] {
+            d.add(p, if p == 25 { "target" } else { "control" }, 33000, &icmp(3, 1));
+        }
+        assert_eq!(classify(&d, 0), Err(Exclusion::Dead));
+        // Time exceeded says nothing about the port.
+        let mut te = host();
+        te.add(25, "target", 33000, &icmp(11, 0));
+        assert_eq!(classify(&te, 0), Err(Exclusion::Uninformative));
+    }
+
+    #[test]
+    fn a_rst_over_another_ecmp_path_is_only_a_candidate_and_needs_two_own_flows() {
+        // The host's own flows came over two paths (62 and 61): a RST on 25 at either is its own.
+        let mut h = host();
+        h.add(22, "control", 33000, &o(2, 61));
+        h.add(25, "target", 33000, &o(2, 61));
+        assert_eq!(classify(&h, 0), Ok(PortState::Closed));
+        // At a TTL none of its flows came with: a candidate (the provider decides).
+        let mut h = host();
+        h.add(25, "target", 33000, &o(2, 63));
+        assert_eq!(classify(&h, 0), Ok(PortState::RstInjected));
+        // One flow of its own proves nothing either way.
+        let mut one = HostAcc::new(1, 0, false);
+        one.add(80, "control", 33000, &o(1, 62));
+        one.add(25, "target", 33000, &o(2, 63));
+        assert_eq!(one.state(0), PortState::Unverified);
+        // Reflection: the reflected RST over the other path than its twin's still passes.
+        let mut r = host();
+        r.add(22, "control", 33000, &o(2, 61));
+        r.add(40000, "reflect", 25, &o(2, 61));
+        r.add(40000, "reflect", 2525, &o(2, 62));
+        assert_eq!(classify_outbound(&r, 0), Ok(PortState::Passes));
     }
 
     #[test]
