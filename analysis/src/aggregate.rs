@@ -5,8 +5,8 @@
 //! A host in a prefix that several ASes originate counts toward each of them (and once toward
 //! each of their organizations): routing cannot say which one operates it.
 
-use crate::ban::Ban;
-use crate::infer::{Direction, Exclusion, HostAcc, PortState, MAIL_PORTS};
+use crate::ban::Findings;
+use crate::infer::{hops, Direction, Exclusion, HostAcc, PortState, MAIL_PORTS};
 use crate::load::{numeric, Hosts};
 use datasets::categories::Categories;
 use datasets::orgs::Orgs;
@@ -53,7 +53,7 @@ pub struct Counts {
     pub informative: u64,
     pub filtered: u64,
     /// Hosts per state, indexed by `PortState::index`.
-    pub states: [u64; 10],
+    pub states: [u64; PortState::N],
     /// Excluded hosts, indexed by `Exclusion::index` (all-ports, dead, uninformative,
     /// source-port-filtered).
     pub excluded: [u64; 4],
@@ -63,11 +63,13 @@ pub struct Counts {
     /// Per /24 (IPv6: /64) of informative hosts: (filtered, reachable).
     pub nets: HashMap<u128, (u32, u32)>,
     pub asns: BTreeSet<u32>,
-    /// RST-injected hosts by how many hops closer than the host the RST came from (hop counts
-    /// from each TTL's initial value, so hosts with another OS's initial TTL than the injector's
-    /// give the same difference): one injector gives one difference; others are ambiguous
-    /// (ECMP, load balancers).
+    /// Candidate forged RSTs (a TTL none of the host's own flows came with) by the hop
+    /// distance they came from (counted from each TTL's initial value, so hosts of any
+    /// operating system behind one injector give one distance).
     pub rst_hops: BTreeMap<i16, u64>,
+    /// The hop distances the informative hosts' own replies came from, one count per flow: the
+    /// distances at which the provider's hosts answer themselves, ECMP paths included.
+    pub ref_hops: BTreeMap<i16, u64>,
 }
 
 impl Counts {
@@ -80,6 +82,9 @@ impl Counts {
                 self.informative += 1;
                 self.prefixes.insert(h.prefix);
                 self.states[st.index()] += 1;
+                for (d, n) in h.ref_hops() {
+                    *self.ref_hops.entry(d).or_default() += n as u64;
+                }
                 let net = if h.v6 { key >> 64 } else { key >> 8 };
                 let e = self.nets.entry(net).or_default();
                 if st.filtered() {
@@ -90,8 +95,7 @@ impl Counts {
                             *self.responders.entry(o.responder).or_default() += 1;
                         }
                         if st == PortState::RstInjected {
-                            let host = dir.reference_ttl(h).unwrap_or(o.ttl);
-                            *self.rst_hops.entry(hops(host) - hops(o.ttl)).or_default() += 1;
+                            *self.rst_hops.entry(hops(o.ttl)).or_default() += 1;
                         }
                     }
                 } else if st.reachable() {
@@ -152,7 +156,8 @@ pub struct Context<'a> {
     pub categories: &'a Categories,
     pub strings: &'a [String],
     pub th: &'a Thresholds,
-    pub bans: &'a HashMap<(String, bool), Ban>,
+    /// Scan bans and family outages of the crawl.
+    pub bans: &'a Findings,
     pub vantage: &'a str,
 }
 
@@ -179,9 +184,11 @@ fn finish(k: RowKey, c: &Counts, cx: &Context) -> Row {
     debug_assert!(org == org_id || asn.is_some());
     let category = c.asns.iter().find_map(|a| cx.categories.category(*a).map(|x| x.0)).unwrap_or_default();
     let th = cx.th;
-    // RSTs forged on the path come from one injector, a fixed number of hops closer than the
-    // hosts: those at another difference are ambiguous, set apart before anything is counted.
-    let ambiguous = ambiguous_rsts(c);
+    // RSTs forged on the path come from one injector at one distance, where none of the
+    // provider's hosts answer themselves: candidates at a distance the hosts' own flows come
+    // from (ECMP: the host's reply over another path) or at a second distance are ambiguous,
+    // set apart before anything is counted.
+    let ambiguous = rst_split(c).1;
     let (informative, filtered) = (c.informative - ambiguous, c.filtered - ambiguous);
     let mut states = c.states;
     states[PortState::RstInjected.index()] -= ambiguous;
@@ -201,15 +208,25 @@ fn finish(k: RowKey, c: &Counts, cx: &Context) -> Row {
     }
     let v6 = family == "ipv6";
     let ban = match asn {
-        Some(a) => crate::ban::of_as(cx.bans, &org, a, v6),
-        None => crate::ban::of_org(cx.bans, &org, c.asns.iter().copied(), v6),
+        Some(a) => crate::ban::of_as(&cx.bans.bans, &org, a, v6),
+        None => crate::ban::of_org(&cx.bans.bans, &org, v6),
     };
-    if let Some(b) = ban {
+    let outage = cx.bans.outage(v6);
+    if let Some(o) = outage {
+        verdict = "vantage-outage";
+        (mechanism, location, evidence) = (String::new(), String::new(), o.evidence());
+    } else if let Some(b) = ban {
         verdict = "vantage-banned";
         (mechanism, location, evidence) = (String::new(), String::new(), b.evidence());
+    } else if asn.is_none() && !cx.bans.bans.is_empty() {
+        // An organization's numbers leave out its ASes banned on their own.
+        let left: Vec<String> = cx.orgs.siblings(&org).into_iter().filter(|a| cx.bans.as_banned(*a, v6)).map(|a| format!("AS{a}")).collect();
+        if !left.is_empty() {
+            evidence.push_str(&format!("{}{} left out: vantage-banned by that AS alone", if evidence.is_empty() { "" } else { "; " }, left.join(", ")));
+        }
     }
-    // A banned vantage's silence is not the network's filtering: no rate is published.
-    let rated = informative > 0 && ban.is_none();
+    // A banned or cut-off vantage's silence is not the network's filtering: no rate is published.
+    let rated = informative > 0 && ban.is_none() && outage.is_none();
     let states = PortState::ALL.iter().filter(|s| states[s.index()] > 0).map(|s| format!("{}={}", s.as_str(), states[s.index()])).collect::<Vec<_>>().join(";");
     Row {
         level,
@@ -244,19 +261,21 @@ fn finish(k: RowKey, c: &Counts, cx: &Context) -> Row {
     }
 }
 
-/// Hops a packet travelled: its TTL's distance below the initial TTL it most likely started
-/// with (32, 64, 128 or 255: what operating systems and routers use).
-pub fn hops(ttl: u8) -> i16 {
-    let initial: i16 = [32, 64, 128, 255].into_iter().find(|i| *i >= ttl as i16).unwrap_or(255);
-    initial - ttl as i16
+/// The hop distances the provider's hosts answer from: those of at least 2 % of their own
+/// flows (and 2 flows), so one odd host does not make a distance its provider's.
+pub fn answer_distances(c: &Counts) -> BTreeSet<i16> {
+    let total: u64 = c.ref_hops.values().sum();
+    c.ref_hops.iter().filter(|(_, n)| **n >= 2 && **n as f64 >= 0.02 * total as f64).map(|(d, _)| *d).collect()
 }
 
-/// RST-injected hosts whose hop difference is not the group's most common one (ties: the
-/// larger difference, as in `providers.sql`).
-fn ambiguous_rsts(c: &Counts) -> u64 {
+/// Candidate forged RSTs split: the injector's distance (the most common distance at which
+/// none of the provider's hosts answer themselves; ties: the nearer) and how many candidates
+/// are ambiguous (any other distance).
+pub fn rst_split(c: &Counts) -> (Option<(i16, u64)>, u64) {
+    let own = answer_distances(c);
     let total: u64 = c.rst_hops.values().sum();
-    let top = c.rst_hops.iter().max_by_key(|(d, n)| (**n, **d)).map_or(0, |(_, n)| *n);
-    total - top
+    let top = c.rst_hops.iter().filter(|(d, _)| !own.contains(d)).max_by_key(|(d, n)| (**n, std::cmp::Reverse(**d))).map(|(d, n)| (*d, *n));
+    (top, total - top.map_or(0, |t| t.1))
 }
 
 /// Where ICMP errors came from: (in the provider or a sibling, another routed AS, unrouted —
@@ -276,11 +295,11 @@ fn responder_classes(c: &Counts, org: &str, cx: &Context) -> (u64, u64, u64) {
 }
 
 /// Mechanism, location and the evidence for them, for a group with filtered hosts.
-fn explain(c: &Counts, states: &[u64; 10], filtered: u64, org: &str, cx: &Context) -> (String, String, String) {
+fn explain(c: &Counts, states: &[u64; PortState::N], filtered: u64, org: &str, cx: &Context) -> (String, String, String) {
     let th = cx.th;
     let (top, n) = PortState::ALL.iter().map(|s| (*s, states[s.index()])).filter(|(s, _)| s.filtered()).max_by_key(|(_, n)| *n).unwrap();
     let share = |k: u64| k as f64 / filtered as f64;
-    let icmp_kinds = [PortState::IcmpProhibited, PortState::IcmpPortUnreachable];
+    let icmp_kinds: Vec<PortState> = PortState::ALL.into_iter().filter(|s| s.icmp_filter()).collect();
     // Routers rate-limit the ICMP errors they send (Linux: one a second per destination after
     // a burst of 6; Cisco: one per 500 ms): an ICMP filter answers a few probes and leaves the
     // rest silent, so silence can even dominate. Silence plus one kind of ICMP error, nothing
@@ -302,8 +321,9 @@ fn explain(c: &Counts, states: &[u64; 10], filtered: u64, org: &str, cx: &Contex
         None => ("mixed".to_string(), format!("no state covers {:.0} % of the {filtered} filtered hosts", th.dominant * 100.0)),
     };
     if top == PortState::RstInjected && share(n) >= th.dominant {
-        if let Some((d, k)) = c.rst_hops.iter().max_by_key(|(d, n)| (**n, **d)) {
-            evidence = format!("{k} of {filtered} filtered hosts got a RST {d} hop(s) closer than the host's own replies: forged on the path");
+        if let (Some((d, k)), _) = rst_split(c) {
+            let own: Vec<String> = answer_distances(c).iter().map(|d| d.to_string()).collect();
+            evidence = format!("{k} of {filtered} filtered hosts got a RST from {d} hop(s) away, a distance none of the provider's hosts answer from themselves (their own flows: {} hops): forged on the path", own.join(", "));
         }
     }
     // Location: ICMP responders mapped to their AS; else filtered hosts beside reachable ones in
@@ -336,7 +356,7 @@ pub type AsKey = (u32, bool, u16, Direction);
 /// Tally every host into its AS and its organization, per mail port and direction. A host in a
 /// prefix several ASes originate (MOAS, AS-sets) counts toward each of them, and once toward
 /// each organization among them.
-pub fn tally(hosts: &Hosts, orgs: &Orgs, routes: &RouteTable, keep: &dyn Fn(u32) -> bool) -> (BTreeMap<AsKey, Counts>, BTreeMap<GroupKey, Counts>) {
+pub fn tally(hosts: &Hosts, orgs: &Orgs, routes: &RouteTable, keep: &dyn Fn(u32) -> bool, bans: &Findings) -> (BTreeMap<AsKey, Counts>, BTreeMap<GroupKey, Counts>) {
     let mut by_as: HashMap<AsKey, Counts> = HashMap::new();
     // Organizations as small ids while tallying (no string per host, port and direction).
     let mut by_org: HashMap<(u32, bool, u16, Direction), Counts> = HashMap::new();
@@ -371,7 +391,9 @@ pub fn tally(hosts: &Hosts, orgs: &Orgs, routes: &RouteTable, keep: &dyn Fn(u32)
             }
         }
         host_orgs.clear();
-        host_orgs.extend(origins.iter().map(|o| o.1));
+        // An AS banned on its own stays out of its organization's numbers (its silence is the
+        // detector's, and the organization's other ASes did not show the ban).
+        host_orgs.extend(origins.iter().filter(|o| !bans.as_banned(o.0, h.v6) || bans.bans.contains_key(&(orgs.org_of(o.0).0, h.v6))).map(|o| o.1));
         host_orgs.sort_unstable();
         host_orgs.dedup();
         for (i, port) in MAIL_PORTS.iter().enumerate() {
@@ -407,6 +429,47 @@ pub fn rows(by_as: &BTreeMap<AsKey, Counts>, by_org: &BTreeMap<GroupKey, Counts>
     (providers, asns)
 }
 
+/// Verdicts a vantage's own trouble withholds: a ban, an outage of its family, its own network
+/// filtering a reflection port. They carry no rate and are never compared or trended.
+pub fn withheld(verdict: &str) -> bool {
+    matches!(verdict, "vantage-banned" | "vantage-outage" | "vantage-filtered")
+}
+
+/// Providers whose reflection from a mail port is silent at once, beyond what the Internet
+/// shows: when most providers that can be judged read "outbound blocked, silently" on a port at
+/// the same time, the replies to that port were lost at the vantage (its network, or its
+/// upstream, drops packets to port 25 — residential, campus and many cloud networks do), not
+/// in the providers. Every reflection verdict of that port and family is then withheld
+/// (`vantage-filtered`), saying why; returns those findings in words.
+pub fn withhold_blind_reflection(providers: &mut [Row], asns: &mut [Row], th: &Thresholds) -> Vec<String> {
+    let mut notes = Vec::new();
+    let keys: BTreeSet<(&'static str, u16)> = providers.iter().filter(|r| r.method == "reflection").map(|r| (r.family, r.port)).collect();
+    for (family, port) in keys {
+        let judged: Vec<&Row> = providers.iter().filter(|r| r.method == "reflection" && r.family == family && r.port == port && r.informative >= th.min_informative && !withheld(r.verdict)).collect();
+        let silent = judged.iter().filter(|r| r.rate.is_some_and(|x| x >= 0.5) && r.mechanism == "silent-drop").count();
+        if judged.len() < BLIND_MIN_PROVIDERS || (silent as f64) <= BLIND_SHARE * judged.len() as f64 {
+            continue;
+        }
+        let why = format!(
+            "{silent} of {} providers whose hosts answered the neutral reflection (source port 2525) and their twin were silent on source port {port} ({family}) at once — implausible for the Internet: this vantage's own network (or its upstream) drops replies to port {port}, so no outbound {port} verdict from it",
+            judged.len()
+        );
+        for r in providers.iter_mut().chain(asns.iter_mut()).filter(|r| r.method == "reflection" && r.family == family && r.port == port) {
+            r.verdict = "vantage-filtered";
+            (r.rate, r.ci_low, r.ci_high) = (None, None, None);
+            (r.mechanism, r.location) = (String::new(), String::new());
+            r.evidence = why.clone();
+        }
+        notes.push(why);
+    }
+    notes
+}
+
+/// At least this many providers must be judged before their silence can be the vantage's...
+const BLIND_MIN_PROVIDERS: usize = 3;
+/// ... and more than this share of them silent at once.
+const BLIND_SHARE: f64 = 0.5;
+
 /// A host line for `hosts.parquet`.
 pub struct HostRow<'a> {
     pub ip: &'a str,
@@ -431,7 +494,7 @@ mod tests {
 
     #[test]
     fn silence_and_one_icmp_kind_is_an_icmp_filter_under_a_rate_limit() {
-        let (routes, orgs, categories, th, bans) = (routes(), Orgs::default(), Categories::default(), Thresholds::default(), HashMap::new());
+        let (routes, orgs, categories, th, bans) = (routes(), Orgs::default(), Categories::default(), Thresholds::default(), Findings::default());
         let strings = vec!["198.18.0.1".to_string()];
         let cx = Context { routes: &routes, orgs: &orgs, categories: &categories, strings: &strings, th: &th, bans: &bans, vantage: "v" };
         let mut c = Counts { filtered: 50, informative: 50, asns: BTreeSet::from([64500]), ..Default::default() };
@@ -476,15 +539,57 @@ mod tests {
     }
 
     #[test]
-    fn rsts_at_another_hop_difference_are_ambiguous() {
+    fn an_injector_answers_from_a_distance_no_host_answers_from() {
+        // Hosts 2 hops away, a border injector 1 hop away: the candidates at 1 are forged.
         let mut c = Counts::default();
-        c.rst_hops.insert(2, 40);
+        c.ref_hops.insert(2, 500);
+        c.rst_hops.insert(1, 40);
         c.rst_hops.insert(0, 3);
-        c.rst_hops.insert(5, 1);
-        assert_eq!(ambiguous_rsts(&c), 4);
-        // A tie: one of the two differences is kept (the larger, as in providers.sql).
-        c.rst_hops.insert(5, 40);
-        assert_eq!(ambiguous_rsts(&c), 43);
+        assert_eq!(rst_split(&c), (Some((1, 40)), 3));
+        // ECMP inside the provider: hosts answer from 2 or 3 hops (per flow); a host whose own
+        // flows all took one path and whose port-25 RST took the other is no injection.
+        let mut e = Counts::default();
+        e.ref_hops.insert(2, 260);
+        e.ref_hops.insert(3, 240);
+        e.rst_hops.insert(3, 6);
+        e.rst_hops.insert(2, 5);
+        assert_eq!(rst_split(&e), (None, 11));
+        // ECMP and an injector in front of it: the injector's distance is still no host's.
+        e.rst_hops.insert(1, 90);
+        assert_eq!(rst_split(&e), (Some((1, 90)), 11));
+        // One odd host's flow does not make a distance the provider's.
+        c.ref_hops.insert(1, 1);
+        assert_eq!(rst_split(&c).0, Some((1, 40)));
+    }
+
+    #[test]
+    fn most_providers_silent_on_one_reflection_port_at_once_is_the_vantages_filter() {
+        let row = |org: &str, port: u16, rate: f64, mech: &str| Row {
+            level: "provider",
+            direction: "outbound",
+            method: "reflection",
+            org_id: org.into(),
+            family: "ipv4",
+            port,
+            informative: 100,
+            rate: Some(rate),
+            verdict: if rate > 0.9 { "blocks" } else { "open" },
+            mechanism: mech.into(),
+            ..Default::default()
+        };
+        let th = Thresholds::default();
+        // Four providers, three silent on 25 at once, none on 587: the vantage drops port 25.
+        let mut p = vec![row("a", 25, 1.0, "silent-drop"), row("b", 25, 1.0, "silent-drop"), row("c", 25, 0.98, "silent-drop"), row("d", 25, 0.0, ""), row("a", 587, 0.0, ""), row("b", 587, 0.0, ""), row("c", 587, 0.0, "")];
+        let mut asns = vec![row("AS1", 25, 1.0, "silent-drop")];
+        let notes = withhold_blind_reflection(&mut p, &mut asns, &th);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(p.iter().filter(|r| r.port == 25).all(|r| r.verdict == "vantage-filtered" && r.rate.is_none()));
+        assert!(p.iter().filter(|r| r.port == 587).all(|r| r.verdict == "open"));
+        assert_eq!(asns[0].verdict, "vantage-filtered");
+        // One provider in four silent: a finding, not the vantage.
+        let mut p = vec![row("a", 25, 1.0, "silent-drop"), row("b", 25, 0.0, ""), row("c", 25, 0.0, ""), row("d", 25, 0.0, "")];
+        assert!(withhold_blind_reflection(&mut p, &mut [], &th).is_empty());
+        assert_eq!(p[0].verdict, "blocks");
     }
 
     #[test]

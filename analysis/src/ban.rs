@@ -1,22 +1,36 @@
-//! Was the vantage banned? Many networks ban a source that looks like a scanner (portsentry,
-//! fail2ban, IPS port-scan signatures): for minutes or for good, everything the vantage sends
-//! them is dropped, so the probes of that time are silent — port 25 on hosts whose controls
-//! answered earlier included — which would read as *blocking*.
+//! Was the vantage banned — or did its own path go dark? Many networks ban a source that looks
+//! like a scanner (portsentry, fail2ban, IPS port-scan signatures): for minutes or for good,
+//! everything the vantage sends them is dropped, so the probes of that time are silent — port
+//! 25 on hosts whose controls answered earlier included — which would read as *blocking*. And
+//! a vantage's own upstream can fail for one family (its IPv6 transit, say): then every
+//! network of that family goes silent at once.
 //!
 //! The crawl visits hosts in a keyed random order, so without a ban a network's answering hosts
 //! are spread evenly over the first pass. The pass's clock here is not wall time (the send rate
 //! varies: reply load, limits, a slow tail) but the share of *other* networks' answering hosts
-//! probed so far, which moves with the crawl whatever its rate. A ban shows as a gap: a stretch
-//! of that clock, of length `g`, in which none of the network's `A` hosts answered a first
-//! attempt — to the end of the pass (banned for good) or until the ban expired. Among `A`
-//! uniform points the chance of a last gap that long is `(1 − g)^A`, of some inner gap that
-//! long at most `(A − 1)(1 − g)^A`; a ban is called when the smaller, doubled (two tests), is
-//! below `ALPHA` and the gap held enough of the network's hosts to matter. Only
-//! hosts answered at a first attempt carry a first-pass time (a silent row's `sent_at` is its
-//! last attempt, in the final pass), which is why the test counts answering hosts.
+//! of the same family probed so far, which moves with the crawl whatever its rate. A ban shows
+//! as a gap: a stretch of that clock, of length `g`, in which none of the network's `A` hosts
+//! answered a first attempt — to the end of the pass (banned for good) or until the ban
+//! expired. Among `A` uniform points the chance of a last gap that long is `(1 − g)^A`, of some
+//! inner gap that long at most `(A − 1)(1 − g)^A`. Three more things make it a ban:
 //!
-//! A ban is tested per organization and per AS (a scan detector sits at one AS's border as
-//! often as at the whole organization's), and per family (bans are per source address).
+//! - **Significance after testing every network.** A report tests thousands of ASes and
+//!   organizations per family; the smaller chance, doubled (two tests), must be below
+//!   `FAMILY_ALPHA` divided by the number of groups tested (Bonferroni), so the whole report
+//!   has at most that chance of one false ban.
+//! - **The retries were silenced too, for long.** Real detectors ban for minutes. A network
+//!   that answered anything — a retry of a silent probe, a late answer — less than `MIN_BAN_US`
+//!   after its gap began was not banned: a path hiccup (a second of neighbour discovery, a
+//!   queue drop) that the retries healed.
+//! - **One network, not all of them.** A gap that every network of a family shows at once is
+//!   the vantage's own outage of that family ([`Outage`]): found with the other family's
+//!   answers as the clock, it withholds that family's verdicts, and no network of the family
+//!   is called banned for it.
+//!
+//! Bans are tested per AS and per organization (a detector sits at one AS's border as often as
+//! at the whole organization's), and per family (bans are per source address). An
+//! organization is banned only when its hosts outside the banned ASes show the gap too; an
+//! AS's ban otherwise stays that AS's, and the organization's numbers leave its hosts out.
 
 use crate::load::Hosts;
 use hashbrown::HashMap;
@@ -27,19 +41,27 @@ use serde::Serialize;
 const MIN_SILENT_IN_GAP: f64 = 10.0;
 /// At least this many hosts must have answered a first attempt (the network did answer us).
 const MIN_ANSWERED: usize = 3;
-/// An answer this long after the last first-try answer (a retry's, in a later pass) means a
-/// ban had lifted by then; a host's probes all go out within seconds.
+/// A ban silences everything for at least this long (real detectors ban for minutes): an
+/// answer of any kind sooner after the gap began means the network was reachable.
+pub const MIN_BAN_US: i64 = 60_000_000;
+/// An answer this long after a host's first first-try probe is not one of its first-try answers.
 const LATE_US: i64 = 10_000_000;
-/// The chance of so long a gap without a ban must be below this (per network and family: a
-/// report has hundreds, so it is small).
-const ALPHA: f64 = 1e-4;
+/// The chance of one false ban in a whole report (all ASes and organizations of a family).
+const FAMILY_ALPHA: f64 = 1e-3;
+/// An AS's ban is its organization's too when the organization's other ASes were silent in
+/// the same window with less than this chance.
+const CONFIRM_ALPHA: f64 = 0.01;
+/// A family outage: at least this many networks of the family answered before it...
+const OUTAGE_MIN_GROUPS: usize = 3;
+/// ... and at least this share of them stayed silent through it.
+const OUTAGE_SHARE: f64 = 0.8;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Ban {
     /// The last probe the network answered before the gap went out then (µs since the epoch):
     /// the ban came then or just after.
     pub since_us: i64,
-    /// The first answered probe after the gap, if any (a ban that expired during the crawl).
+    /// The first answer after the gap, if any (a ban that expired during the crawl).
     pub until_us: Option<i64>,
     /// Where the gap lies on the first pass's clock (0–1).
     pub from: f64,
@@ -50,10 +72,38 @@ pub struct Ban {
     /// The chance of a gap that long without a ban (`(1 − g)^A` for the last gap, `(A − 1)(1 −
     /// g)^A` for an inner one), doubled for the two tests (at most 1).
     pub chance: f64,
+    /// What that chance was compared with: the report's alpha over the groups tested.
+    pub threshold: f64,
+}
+
+/// A family of the vantage that went dark: every (or most every) network of it stopped
+/// answering at once, while the other family kept answering.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outage {
+    pub v6: bool,
+    pub since_us: i64,
+    pub until_us: Option<i64>,
+    /// Where the gap lies on the other family's clock (0–1).
+    pub from: f64,
+    pub to: f64,
+    /// Hosts of the family that answered a first attempt.
+    pub answered: u64,
+    /// Networks (ASes) of the family that answered before the gap, and how many of them stayed
+    /// silent through it.
+    pub groups: u64,
+    pub groups_silent: u64,
+    pub chance: f64,
 }
 
 fn rfc3339(us: i64) -> String {
     chrono::DateTime::from_timestamp_micros(us).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_default()
+}
+
+fn until_text(until: Option<i64>, to: f64) -> String {
+    match until {
+        Some(t) => format!("until {} ({:.0}%)", rfc3339(t), to * 100.0),
+        None => "to the end of the first pass, and no retry answered either".to_string(),
+    }
 }
 
 impl Ban {
@@ -62,94 +112,240 @@ impl Ban {
     }
 
     pub fn evidence(&self) -> String {
-        let until = match self.until_us {
-            Some(t) => format!("until {} ({:.0}%)", rfc3339(t), self.to * 100.0),
-            None => "to the end of the first pass, and no retry answered either".to_string(),
-        };
         format!(
-            "{} of {} hosts answered a first attempt; none from {} ({:.0}% into the crawl's first pass) {until}, controls and closed ports included (chance without a ban {:.1e}): the vantage was banned (a scan detector), not blocked",
+            "{} of {} hosts answered a first attempt; none from {} ({:.0}% into the crawl's first pass) {}, controls, closed ports and retries included (chance without a ban {:.1e}, below {:.1e} after testing every network): the vantage was banned (a scan detector), not blocked",
             self.answered,
             self.hosts,
             self.since(),
             self.from * 100.0,
-            self.chance
+            until_text(self.until_us, self.to),
+            self.chance,
+            self.threshold
         )
     }
 }
 
-/// Bans keyed by (organization or `AS<n>`, IPv6?): every organization and every AS is tested.
-pub fn detect(hosts: &Hosts, org_of: &dyn Fn(u32) -> String, keep: &dyn Fn(u32) -> bool) -> HashMap<(String, bool), Ban> {
-    #[derive(Default)]
-    struct Group {
-        hosts: u64,
-        /// First-try answer times, and the latest answer of any kind.
-        times: Vec<i64>,
-        last_reply: i64,
+impl Outage {
+    pub fn family(&self) -> &'static str {
+        if self.v6 { "ipv6" } else { "ipv4" }
     }
-    // Per AS first (a small key per host), then each organization from its ASes.
-    let mut all: Vec<i64> = Vec::new();
+    pub fn since(&self) -> String {
+        rfc3339(self.since_us)
+    }
+    pub fn evidence(&self) -> String {
+        format!(
+            "the vantage's {} path went dark: {} of {} networks that had answered stopped answering at once from {} ({:.0}% into the first pass, on the other family's clock) {}, while the other family kept answering (chance without an outage {:.1e}): no {} verdict from this crawl",
+            self.family(),
+            self.groups_silent,
+            self.groups,
+            self.since(),
+            self.from * 100.0,
+            until_text(self.until_us, self.to),
+            self.chance,
+            self.family()
+        )
+    }
+}
+
+/// Every ban and outage found in one crawl.
+#[derive(Debug, Default)]
+pub struct Findings {
+    /// Keyed by (organization or `AS<n>`, IPv6?).
+    pub bans: HashMap<(String, bool), Ban>,
+    pub outages: Vec<Outage>,
+}
+
+impl Findings {
+    pub fn outage(&self, v6: bool) -> Option<&Outage> {
+        self.outages.iter().find(|o| o.v6 == v6)
+    }
+    /// Is the AS's own (not its organization's) ban on record for this family?
+    pub fn as_banned(&self, asn: u32, v6: bool) -> bool {
+        self.bans.contains_key(&(format!("AS{asn}"), v6))
+    }
+}
+
+/// First-try answer times of a network and its other answers (retries, late ones).
+#[derive(Default, Clone)]
+struct Group {
+    hosts: u64,
+    times: Vec<i64>,
+    /// Times of answers that were not first-try answers, and the latest answer of each host.
+    later: Vec<i64>,
+}
+
+impl Group {
+    fn absorb(&mut self, o: &Group) {
+        self.hosts += o.hosts;
+        self.times.extend_from_slice(&o.times);
+        self.later.extend_from_slice(&o.later);
+    }
+    /// The first answer of any kind after `t`.
+    fn next_answer(&self, t: i64) -> Option<i64> {
+        self.times.iter().chain(&self.later).copied().filter(|x| *x > t).min()
+    }
+}
+
+/// The longest silence of `g` on `clock` (sorted first-try times of what is *not* `g`): the
+/// chance of it without a cause, where it lies, and its wall-clock start and end.
+struct Gap {
+    chance: f64,
+    from: f64,
+    to: f64,
+    since_us: i64,
+    /// The first answer after the gap, if the network answered again.
+    until_us: Option<i64>,
+    /// The gap's share of the pass.
+    len: f64,
+}
+
+fn longest_gap(g: &Group, clock: &[i64]) -> Option<Gap> {
+    let a = g.times.len();
+    if a < MIN_ANSWERED || clock.is_empty() {
+        return None;
+    }
+    let mut times = g.times.clone();
+    times.sort_unstable();
+    // The clock at the network's i-th answer: the share of the others' answering hosts probed
+    // by then.
+    let u: Vec<f64> = times.iter().map(|t| clock.partition_point(|x| *x <= *t) as f64 / clock.len() as f64).collect();
+    // Two candidates: the gap from the last answer to the end (chance (1 − g)^A), and the
+    // longest gap between two answers (at most (A − 1)(1 − g)^A, a union bound over the A − 1
+    // spacings); the smaller chance is taken, doubled for having looked at both.
+    let last = a - 1;
+    let end = (last, 1.0 - u[last], u[last].powf(a as f64));
+    let inner = (0..last).map(|i| (i, u[i + 1] - u[i])).max_by(|x, y| x.1.total_cmp(&y.1)).map(|(i, g)| (i, g, ((a - 1) as f64 * (1.0 - g).powf(a as f64)).min(1.0)));
+    let (at, len, chance) = match inner {
+        Some(x) if x.2 < end.2 => x,
+        _ => end,
+    };
+    let since_us = times[at];
+    Some(Gap { chance: (2.0 * chance).min(1.0), from: u[at], to: if at + 1 < a { u[at + 1] } else { 1.0 }, since_us, until_us: g.next_answer(since_us), len })
+}
+
+/// The family's first-try answer times (sorted) without those of `g`: its clock.
+fn others(family: &[i64], g: &Group) -> Vec<i64> {
+    let mut mine = g.times.clone();
+    mine.sort_unstable();
+    let mut out = Vec::with_capacity(family.len().saturating_sub(mine.len()));
+    let mut j = 0;
+    for t in family {
+        if j < mine.len() && mine[j] == *t {
+            j += 1;
+        } else {
+            out.push(*t);
+        }
+    }
+    out
+}
+
+/// Bans and family outages of one crawl; `org_of` names an AS's organization, `keep` selects
+/// the ASes reported.
+pub fn detect(hosts: &Hosts, org_of: &dyn Fn(u32) -> String, keep: &dyn Fn(u32) -> bool) -> Findings {
     let mut per_as: HashMap<(u32, bool), Group> = HashMap::new();
+    let mut family: [Group; 2] = Default::default();
     for h in hosts.hosts.values().filter(|h| keep(h.asn)) {
         let g = per_as.entry((h.asn, h.v6)).or_default();
         g.hosts += 1;
-        g.last_reply = g.last_reply.max(h.last_reply);
+        let f = &mut family[h.v6 as usize];
         if h.answered_first_try_at != i64::MAX {
             g.times.push(h.answered_first_try_at);
-            all.push(h.answered_first_try_at);
+            f.times.push(h.answered_first_try_at);
+        }
+        // Answers after the host's first-try ones: its retries' (always), and its last answer
+        // when it came well after its first-try probes (a host's probes go out within seconds).
+        if h.first_retry_reply != i64::MAX {
+            g.later.push(h.first_retry_reply);
+        }
+        if h.last_reply > 0 && (h.answered_first_try_at == i64::MAX || h.last_reply > h.answered_first_try_at.saturating_add(LATE_US)) {
+            g.later.push(h.last_reply);
         }
     }
-    let mut groups: HashMap<(String, bool), Group> = HashMap::new();
-    for ((asn, v6), g) in per_as {
-        let (org, key) = (org_of(asn), format!("AS{asn}"));
-        if org != key {
-            let o = groups.entry((org, v6)).or_default();
-            o.hosts += g.hosts;
-            o.last_reply = o.last_reply.max(g.last_reply);
-            o.times.extend_from_slice(&g.times);
-        }
-        groups.insert((key, v6), g);
+    for f in family.iter_mut() {
+        f.times.sort_unstable();
     }
-    all.sort_unstable();
-    let mut bans = HashMap::new();
-    for (key, mut g) in groups {
-        let a = g.times.len();
-        let others = all.len() - a;
-        if a < MIN_ANSWERED || others == 0 {
-            continue; // never (or hardly) answered: dead or filtered, not banned; or no clock
+    let mut found = Findings::default();
+    // A family's outage, on the other family's clock.
+    for v6 in [false, true] {
+        let (me, other) = (&family[v6 as usize], &family[!v6 as usize]);
+        let Some(gap) = longest_gap(me, &other.times) else { continue };
+        // The networks that had answered before the gap, and those of them silent through it.
+        let end = gap.until_us.unwrap_or(i64::MAX);
+        let before: Vec<&Group> = per_as.iter().filter(|((_, f), g)| *f == v6 && g.times.iter().any(|t| *t <= gap.since_us)).map(|(_, g)| g).collect();
+        let silent = before.iter().filter(|g| !g.times.iter().chain(&g.later).any(|t| *t > gap.since_us && *t < end)).count();
+        let long = gap.until_us.is_none_or(|u| u - gap.since_us >= MIN_BAN_US);
+        if gap.chance < FAMILY_ALPHA / 2.0 && long && before.len() >= OUTAGE_MIN_GROUPS && silent as f64 >= OUTAGE_SHARE * before.len() as f64 {
+            found.outages.push(Outage { v6, since_us: gap.since_us, until_us: gap.until_us, from: gap.from, to: gap.to, answered: me.times.len() as u64, groups: before.len() as u64, groups_silent: silent as u64, chance: gap.chance });
         }
-        g.times.sort_unstable();
-        // The clock at the network's i-th answer: the share of the others' answering hosts
-        // probed by then.
-        let clock = |i: usize| {
-            let t = g.times[i];
-            (all.partition_point(|x| *x <= t) - g.times.partition_point(|x| *x <= t)) as f64 / others as f64
+    }
+    // Per AS, then each organization from its ASes that were not banned on their own.
+    let tested = |g: &Group| g.times.len() >= MIN_ANSWERED;
+    let mut orgs: HashMap<(String, bool), Vec<(u32, Group)>> = HashMap::new();
+    for ((asn, v6), g) in &per_as {
+        let org = org_of(*asn);
+        if org != format!("AS{asn}") {
+            orgs.entry((org, *v6)).or_default().push((*asn, g.clone()));
+        }
+    }
+    let groups_tested = |v6: bool| per_as.iter().filter(|((_, f), g)| *f == v6 && tested(g)).count() + orgs.iter().filter(|((_, f), l)| *f == v6 && l.iter().map(|x| x.1.times.len()).sum::<usize>() >= MIN_ANSWERED).count();
+    let thresholds = [FAMILY_ALPHA / groups_tested(false).max(1) as f64, FAMILY_ALPHA / groups_tested(true).max(1) as f64];
+    let outage = [found.outage(false).is_some(), found.outage(true).is_some()];
+    let test = |g: &Group, v6: bool| -> Option<Ban> {
+        if outage[v6 as usize] {
+            return None; // the family's silence is the vantage's own: no network is banned for it
+        }
+        // The clock: the same family's other networks' first-try answers.
+        let gap = longest_gap(g, &others(&family[v6 as usize].times, g))?;
+        let threshold = thresholds[v6 as usize];
+        let long = gap.until_us.is_none_or(|u| u - gap.since_us >= MIN_BAN_US);
+        (gap.chance < threshold && g.hosts as f64 * gap.len >= MIN_SILENT_IN_GAP && long).then(|| Ban {
+            since_us: gap.since_us,
+            until_us: gap.until_us,
+            from: gap.from,
+            to: gap.to,
+            hosts: g.hosts,
+            answered: g.times.len() as u64,
+            chance: gap.chance,
+            threshold,
+        })
+    };
+    for ((asn, v6), g) in &per_as {
+        if let Some(b) = test(g, *v6) {
+            found.bans.insert((format!("AS{asn}"), *v6), b);
+        }
+    }
+    for ((org, v6), list) in orgs {
+        // Every AS of the organization that answered was banned on its own: so is the
+        // organization. Otherwise its other ASes must show the gap too: none of their hosts
+        // answered a first attempt while the banned AS was silent, when the family's clock says
+        // some should have (chance below `CONFIRM_ALPHA`): one detector at the organization's
+        // border, seen AS by AS. Failing that, the hosts outside the banned ASes are tested on
+        // their own.
+        let answering: Vec<u32> = list.iter().filter(|(_, x)| tested(x)).map(|(a, _)| *a).collect();
+        let banned: Vec<&Ban> = answering.iter().filter_map(|a| found.bans.get(&(format!("AS{a}"), v6))).collect();
+        let all_banned = !answering.is_empty() && banned.len() == answering.len();
+        let (mut all, mut rest) = (Group::default(), Group::default());
+        for (asn, x) in &list {
+            all.absorb(x);
+            if !found.as_banned(*asn, v6) {
+                rest.absorb(x);
+            }
+        }
+        let confirmed = !all_banned
+            && longest_gap(&rest, &others(&family[v6 as usize].times, &all)).is_some_and(|r| {
+                // The other ASes' longest silence, unlikely by chance, over most of a banned AS's.
+                r.chance < CONFIRM_ALPHA && banned.iter().any(|b| (r.to.min(b.to) - r.from.max(b.from)) >= 0.5 * (b.to - b.from))
+            });
+        let ban = if all_banned || confirmed {
+            test(&all, v6).or_else(|| banned.iter().min_by_key(|b| b.since_us).map(|b| (*b).clone()))
+        } else {
+            test(&rest, v6)
         };
-        let u: Vec<f64> = (0..a).map(clock).collect();
-        // Two candidates: the gap from the last answer to the end (a ban for good; chance
-        // (1 − g)^A), and the longest gap between two answers (a ban that lifted; at most
-        // (A − 1)(1 − g)^A, a union bound over the A − 1 spacings). Each is tested at half of
-        // ALPHA (the two together at ALPHA).
-        let last = a - 1;
-        let end = (last, 1.0 - u[last], u[last].powf(a as f64));
-        let inner = (0..last).map(|i| (i, u[i + 1] - u[i])).max_by(|x, y| x.1.total_cmp(&y.1)).map(|(i, g)| (i, g, ((a - 1) as f64 * (1.0 - g).powf(a as f64)).min(1.0)));
-        let (at, gap, chance) = match inner {
-            Some(x) if x.2 < end.2 => x,
-            _ => end,
-        };
-        let chance = (2.0 * chance).min(1.0);
-        if chance < ALPHA && g.hosts as f64 * gap >= MIN_SILENT_IN_GAP {
-            let until_us = if at + 1 < a {
-                Some(g.times[at + 1])
-            } else {
-                // Nothing answered a first attempt after the gap; a late answer of any kind (a
-                // retry) still says the ban had lifted by then.
-                (g.last_reply > g.times[at] + LATE_US).then_some(g.last_reply)
-            };
-            let to = if at + 1 < a { u[at + 1] } else { 1.0 };
-            bans.insert(key, Ban { since_us: g.times[at], until_us, from: u[at], to, hosts: g.hosts, answered: a as u64, chance });
+        if let Some(b) = ban {
+            found.bans.insert((org, v6), b);
         }
     }
-    bans
+    found
 }
 
 /// The ban of an AS row: the AS's own, else its organization's.
@@ -157,10 +353,10 @@ pub fn of_as<'a>(bans: &'a HashMap<(String, bool), Ban>, org: &str, asn: u32, v6
     bans.get(&(format!("AS{asn}"), v6)).or_else(|| bans.get(&(org.to_string(), v6)))
 }
 
-/// The ban of an organization row: its own, else that of one of its ASes (the organization's
-/// numbers include the banned AS's silence).
-pub fn of_org<'a>(bans: &'a HashMap<(String, bool), Ban>, org: &str, asns: impl IntoIterator<Item = u32>, v6: bool) -> Option<&'a Ban> {
-    bans.get(&(org.to_string(), v6)).or_else(|| asns.into_iter().find_map(|a| bans.get(&(format!("AS{a}"), v6))))
+/// The ban of an organization row: its own only. A banned AS's hosts are left out of its
+/// organization's numbers (`aggregate::tally`) instead of blanking the organization.
+pub fn of_org<'a>(bans: &'a HashMap<(String, bool), Ban>, org: &str, v6: bool) -> Option<&'a Ban> {
+    bans.get(&(org.to_string(), v6))
 }
 
 #[cfg(test)]
@@ -169,7 +365,7 @@ mod tests {
     use crate::infer::HostAcc;
     use crate::load::{Hosts, Interner};
 
-    /// `n` hosts of AS 64500 (and, every third, of AS 64501) probed half a second apart, between
+    /// `n` hosts of AS 64500 (and, every third, of AS 64501) probed a second apart, between
     /// `n` hosts of AS 64999 that all answer (the rest of the crawl, which is the clock);
     /// `answers(i)`: after how long host `i` of AS 64500/64501 answered (µs), if it did, and at
     /// which attempt.
@@ -178,7 +374,7 @@ mod tests {
         for i in 0..2 * n {
             let asn = if i % 2 == 1 { 64999 } else if (i / 2) % 3 == 2 { 64501 } else { 64500 };
             let mut acc = HostAcc::new(asn, 0, false);
-            let sent = 1_000_000_000_000 + i as i64 * 250_000;
+            let sent = 1_000_000_000_000 + i as i64 * 500_000;
             let a = if asn == 64999 { Some((50_000, 1)) } else { answers(i / 2) };
             if let Some((d, attempt)) = a {
                 let at = sent + if attempt > 1 { 3_600_000_000 } else { 0 }; // retries: a later pass
@@ -191,7 +387,7 @@ mod tests {
 
     /// AS 64500 and AS 64501 are one organization.
     fn bans(h: &Hosts) -> HashMap<(String, bool), Ban> {
-        detect(h, &|a| if a == 64999 { "ORG-OTHER".into() } else { "ORG-X".into() }, &|_| true)
+        detect(h, &|a| if a == 64999 { "ORG-OTHER".into() } else { "ORG-X".into() }, &|_| true).bans
     }
 
     fn key(k: &str) -> (String, bool) {
@@ -213,21 +409,42 @@ mod tests {
 
     #[test]
     fn a_ban_that_lifted_during_the_crawl_and_a_ban_of_one_as() {
-        // Silent from 30 % to 70 % of the pass: a ban that expired.
+        // Silent from 30 % to 70 % of the pass (a minute of the 150 s pass): a ban that expired.
+        // (Each host of the organization is probed a second after the previous one.)
         let h = crawl(150, |i| (!(45..105).contains(&i)).then_some((50_000, 1)));
         let org = &bans(&h)[&key("ORG-X")];
         assert!(org.until_us.is_some() && (org.from - 0.3).abs() < 0.02 && (org.to - 0.7).abs() < 0.02, "{org:?}");
         assert!(org.evidence().contains("until"));
         // Only AS 64501 (a third of the organization's hosts) stops answering: the AS is banned,
-        // and its organization's rows carry that ban.
+        // and its organization is not (its other AS kept answering): the organization's rows
+        // leave the banned AS's hosts out instead.
         let h = crawl(300, |i| (i % 3 != 2 || i < 90).then_some((50_000, 1)));
         let b = bans(&h);
         assert!(b.contains_key(&key("AS64501")) && !b.contains_key(&key("AS64500")), "{:?}", b.keys().collect::<Vec<_>>());
-        assert!(of_org(&b, "ORG-X", [64500, 64501], false).is_some());
+        assert!(of_org(&b, "ORG-X", false).is_none());
         assert!(of_as(&b, "ORG-X", 64500, false).is_none());
-        // Retries that answered after the first pass: the ban had lifted by then.
+        // Retries that answered long after the first pass: the ban had lifted by then.
         let h = crawl(150, |i| if i < 60 { Some((50_000, 1)) } else if i == 100 { Some((50_000, 2)) } else { None });
         assert!(bans(&h)[&key("ORG-X")].until_us.is_some());
+    }
+
+    #[test]
+    fn retries_answering_seconds_after_the_gap_are_no_ban() {
+        // The network's first answers stop at 40 % — but a retry of one of its silent probes
+        // answered 3 s after its last first answer: a path hiccup the retries healed, no ban.
+        let last_first = 1_000_000_000_000 + 2 * 59 * 500_000;
+        let with_retries = |after: i64| {
+            let mut h = crawl(150, |i| (i < 60).then_some((50_000, 1)));
+            for asn in [64500, 64501] {
+                let late = h.hosts.values_mut().find(|a| a.asn == asn && a.answered_first_try_at == i64::MAX).unwrap();
+                late.add_times(Some(last_first + after - 500_000), Some(2), Some(last_first + after));
+            }
+            h
+        };
+        let h = with_retries(3_000_000);
+        assert!(bans(&h).is_empty(), "{:?}", bans(&h).keys().collect::<Vec<_>>());
+        // The same retries five minutes later: a ban that lifted.
+        assert!(bans(&with_retries(300_000_000))[&key("ORG-X")].until_us.is_some());
     }
 
     #[test]
@@ -241,5 +458,29 @@ mod tests {
         assert!(bans(&crawl(150, |i| (i % 2 == 0).then_some((50_000, 1)))).is_empty());
         // Nor a short silence at the end (5 % of the pass: 143 · 0.95^143 ≈ 0.1).
         assert!(bans(&crawl(150, |i| (i < 143).then_some((50_000, 1)))).is_empty());
+    }
+
+    #[test]
+    fn a_family_that_goes_dark_everywhere_is_the_vantages_outage_not_bans() {
+        // IPv4: 4 networks answering all along (the clock). IPv6: 4 networks answering until
+        // the middle of the pass, then none of them — the vantage's IPv6 path failed.
+        let mut h = Hosts { hosts: Default::default(), strings: Interner::default(), vantage: "v".into(), rows: 0 };
+        for i in 0..800u32 {
+            let v6 = i % 2 == 1;
+            let asn = 64500 + (i / 2) % 4;
+            let mut acc = HostAcc::new(asn, 0, v6);
+            let sent = 1_000_000_000_000 + i as i64 * 250_000;
+            if !v6 || i < 400 {
+                acc.add_times(Some(sent), Some(1), Some(sent + 50_000));
+            }
+            let ip = if v6 { format!("2001:db8:100::{i:x}") } else { format!("198.18.{}.{}", i / 200, i % 200) };
+            h.hosts.insert(ip.into(), acc);
+        }
+        let f = detect(&h, &|a| format!("AS{a}"), &|_| true);
+        let o = f.outage(true).expect("an IPv6 outage");
+        assert_eq!((o.groups, o.groups_silent, o.until_us), (4, 4, None), "{o:?}");
+        assert!((o.from - 0.5).abs() < 0.02 && o.evidence().contains("ipv6 path went dark"), "{}", o.evidence());
+        assert!(f.outage(false).is_none());
+        assert!(f.bans.is_empty(), "networks called banned for the vantage's outage: {:?}", f.bans.keys().collect::<Vec<_>>());
     }
 }

@@ -158,25 +158,29 @@ fn thresholds(c: &Common) -> aggregate::Thresholds {
 /// Infer and aggregate one crawl (one vantage's).
 fn analyse(crawl: &load::Crawl, inp: &Inputs, c: &Common) -> Result<(load::Hosts, Vec<aggregate::Row>, Vec<aggregate::Row>)> {
     let hosts = load::load_hosts(&crawl.files)?;
-    let (p, a) = aggregate_hosts(&hosts, inp, c)?;
+    let (p, a, _) = aggregate_hosts(&hosts, inp, c)?;
     Ok((hosts, p, a))
 }
 
-fn aggregate_hosts(hosts: &load::Hosts, inp: &Inputs, c: &Common) -> Result<(Vec<aggregate::Row>, Vec<aggregate::Row>)> {
+/// Provider rows, AS rows, and what the vantage's own trouble withheld (in words).
+fn aggregate_hosts(hosts: &load::Hosts, inp: &Inputs, c: &Common) -> Result<(Vec<aggregate::Row>, Vec<aggregate::Row>, Vec<String>)> {
     let t0 = std::time::Instant::now();
     let hosting = c.select == "hosting";
     let keep = |asn: u32| !hosting || inp.categories.is(asn, "hosting");
-    let (by_as, by_org) = aggregate::tally(hosts, &inp.orgs, &inp.routes, &keep);
+    // Bans first: an AS banned on its own stays out of its organization's tallies.
     let bans = ban::detect(hosts, &|a| inp.orgs.org_of(a).0, &keep);
+    let (by_as, by_org) = aggregate::tally(hosts, &inp.orgs, &inp.routes, &keep, &bans);
     if !hosts.hosts.is_empty() && !hosts.hosts.values().any(|h| h.last_reply > 0) {
         // No ban found is then no evidence of none: say so rather than stay silent.
         eprintln!("analysis: warning: no reply times in the crawl from {} (no `received_at`, or no answers at all): the scan-ban test could not run", hosts.vantage);
     }
     let th = thresholds(c);
     let cx = aggregate::Context { routes: &inp.routes, orgs: &inp.orgs, categories: &inp.categories, strings: &hosts.strings.list, th: &th, bans: &bans, vantage: &hosts.vantage };
-    let (p, a) = aggregate::rows(&by_as, &by_org, &cx);
+    let (mut p, mut a) = aggregate::rows(&by_as, &by_org, &cx);
+    let mut notes: Vec<String> = bans.outages.iter().map(|o| o.evidence()).collect();
+    notes.extend(aggregate::withhold_blind_reflection(&mut p, &mut a, &th));
     tracing::debug!("aggregated in {:.2} s", t0.elapsed().as_secs_f64());
-    Ok((p, a))
+    Ok((p, a, notes))
 }
 
 /// The egress runs: vantages placed in providers, their provider rows appended to
@@ -184,7 +188,7 @@ fn aggregate_hosts(hosts: &load::Hosts, inp: &Inputs, c: &Common) -> Result<(Vec
 fn egress_from(dirs: &[PathBuf], inp: &Inputs, c: &Common, strings: &[String], providers: &mut Vec<aggregate::Row>) -> Result<(report::EgressView, report::EgressMeta)> {
     let attempts = egress::load(dirs)?;
     let th = thresholds(c);
-    let bans = Default::default();
+    let bans = ban::Findings::default();
     let cx = aggregate::Context { routes: &inp.routes, orgs: &inp.orgs, categories: &inp.categories, strings, th: &th, bans: &bans, vantage: "inside" };
     let hosting = c.select == "hosting";
     let keep = |asn: u32| !hosting || inp.categories.is(asn, "hosting");
@@ -240,19 +244,19 @@ fn report_vantages(c: &Common, inp: &Inputs, picked: Vec<load::Crawl>, completen
     for (cr, comp) in picked.into_iter().zip(completeness) {
         let hosts = load::load_hosts(&cr.files).with_context(|| format!("crawl {}", cr.id))?;
         let chosen_now = single || want == Some(hosts.vantage.as_str());
-        let (providers, asns, written) = if chosen_now {
-            let (p, a) = std::thread::scope(|s| -> Result<_> {
+        let (providers, asns, withheld, written) = if chosen_now {
+            let (p, a, n) = std::thread::scope(|s| -> Result<_> {
                 let w = s.spawn(|| report::write_hosts(&c.out.join("hosts.parquet"), aggregate::host_rows(&hosts), &hosts.strings.list));
                 let r = aggregate_hosts(&hosts, inp, c);
                 w.join().map_err(|_| anyhow::anyhow!("hosts writer panicked"))??;
                 r
             })?;
-            (p, a, true)
+            (p, a, n, true)
         } else {
-            let (p, a) = aggregate_hosts(&hosts, inp, c)?;
-            (p, a, false)
+            let (p, a, n) = aggregate_hosts(&hosts, inp, c)?;
+            (p, a, n, false)
         };
-        let meta = report::VantageMeta { vantage: hosts.vantage.clone(), crawl_id: cr.id.clone(), rows: hosts.rows, hosts: hosts.hosts.len() as u64, completeness: comp };
+        let meta = report::VantageMeta { vantage: hosts.vantage.clone(), crawl_id: cr.id.clone(), rows: hosts.rows, hosts: hosts.hosts.len() as u64, completeness: comp, withheld };
         // A later crawl from the same vantage on the same date replaces the earlier one.
         metas.retain(|m| m.vantage != meta.vantage);
         others.retain(|(v, _)| *v != meta.vantage);
@@ -345,6 +349,7 @@ fn run(cmd: Cmd) -> Result<()> {
                 selection: c.select.clone(),
                 software: concat!("port25-analysis/", env!("CARGO_PKG_VERSION")),
                 completeness: pm.completeness,
+                withheld: pm.withheld,
                 egress: egress_meta,
                 vantages: metas,
             };
@@ -358,6 +363,9 @@ fn run(cmd: Cmd) -> Result<()> {
                 report::print_table(&providers);
                 for r in providers.iter().filter(|r| r.verdict == "vantage-banned" && r.port == 25 && r.direction == "inbound") {
                     println!("vantage-banned: {} ({}): {}", r.provider, r.family, r.evidence);
+                }
+                for w in &meta.withheld {
+                    println!("WITHHELD: {w}");
                 }
                 if let Some(v) = &vantages_view {
                     println!("vantages: {}", meta.vantages.iter().map(|m| m.vantage.as_str()).collect::<Vec<_>>().join(", "));

@@ -30,6 +30,9 @@ pub struct Meta {
     pub software: &'static str,
     /// What the crawl's manifests say it lost; `problems` non-empty: an incomplete crawl.
     pub completeness: crate::manifest::Completeness,
+    /// Verdicts the vantage's own trouble withheld (a family's outage, replies to a reflection
+    /// port lost at the vantage), in words.
+    pub withheld: Vec<String>,
     /// The egress runs reported beside the crawl (`--egress`), if any.
     pub egress: Option<EgressMeta>,
     /// Every vantage of the crawl date (the report's tables are the first one's).
@@ -43,6 +46,7 @@ pub struct VantageMeta {
     pub rows: u64,
     pub hosts: u64,
     pub completeness: crate::manifest::Completeness,
+    pub withheld: Vec<String>,
 }
 
 /// What several vantages add to a report: the other vantages' provider rows, and the
@@ -255,6 +259,9 @@ fn markdown(p: &Parts) -> String {
     for x in &meta.completeness.problems {
         let _ = writeln!(md, "**INCOMPLETE CRAWL: {x}.** Missing data may read as filtering here.\n");
     }
+    for x in &meta.withheld {
+        let _ = writeln!(md, "**WITHHELD: {x}.**\n");
+    }
     if meta.vantages.len() > 1 {
         let _ = writeln!(md, "Vantages this date: {}. The tables are vantage `{}`'s; the vantages are compared below.\n", vantage_list(meta), meta.vantage);
     }
@@ -326,7 +333,7 @@ fn html(p: &Parts) -> String {
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Port-25 blocking report — {}</title><style>\
 body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;margin:1em 0;font-size:13px}}\
 td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}}th{{background:#eee}}tr.v-blocks td{{background:#fde0dc}}\
-tr.v-mixed td{{background:#fff4d6}}tr.v-vantage-banned td{{background:#e8e0f4}}tr.a-path-specific td,tr.a-differ td{{background:#fde0dc}}tr.v-open td{{background:#e3f4e1}}tr.v-insufficient td{{color:#777}}td.v-blocks{{background:#fde0dc}}td.v-open{{background:#e3f4e1}}td.v-mixed{{background:#fff4d6}}\
+tr.v-mixed td{{background:#fff4d6}}tr.v-vantage-banned td,tr.v-vantage-outage td,tr.v-vantage-filtered td{{background:#e8e0f4}}tr.a-path-specific td,tr.a-differ td{{background:#fde0dc}}tr.v-open td{{background:#e3f4e1}}tr.v-insufficient td{{color:#777}}td.v-blocks{{background:#fde0dc}}td.v-open{{background:#e3f4e1}}td.v-mixed{{background:#fff4d6}}\
 td.m-differ{{background:#fde0dc;font-weight:bold}}td.v-throttled,td.v-intercepted,td.v-stripped,td.v-tls-intercepted{{background:#fde0dc}}\
 figure{{margin:1em 0}}.note{{background:#f4f4f4;padding:.6em 1em;border-left:4px solid #888}}</style></head><body>",
         esc(&meta.crawl_id)
@@ -344,6 +351,9 @@ figure{{margin:1em 0}}.note{{background:#f4f4f4;padding:.6em 1em;border-left:4px
     }
     for x in &meta.completeness.problems {
         let _ = write!(html, "<p class=\"note\" style=\"border-color:#c00\"><b>INCOMPLETE CRAWL:</b> {}. Missing data may read as filtering here.</p>", esc(x));
+    }
+    for x in &meta.withheld {
+        let _ = write!(html, "<p class=\"note withheld\" style=\"border-color:#c00\"><b>WITHHELD:</b> {}.</p>", esc(x));
     }
     if let Some(e) = &meta.egress {
         let _ = write!(html, "<p id=\"egress-meta\">Egress: {} runs, {} attempts from {} vantages ({} not placed in a provider).</p>", e.runs, e.attempts, e.vantages, e.unmapped);

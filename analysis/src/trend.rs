@@ -72,7 +72,7 @@ impl Trend {
         let mut changes = Vec::new();
         for ((_, family, vantage), s) in &series {
             // A banned vantage saw nothing: neither the verdict before nor after it.
-            let known: Vec<&&TrendRow> = s.iter().filter(|r| r.verdict != "insufficient" && r.verdict != "vantage-banned").collect();
+            let known: Vec<&&TrendRow> = s.iter().filter(|r| r.verdict != "insufficient" && !crate::aggregate::withheld(r.verdict)).collect();
             for w in known.windows(2) {
                 let (a, b) = (w[0], w[1]);
                 if a.verdict == b.verdict {

@@ -41,7 +41,7 @@ pub fn compare(per_vantage: &[(String, Vec<Row>)]) -> Vec<VantageRow> {
     for ((org_id, family, direction, method, port), seen) in by {
         let verdicts = seen.iter().map(|(v, r)| format!("{v}={} ({}/{})", r.verdict, r.filtered, r.informative)).collect::<Vec<_>>().join("; ");
         let banned: Vec<&str> = seen.iter().filter(|(_, r)| r.verdict == "vantage-banned").map(|(v, _)| *v).collect();
-        let known: Vec<&(&str, &Row)> = seen.iter().filter(|(_, r)| r.verdict != "insufficient" && r.verdict != "vantage-banned").collect();
+        let known: Vec<&(&str, &Row)> = seen.iter().filter(|(_, r)| r.verdict != "insufficient" && !crate::aggregate::withheld(r.verdict)).collect();
         let blocking: Vec<&str> = known.iter().filter(|(_, r)| r.verdict == "blocks").map(|(v, _)| *v).collect();
         let open = known.iter().filter(|(_, r)| r.verdict == "open").count();
         let (agreement, note) = if known.len() >= 2 && known.iter().all(|(_, r)| r.verdict == known[0].1.verdict) {
