@@ -572,6 +572,28 @@ mod tests {
     }
 
     #[test]
+    fn lab_policies_load_with_one_stale_row() {
+        let p = Policies::load(&fixture("policies-lab.csv")).unwrap();
+        assert_eq!(
+            p.providers(),
+            vec!["Egress25 Cloud", "SubmitOnly Hosting", "SixOut Cloud", "StatefulOut Cloud", "Throttle25 Cloud", "OpenCloud Hosting"]
+        );
+        for r in &p.rows {
+            assert!(r.source_url.starts_with("https://lab.example/policies/"), "{}", r.source_url);
+        }
+        let submit = p.documented("ORG-SUBMITONLY", &[], Direction::Outbound, 587, true);
+        assert_eq!(submit.iter().map(|r| r.action).collect::<Vec<_>>(), vec![Action::Allowed]);
+        let submit465 = p.documented("ORG-SUBMITONLY", &[64515], Direction::Outbound, 465, false);
+        assert_eq!(submit465[0].action, Action::Blocked);
+        assert!(p.documented("ORG-SIXOUT", &[64516], Direction::Outbound, 25, false).is_empty(), "SixOut documents IPv6 only");
+        assert_eq!(p.documented("ORG-SIXOUT", &[64516], Direction::Outbound, 25, true).len(), 1);
+        assert_eq!(p.for_org("ORG-THROTTLE25").next().unwrap().action, Action::Throttled);
+        assert_eq!(p.rows[0].line, 4, "two comment lines and the header before it");
+        let open = p.for_asn(64501).next().unwrap();
+        assert_eq!((open.action, open.scope.as_str()), (Action::Blocked, "new accounts"));
+    }
+
+    #[test]
     fn bad_fixtures_name_file_and_line() {
         for (f, line, what) in [
             ("policies-bad-unknown-column.csv", 1, "unknown column `prov`"),
