@@ -12,6 +12,7 @@ pub mod error;
 pub mod hitlist;
 pub mod input;
 pub mod orgs;
+pub mod policies;
 pub mod publish;
 pub mod ranges;
 pub mod routes;
