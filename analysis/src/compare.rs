@@ -69,7 +69,7 @@ fn met(inside: &str) -> String {
 /// Every provider, family and mail port where reflection and egress both have a decisive
 /// verdict (reflection `blocks`/`open`; inside anything but `mixed`/`insufficient`).
 pub fn comparisons(rows: &[Row]) -> Vec<Comparison> {
-    let decisive_inside = |r: &&Row| r.method == "egress" && r.verdict != "mixed" && r.verdict != "insufficient";
+    let decisive_inside = |r: &&Row| r.method == "egress" && !matches!(r.verdict, "mixed" | "insufficient" | "sink-unreachable");
     rows.iter()
         .filter(decisive_inside)
         .filter_map(|e| {

@@ -22,6 +22,8 @@ pub const MAIL_PORTS: [u16; 3] = [25, 465, 587];
 pub struct Attempt {
     pub run_id: String,
     pub vantage: String,
+    /// The sink address dialled.
+    pub sink: String,
     pub family: u8,
     pub port: u16,
     pub outcome: String,
@@ -80,6 +82,7 @@ fn fold(f: &Path, b: &RecordBatch, out: &mut Vec<Attempt>) -> Result<()> {
     }
     let text = |n: &str| typed::<StringArray>(f, b, n);
     let (run, vant, outc, verdict, resp, you) = (text(col::RUN_ID)?, text(col::VANTAGE)?, text(col::OUTCOME)?, text(col::VERDICT)?, text(col::ICMP_RESPONDER)?, text(col::YOU_ADDR)?);
+    let sink = text(col::SINK)?;
     let (ver, ity, icode) = (typed::<UInt8Array>(f, b, col::IP_VERSION)?, typed::<UInt8Array>(f, b, col::ICMP_TYPE)?, typed::<UInt8Array>(f, b, col::ICMP_CODE)?);
     let (port, matches) = (typed::<UInt16Array>(f, b, col::PORT)?, typed::<BooleanArray>(f, b, col::YOU_MATCHES)?);
     let s = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_string());
@@ -88,6 +91,7 @@ fn fold(f: &Path, b: &RecordBatch, out: &mut Vec<Attempt>) -> Result<()> {
         out.push(Attempt {
             run_id: s(run, i).unwrap_or_default(),
             vantage: s(vant, i).unwrap_or_default(),
+            sink: s(sink, i).unwrap_or_default(),
             family: ver.value(i),
             port: port.value(i),
             outcome: s(outc, i).unwrap_or_default(),
@@ -113,13 +117,21 @@ pub struct Series {
     pub port: u16,
     pub attempts: u32,
     /// `open`, `blocked`, `throttled`, `intercepted`, `stripped`, `tls-intercepted`,
-    /// `tls-failed`, `mixed` (open and blocked without a throttle's order), or `none` (only
-    /// local errors or no route: nothing learned).
+    /// `tls-failed` when at least three quarters of the attempts that told something agree
+    /// (throttled: the first connected, later ones failed while the controls worked); `mixed`
+    /// otherwise; `insufficient` below [`MIN_ATTEMPTS`]; `sink-unreachable` when no port of
+    /// any sink address connected; `none` when nothing was learned (no route, local errors,
+    /// outages only).
     pub verdict: &'static str,
     pub mechanism: &'static str,
     /// Attempts per verdict, e.g. `open=2;throttled=2`.
     pub attempt_verdicts: String,
     pub runs: String,
+    /// The sink addresses the verdict rests on, and those unreachable from this vantage.
+    pub sinks: String,
+    pub sinks_unreachable: String,
+    /// What the verdict rests on, in words.
+    pub evidence: String,
     #[serde(skip)]
     pub responders: Vec<String>,
 }
@@ -132,25 +144,35 @@ pub struct Unmapped {
     pub reason: String,
 }
 
-/// What a series of attempts amounts to: the most specific middlebox any attempt met, else
-/// throttling, else all blocked or all open; attempts that learned nothing are left out.
+/// A series verdict needs at least this many attempts that told something about the port.
+pub const MIN_ATTEMPTS: usize = 3;
+/// ... and this share of them agreeing.
+pub const AGREE: f64 = 0.75;
+
+/// Attempts that say nothing about the port: no route, local errors, outages (the controls
+/// failed too), and sinks unreachable on every port.
+fn telling(verdict: &str) -> bool {
+    !matches!(verdict, v::NO_ROUTE | v::ERROR | v::OUTAGE | v::SINK_UNREACHABLE)
+}
+
+/// What a series of attempts amounts to: most attempts must agree, a throttle is its pattern
+/// (the first connected, later ones failed while the control ports still connected), and too
+/// few telling attempts are `insufficient`. One odd attempt never decides.
 pub fn series_verdict(verdicts: &[&str]) -> &'static str {
-    let told: Vec<&str> = verdicts.iter().copied().filter(|x| *x != v::NO_ROUTE && *x != v::ERROR).collect();
+    let told: Vec<&str> = verdicts.iter().copied().filter(|x| telling(x)).collect();
     if told.is_empty() {
-        return "none";
+        return if verdicts.contains(&v::SINK_UNREACHABLE) { v::SINK_UNREACHABLE } else { "none" };
     }
-    for top in [v::TLS_INTERCEPTED, v::INTERCEPTED, v::STRIPPED, v::THROTTLED, v::TLS_FAILED] {
-        if told.contains(&top) {
-            return top;
-        }
+    if told.len() < MIN_ATTEMPTS {
+        return "insufficient";
     }
-    if told.iter().all(|x| *x == v::BLOCKED) {
-        v::BLOCKED
-    } else if told.iter().all(|x| *x == v::OPEN) {
-        v::OPEN
-    } else {
-        "mixed"
+    let count = |x: &str| told.iter().filter(|t| **t == x).count();
+    if count(v::THROTTLED) > 0 && count(v::OPEN) > 0 && count(v::OPEN) + count(v::THROTTLED) == told.len() {
+        return v::THROTTLED;
     }
+    const ALL: [&str; 8] = [v::OPEN, v::BLOCKED, v::INTERCEPTED, v::STRIPPED, v::TLS_INTERCEPTED, v::TLS_FAILED, v::THROTTLED, v::OUTAGE];
+    let (top, n) = ALL.iter().map(|x| (*x, count(x))).max_by_key(|x| x.1).unwrap();
+    if n as f64 >= AGREE * told.len() as f64 { top } else { "mixed" }
 }
 
 /// How a series was stopped or altered, in the report's mechanism words.
@@ -220,6 +242,20 @@ pub fn series(attempts: &[Attempt], cx: &Context, keep: &dyn Fn(u32) -> bool) ->
                 *counts.entry(x).or_default() += 1;
             }
             let runs: BTreeSet<&str> = list.iter().map(|a| a.run_id.as_str()).collect();
+            let sinks: BTreeSet<&str> = list.iter().filter(|a| telling(&a.verdict)).map(|a| a.sink.as_str()).collect();
+            let unreachable: BTreeSet<&str> = list.iter().filter(|a| a.verdict == v::SINK_UNREACHABLE).map(|a| a.sink.as_str()).collect();
+            let told = verdicts.iter().filter(|x| telling(x)).count();
+            let outages = verdicts.iter().filter(|x| **x == v::OUTAGE).count();
+            let mut evidence = format!("{told} telling attempt(s) of {} in {} run(s) via sink {}", list.len(), runs.len(), if sinks.is_empty() { "–".to_string() } else { sinks.iter().copied().collect::<Vec<_>>().join(", ") });
+            if outages > 0 {
+                evidence.push_str(&format!("; {outages} in outages (the control ports failed in the same round) left out"));
+            }
+            if !unreachable.is_empty() {
+                evidence.push_str(&format!("; sink {} unreachable on every port from here (address or path, not the port)", unreachable.iter().copied().collect::<Vec<_>>().join(", ")));
+            }
+            if verdict == "insufficient" {
+                evidence.push_str(&format!("; fewer than {MIN_ATTEMPTS} telling attempts: no verdict"));
+            }
             Series {
                 vantage,
                 family: fam(family),
@@ -234,6 +270,9 @@ pub fn series(attempts: &[Attempt], cx: &Context, keep: &dyn Fn(u32) -> bool) ->
                 mechanism: mechanism(verdict, &blocked),
                 attempt_verdicts: counts.iter().map(|(k, n)| format!("{k}={n}")).collect::<Vec<_>>().join(";"),
                 runs: runs.into_iter().collect::<Vec<_>>().join(" "),
+                sinks: sinks.into_iter().collect::<Vec<_>>().join(" "),
+                sinks_unreachable: unreachable.into_iter().collect::<Vec<_>>().join(" "),
+                evidence,
                 responders: blocked.iter().filter_map(|a| a.responder.clone()).collect(),
             }
         })
@@ -254,6 +293,7 @@ fn provider_word(series: &str) -> &'static str {
         _ => "mixed",
     }
 }
+
 
 /// ICMP responders inside the provider (or a sibling) → `in-provider`, else `upstream`.
 fn location(s: &[&Series], org: &str, cx: &Context) -> String {
@@ -283,14 +323,34 @@ pub fn provider_rows(series: &[Series], cx: &Context) -> Vec<Row> {
 }
 
 fn provider_row(org: &str, family: &'static str, port: u16, list: &[&Series], cx: &Context) -> Row {
-    let told: Vec<&Series> = list.iter().copied().filter(|s| s.verdict != "none").collect();
+    let told: Vec<&Series> = list.iter().copied().filter(|s| !matches!(s.verdict, "none" | "insufficient" | v::SINK_UNREACHABLE)).collect();
     let filtered: Vec<&Series> = told.iter().copied().filter(|s| s.verdict != v::OPEN).collect();
     let words: BTreeSet<&str> = told.iter().map(|s| provider_word(s.verdict)).collect();
+    let all_unreachable = told.is_empty() && list.iter().any(|s| s.verdict == v::SINK_UNREACHABLE);
     let verdict = match words.len() {
+        0 if all_unreachable => v::SINK_UNREACHABLE,
         0 => "insufficient",
         1 => words.into_iter().next().unwrap(),
         _ => "mixed",
     };
+    let attempts: u32 = told.iter().map(|s| s.attempts).sum();
+    let runs: BTreeSet<&str> = told.iter().flat_map(|s| s.runs.split(' ')).collect();
+    let sinks: BTreeSet<&str> = told.iter().flat_map(|s| s.sinks.split(' ')).filter(|x| !x.is_empty()).collect();
+    let unreachable: BTreeSet<&str> = list.iter().flat_map(|s| s.sinks_unreachable.split(' ')).filter(|x| !x.is_empty()).collect();
+    let mut evidence = format!(
+        "{} of {} vantage(s) inside the provider saw it filtered; {attempts} attempts in {} run(s) via sink {}",
+        filtered.len(),
+        told.len(),
+        runs.len(),
+        if sinks.is_empty() { "–".to_string() } else { sinks.iter().copied().collect::<Vec<_>>().join(", ") }
+    );
+    if !unreachable.is_empty() {
+        evidence.push_str(&format!("; sink {} unreachable from some vantages (no verdict from it)", unreachable.iter().copied().collect::<Vec<_>>().join(", ")));
+    }
+    let short = list.iter().filter(|s| s.verdict == "insufficient").count();
+    if short > 0 {
+        evidence.push_str(&format!("; {short} vantage(s) with fewer than {MIN_ATTEMPTS} telling attempts left out"));
+    }
     let mut mech: BTreeMap<&str, usize> = BTreeMap::new();
     for s in &filtered {
         *mech.entry(s.mechanism).or_default() += 1;
@@ -335,7 +395,7 @@ fn provider_row(org: &str, family: &'static str, port: u16, list: &[&Series], cx
         excluded_source_port: 0,
         excluded_rst_ambiguous: 0,
         states: states.iter().map(|(s, n)| format!("{s}={n}")).collect::<Vec<_>>().join(";"),
-        evidence: format!("{k} of {n} vantages inside the provider saw it filtered"),
+        evidence,
         banned_since: None,
         vantage: cx.vantage.to_string(),
     }
@@ -364,6 +424,9 @@ mod tests {
             mechanism,
             attempt_verdicts: String::new(),
             runs: "r".into(),
+            sinks: "192.0.2.10".into(),
+            sinks_unreachable: String::new(),
+            evidence: String::new(),
             responders: responders.iter().map(|r| r.to_string()).collect(),
         }
     }
@@ -391,13 +454,18 @@ mod tests {
     }
 
     #[test]
-    fn a_series_names_the_most_specific_thing_it_met() {
+    fn a_series_needs_most_of_its_attempts_and_a_throttle_its_pattern() {
         assert_eq!(series_verdict(&["open", "open", "throttled", "throttled"]), "throttled");
-        assert_eq!(series_verdict(&["blocked", "blocked", "error"]), "blocked");
-        assert_eq!(series_verdict(&["open", "stripped", "open"]), "stripped");
-        assert_eq!(series_verdict(&["tls-intercepted", "intercepted"]), "tls-intercepted");
-        assert_eq!(series_verdict(&["blocked", "open"]), "mixed", "blocked first, then open: not a throttle's order");
+        assert_eq!(series_verdict(&["blocked", "blocked", "blocked", "error"]), "blocked");
+        // One odd attempt decides nothing (a load-balanced pool, a flaky middlebox).
+        assert_eq!(series_verdict(&["open", "stripped", "open", "open"]), "open");
+        assert_eq!(series_verdict(&["open", "stripped", "open", "stripped"]), "mixed");
+        assert_eq!(series_verdict(&["tls-intercepted", "intercepted", "tls-intercepted", "tls-intercepted"]), "tls-intercepted");
+        assert_eq!(series_verdict(&["blocked", "open", "open", "open", "blocked"]), "mixed", "blocked first, then open: not a throttle's order");
+        // Outages are left out: what is left is open.
+        assert_eq!(series_verdict(&["open", "outage", "open", "open"]), "open");
         assert_eq!(series_verdict(&["no-route", "error"]), "none");
-        assert_eq!(series_verdict(&["open"]), "open");
+        assert_eq!(series_verdict(&["sink-unreachable", "sink-unreachable"]), "sink-unreachable");
+        assert_eq!(series_verdict(&["open", "open"]), "insufficient", "one or two attempts make no verdict");
     }
 }

@@ -97,9 +97,9 @@ pub fn findings_html(html: &mut String, cmp: &[Comparison]) {
 }
 
 pub fn vantages_md(md: &mut String, series: &[Series], unmapped: &[Unmapped]) {
-    md.push_str("| vantage | family | address | provider | AS | port | attempts | verdict | mechanism | attempts by verdict |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    md.push_str("| vantage | family | address | provider | AS | port | sink | attempts | verdict | mechanism | attempts by verdict | evidence |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for s in series {
-        let _ = writeln!(md, "| {} | {} | {} | {} | AS{} | {} | {} | {} | {} | {} |", s.vantage, s.family, s.address, s.provider, s.asn, s.port, s.attempts, s.verdict, s.mechanism, s.attempt_verdicts);
+        let _ = writeln!(md, "| {} | {} | {} | {} | AS{} | {} | {} | {} | {} | {} | {} | {} |", s.vantage, s.family, s.address, s.provider, s.asn, s.port, s.sinks, s.attempts, s.verdict, s.mechanism, s.attempt_verdicts, s.evidence);
     }
     for u in unmapped {
         let _ = writeln!(md, "\nNot placed in a provider: {} ({}): {}.", u.vantage, u.family, u.reason);
@@ -107,13 +107,13 @@ pub fn vantages_md(md: &mut String, series: &[Series], unmapped: &[Unmapped]) {
 }
 
 pub fn vantages_html(html: &mut String, series: &[Series], unmapped: &[Unmapped]) {
-    html.push_str("<table id=\"egress-vantages\"><thead><tr><th>vantage</th><th>family</th><th>address</th><th>provider</th><th>AS</th><th>port</th><th>attempts</th><th>verdict</th><th>mechanism</th><th>attempts by verdict</th></tr></thead><tbody>");
+    html.push_str("<table id=\"egress-vantages\"><thead><tr><th>vantage</th><th>family</th><th>address</th><th>provider</th><th>AS</th><th>port</th><th>sink</th><th>attempts</th><th>verdict</th><th>mechanism</th><th>attempts by verdict</th><th>evidence</th></tr></thead><tbody>");
     for s in series {
         let _ = write!(
             html,
-            "<tr class=\"v-{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>AS{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr class=\"v-{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>AS{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             if s.verdict == "blocked" { "blocks" } else { s.verdict },
-            esc(&s.vantage), s.family, esc(&s.address), esc(&s.provider), s.asn, s.port, s.attempts, s.verdict, s.mechanism, esc(&s.attempt_verdicts)
+            esc(&s.vantage), s.family, esc(&s.address), esc(&s.provider), s.asn, s.port, esc(&s.sinks), s.attempts, s.verdict, s.mechanism, esc(&s.attempt_verdicts), esc(&s.evidence)
         );
     }
     html.push_str("</tbody></table>");

@@ -102,6 +102,15 @@ table! {
     /// SHA-256 of the DER certificate the server presented (hex).
     CERT_SHA256 cert_sha256: Option<&'a str> => StringBuilder = DataType::Utf8, true;
     PIN_MATCHES pin_matches: Option<bool> => BooleanBuilder = DataType::Boolean, true;
+    /// The banner's text was masked (`220 ****…2**0**`: Cisco ASA/PIX SMTP inspection), and
+    /// the sink was recognised by its EHLO reply instead.
+    BANNER_MASKED banner_masked: Option<bool> => BooleanBuilder = DataType::Boolean, true;
+    /// STARTTLS was rewritten on the way: `XXXXXXXA` in the EHLO reply, or our STARTTLS command
+    /// reached the sink as something else (`sink_heard`).
+    STARTTLS_REWRITTEN starttls_rewritten: Option<bool> => BooleanBuilder = DataType::Boolean, true;
+    /// What the sink said it received instead of our STARTTLS (its reply echoes an unknown
+    /// command), e.g. `XXXXXXXX`: the sink's side of the session.
+    SINK_HEARD sink_heard: Option<&'a str> => StringBuilder = DataType::Utf8, true;
     /// `verdict::*`.
     VERDICT verdict: &'a str => StringBuilder = DataType::Utf8, false;
     /// What went wrong, in words (e.g. `banner: timed out after 10 s`).
@@ -134,8 +143,16 @@ pub mod verdict {
     pub const TLS_INTERCEPTED: &str = "tls-intercepted";
     /// The sink's greeting came through but STARTTLS was missing from the EHLO reply.
     pub const STRIPPED: &str = "stripped";
-    /// No connection, while an earlier attempt of the same (sink, port) series connected.
+    /// No connection, while an earlier attempt of the same (sink, port) series connected and
+    /// the control ports of the same round still connected: the k-th connection refused.
     pub const THROTTLED: &str = "throttled";
+    /// No connection in a round in which the control ports to the same sink failed too, while
+    /// they connected in other rounds: the network or the sink was gone for a while. Says
+    /// nothing about the port.
+    pub const OUTAGE: &str = "outage";
+    /// No port of this sink address connected in the whole run: the address (or the path to
+    /// it) is unreachable from here, not the port blocked. Another sink tells them apart.
+    pub const SINK_UNREACHABLE: &str = "sink-unreachable";
     /// The family is not routed from this machine: not a finding about the port.
     pub const NO_ROUTE: &str = "no-route";
     /// The sink answered but TLS did not complete.

@@ -157,6 +157,12 @@ pub struct Attempt {
     pub cert_sha256: Option<String>,
     pub you_matches: Option<bool>,
     pub pin_matches: Option<bool>,
+    /// The banner's text was masked (SMTP inspection); the sink known by its EHLO reply.
+    pub banner_masked: bool,
+    /// The sink's `id=` from its EHLO reply.
+    pub ehlo_id: Option<String>,
+    pub starttls_rewritten: Option<bool>,
+    pub sink_heard: Option<String>,
     pub verdict: &'static str,
     pub detail: Option<String>,
 }
@@ -180,6 +186,10 @@ impl Attempt {
             cert_sha256: None,
             you_matches: None,
             pin_matches: None,
+            banner_masked: false,
+            ehlo_id: None,
+            starttls_rewritten: None,
+            sink_heard: None,
             verdict: v::ERROR,
             detail: None,
         }
@@ -187,6 +197,17 @@ impl Attempt {
 
     pub fn family(&self) -> u8 {
         if self.sink.is_ipv4() { 4 } else { 6 }
+    }
+
+    /// The sink's own `id=` for this connection: from its banner, else (banner masked) from its
+    /// EHLO reply.
+    pub fn sink_id(&self) -> Option<&str> {
+        self.greeting.as_ref().filter(|g| g.is_sink).and_then(|g| g.id.as_deref()).or(self.ehlo_id.as_deref())
+    }
+
+    /// Did the sink itself answer (by its banner, or by its EHLO reply behind a masked one)?
+    pub fn reached_sink(&self) -> bool {
+        self.sink_id().is_some()
     }
 }
 
@@ -220,6 +241,7 @@ pub async fn probe(sink: IpAddr, port: u16, implicit_tls: bool, attempt: u16, li
                 Err(_) => session::Talk { detail: Some("conversation: took too long".into()), ..Default::default() },
             };
             (a.banner, a.greeting, a.starttls_offered, a.tls_done, a.cert_sha256, a.detail) = (t.banner, t.greeting, t.starttls_offered, t.tls_done, t.cert_sha256, t.detail);
+            (a.banner_masked, a.ehlo_id, a.starttls_rewritten, a.sink_heard) = (t.banner_masked, t.ehlo_id, t.starttls_rewritten, t.sink_heard);
         }
     }
     a
@@ -260,7 +282,7 @@ pub async fn measure(cfg: &EgressConfig) -> Report {
     }
     rows.sort_by_key(|a| (a.sink.is_ipv6(), a.sink, a.port, a.attempt));
     let (public, pin, pin_source) = learn(cfg, &rows);
-    finalize(&mut rows, &public, pin.as_deref());
+    finalize(&mut rows, &public, pin.as_deref(), &cfg.control_ports);
     Report { run_id, started_us, rows, public, pin, pin_source }
 }
 
@@ -286,7 +308,7 @@ fn learn(cfg: &EgressConfig, rows: &[Attempt]) -> (BTreeMap<u8, (IpAddr, u16)>, 
     }
 }
 
-fn finalize(rows: &mut [Attempt], public: &BTreeMap<u8, (IpAddr, u16)>, pin: Option<&str>) {
+fn finalize(rows: &mut [Attempt], public: &BTreeMap<u8, (IpAddr, u16)>, pin: Option<&str>, control: &[u16]) {
     for a in rows.iter_mut() {
         let you = a.greeting.as_ref().filter(|g| g.is_sink).and_then(|g| g.you);
         a.you_matches = match (you, public.get(&a.family())) {
@@ -298,8 +320,14 @@ fn finalize(rows: &mut [Attempt], public: &BTreeMap<u8, (IpAddr, u16)>, pin: Opt
             _ => None,
         };
         a.verdict = verdict::decide(a);
+        if let Some(e) = verdict::explain(a) {
+            a.detail = Some(match a.detail.take() {
+                Some(d) => format!("{e}; {d}"),
+                None => e,
+            });
+        }
     }
-    verdict::mark_throttled(rows);
+    verdict::series(rows, control);
 }
 
 /// `crawler egress`: measure, write the Parquet file, print the summary.

@@ -32,7 +32,7 @@ fn push_row(b: &mut EgressBatch, report: &Report, vantage: &str, a: &Attempt) {
         rst_ttl: None,
         banner: a.banner.as_deref(),
         banner_is_sink: a.greeting.as_ref().map(|g| g.is_sink),
-        sink_id: g.and_then(|g| g.id.as_deref()),
+        sink_id: a.sink_id(),
         you_addr: you.as_deref(),
         you_matches: a.you_matches,
         sink_saw_port: g.and_then(|g| g.port),
@@ -40,6 +40,9 @@ fn push_row(b: &mut EgressBatch, report: &Report, vantage: &str, a: &Attempt) {
         tls_done: a.tls_done,
         cert_sha256: a.cert_sha256.as_deref(),
         pin_matches: a.pin_matches,
+        banner_masked: a.greeting.is_some().then_some(a.banner_masked),
+        starttls_rewritten: a.starttls_rewritten,
+        sink_heard: a.sink_heard.as_deref(),
         verdict: a.verdict,
         detail: a.detail.as_deref(),
     });
@@ -74,12 +77,25 @@ pub fn write(cfg: &EgressConfig, report: &Report) -> Result<PathBuf> {
 /// What one (port, family) series amounts to: its most telling verdict, with counts when the
 /// attempts disagree, and the evidence in a few words.
 fn series_phrase(rows: &[&Attempt]) -> String {
-    const ORDER: [&str; 9] = [v::TLS_INTERCEPTED, v::INTERCEPTED, v::STRIPPED, v::THROTTLED, v::TLS_FAILED, v::BLOCKED, v::ERROR, v::OPEN, v::NO_ROUTE];
-    let top = ORDER.iter().copied().find(|o| rows.iter().any(|a| a.verdict == *o)).unwrap_or(v::ERROR);
+    // The most common verdict among the attempts that tell something about the port; the
+    // others are named with their counts.
+    let telling = |x: &str| !matches!(x, v::OUTAGE | v::SINK_UNREACHABLE | v::NO_ROUTE | v::ERROR);
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for a in rows {
+        match counts.iter_mut().find(|c| c.0 == a.verdict) {
+            Some(c) => c.1 += 1,
+            None => counts.push((a.verdict, 1)),
+        }
+    }
+    let top = counts.iter().filter(|c| telling(c.0)).max_by_key(|c| c.1).or_else(|| counts.iter().max_by_key(|c| c.1)).map_or(v::ERROR, |c| c.0);
     let n = rows.iter().filter(|a| a.verdict == top).count();
     let first = rows.iter().find(|a| a.verdict == top).copied();
     let why = first.map(evidence).unwrap_or_default();
-    if n == rows.len() { format!("{top}{why}") } else { format!("{top} in {n} of {} attempts{why}", rows.len()) }
+    if n == rows.len() {
+        return format!("{top}{why}");
+    }
+    let others: Vec<String> = counts.iter().filter(|c| c.0 != top).map(|c| format!("{} {}", c.1, c.0)).collect();
+    format!("{top} in {n} of {} attempts{why}; {}", rows.len(), others.join(", "))
 }
 
 fn evidence(a: &Attempt) -> String {
@@ -91,12 +107,14 @@ fn evidence(a: &Attempt) -> String {
             _ => a.outcome.to_string(),
         },
         v::INTERCEPTED => match (&a.greeting, &a.banner) {
-            (Some(g), _) if g.is_sink => "the sink saw another client address or port: a proxy in between".to_string(),
+            (Some(g), _) if g.is_sink => "the sink was reached on another port than dialled: redirected".to_string(),
             (_, Some(b)) => format!("another server answered: {:?}", b.chars().take(60).collect::<String>()),
             _ => "something accepted the connection but did not speak as the sink".to_string(),
         },
         v::TLS_INTERCEPTED => "the certificate is not the sink's".to_string(),
-        v::STRIPPED => "STARTTLS removed from the EHLO reply".to_string(),
+        v::STRIPPED => super::verdict::explain(a).unwrap_or_else(|| "STARTTLS removed from the EHLO reply".to_string()),
+        v::OUTAGE => "the control ports failed in the same round: the network or the sink was gone".to_string(),
+        v::SINK_UNREACHABLE => "no port of this sink address connected: the address or its path is unreachable, not the port".to_string(),
         v::TLS_FAILED => "the sink answered but TLS did not complete".to_string(),
         v::NO_ROUTE => "this machine has no route for the family".to_string(),
         v::ERROR => a.detail.clone().unwrap_or_default(),

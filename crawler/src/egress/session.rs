@@ -34,6 +34,16 @@ pub struct Talk {
     pub tls_done: Option<bool>,
     pub cert_sha256: Option<String>,
     pub detail: Option<String>,
+    /// The banner's text was masked (SMTP inspection).
+    pub banner_masked: bool,
+    /// The `id=` the sink put in its EHLO reply: the sink, recognised even behind a masked
+    /// banner.
+    pub ehlo_id: Option<String>,
+    /// STARTTLS rewritten on the way (`XXXXXXXA` in the EHLO reply, or our command reaching the
+    /// sink as something else); None when not looked at.
+    pub starttls_rewritten: Option<bool>,
+    /// What the sink said it received instead of our STARTTLS.
+    pub sink_heard: Option<String>,
 }
 
 /// Records the leaf certificate's SHA-256 and accepts it: we measure, we do not trust.
@@ -137,6 +147,7 @@ async fn greet<R: AsyncBufRead + AsyncWrite + Unpin>(rd: &mut R, limit: Duration
     let g = read_reply(rd, limit).await.context("banner")?;
     let first = g.lines[0].clone();
     t.greeting = Some(wire::parse_greeting(&first));
+    t.banner_masked = wire::banner_masked(&first);
     t.banner = Some(first);
     if g.code.is_some_and(|c| (200..300).contains(&c)) {
         return Ok(true);
@@ -152,14 +163,23 @@ async fn plain(stream: TcpStream, sink: IpAddr, limit: Duration, t: &mut Talk) -
     }
     send(rd.get_mut(), EHLO, limit).await?;
     let ehlo = read_reply(&mut rd, limit).await.context("EHLO")?;
+    t.ehlo_id = ehlo.lines.first().and_then(|l| wire::ehlo_sink_id(l)).map(String::from);
     let offered = ehlo.has_keyword("STARTTLS");
     t.starttls_offered = Some(offered);
-    if !offered {
-        return quit(&mut rd, limit).await;
-    }
+    // Cisco ASA's inspection overwrites the keyword with as many X's (`XXXXXXXA`): lengths stay.
+    t.starttls_rewritten = Some(ehlo.has_keyword("XXXXXXXA"));
+    // Not offered: ask anyway. A box that only hid the keyword lets the command through (and
+    // TLS works); one that rewrites commands makes the sink answer that it heard something else.
     send(rd.get_mut(), "STARTTLS\r\n", limit).await?;
     let r = read_reply(&mut rd, limit).await.context("STARTTLS")?;
     if r.code != Some(220) {
+        if let Some(h) = wire::heard(&r.lines[0]) {
+            t.starttls_rewritten = Some(t.starttls_rewritten == Some(true) || !h.eq_ignore_ascii_case("STARTTLS"));
+            t.sink_heard = Some(h.to_string());
+        }
+        if !offered {
+            return quit(&mut rd, limit).await;
+        }
         t.tls_done = Some(false);
         bail!("STARTTLS answered {:?}", r.lines[0]);
     }

@@ -211,7 +211,8 @@ fn ehlo_reply(ctx: &Ctx, st: &State, extended: bool, offer_starttls: bool) -> St
     if !extended {
         return format!("250 {} you={}\r\n", ctx.name, st.client);
     }
-    let mut r = format!("250-{} greets {}\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n", ctx.name, st.client.ip().to_canonical());
+    let mut r = wire::ehlo_first_line(&ctx.name, st.client.ip().to_canonical(), &st.nonce);
+    r.push_str("250-PIPELINING\r\n250-SIZE 10240000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n");
     if offer_starttls {
         r.push_str("250-STARTTLS\r\n");
     }
@@ -262,7 +263,7 @@ async fn dialogue<S: AsyncRead + AsyncWrite + Unpin>(ctx: &Ctx, s: S, st: &mut S
             Some("QUIT") => return bye(ctx, rd.into_inner(), &goodbye, end::GOODBYE).await,
             Some("MAIL" | "RCPT" | "DATA" | "BDAT") => return bye(ctx, rd.into_inner(), "550 5.7.1 this server accepts no mail (a port25 measurement sink)\r\n", end::REFUSED_MAIL).await,
             Some("NOOP" | "RSET") => say(ctx, rd.get_mut(), "250 2.0.0 OK\r\n").await?,
-            _ => say(ctx, rd.get_mut(), "502 5.5.2 command not recognized\r\n").await?,
+            other => say(ctx, rd.get_mut(), &wire::unknown_command(other)).await?,
         }
     }
 }

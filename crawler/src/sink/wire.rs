@@ -18,6 +18,47 @@ pub fn greeting(name: &str, client: SocketAddr, local_port: u16, nonce: &str, pi
     format!("220 {name} ESMTP {SINK_TAG} you={client} port={local_port} id={nonce} pin={pin}\r\n")
 }
 
+/// The first line of the sink's EHLO reply: who it is again, with the connection's `id=`, so a
+/// client behind a middlebox that masks the banner (Cisco ASA's SMTP inspection replaces its
+/// text with `*`) still recognises the sink and its connection.
+pub fn ehlo_first_line(name: &str, client_ip: std::net::IpAddr, nonce: &str) -> String {
+    format!("250-{name} greets {client_ip} {SINK_TAG} id={nonce}\r\n")
+}
+
+/// The sink's answer to a command it does not know: it says what it received, so a client can
+/// tell when its command was rewritten on the way (ASA turns `STARTTLS` into `XXXXXXXX`).
+/// Only a plausible verb is echoed (letters, at most 10), never arbitrary bytes.
+pub fn unknown_command(verb: Option<&str>) -> String {
+    match verb {
+        Some(v) => format!("502 5.5.2 command not recognized: {v}\r\n"),
+        None => "502 5.5.2 command not recognized\r\n".to_string(),
+    }
+}
+
+/// The verb a sink's `unknown_command` reply says it received.
+pub fn heard(reply_line: &str) -> Option<&str> {
+    let rest = reply_line.strip_prefix("502 5.5.2 command not recognized: ")?;
+    let v = rest.trim_end();
+    (!v.is_empty() && v.len() <= 10 && v.bytes().all(|b| b.is_ascii_alphabetic())).then_some(v)
+}
+
+/// The sink's `id=` in a line of its EHLO reply (`ehlo_first_line`), if the line is one.
+pub fn ehlo_sink_id(line: &str) -> Option<&str> {
+    let mut words = line.get(4..)?.split_ascii_whitespace();
+    let tagged = words.clone().any(|w| w == SINK_TAG);
+    let id = words.find_map(|w| w.strip_prefix("id=")).filter(|v| !v.is_empty())?;
+    (tagged && line.starts_with("250")).then_some(id)
+}
+
+/// A banner whose text was masked by SMTP inspection: the code, then nothing but `*` and the
+/// characters the mask keeps (Cisco PIX MailGuard / ASA `mask-banner` keep `2` and `0`; lengths
+/// never change), at least 8 of them masked.
+pub fn banner_masked(line: &str) -> bool {
+    let line = line.trim_end();
+    let Some(text) = line.strip_prefix("220").map(|t| t.trim_start_matches([' ', '-'])) else { return false };
+    text.bytes().filter(|b| *b == b'*').count() >= 8 && text.bytes().all(|b| matches!(b, b'*' | b'2' | b'0' | b' '))
+}
+
 /// What a client read in a first line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Greeting {
@@ -118,6 +159,21 @@ mod tests {
             assert!(!parse_greeting(l).is_sink, "{l}");
         }
         assert!(parse_greeting("421 4.7.0 s port25-sink busy").sink_busy);
+    }
+
+    #[test]
+    fn the_sink_is_known_behind_a_masked_banner_and_says_what_it_heard() {
+        let ip: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        let l = ehlo_first_line("sink.example", ip, "00ff");
+        assert_eq!(ehlo_sink_id(l.trim_end()), Some("00ff"));
+        assert_eq!(ehlo_sink_id("250-mx.isp.example greets 192.0.2.7 id=1"), None, "no sink tag");
+        let g = greeting("sink.example", "192.0.2.7:4000".parse().unwrap(), 25, "00ff", &"ab".repeat(32));
+        // Cisco's mask: every character of the text but `2` and `0` becomes `*`.
+        let masked: String = g.chars().enumerate().map(|(i, c)| if i < 4 || matches!(c, '2' | '0' | '\r' | '\n') { c } else { '*' }).collect();
+        assert!(banner_masked(&masked) && !banner_masked(&g) && !banner_masked("220 mx ESMTP"));
+        assert!(!parse_greeting(&masked).is_sink);
+        assert_eq!(heard(unknown_command(Some("XXXXXXXX")).trim_end()), Some("XXXXXXXX"));
+        assert_eq!(heard("502 5.5.2 command not recognized"), None);
     }
 
     #[tokio::test]
