@@ -98,7 +98,7 @@ own AS (
     SELECT org_id, family, port, d, count(*) AS m, sum(count(*)) OVER (PARTITION BY org_id, family, port) AS total FROM (
       SELECT org_id, family, port, CASE WHEN t <= 32 THEN 32 WHEN t <= 64 THEN 64 WHEN t <= 128 THEN 128 ELSE 255 END - CAST(t AS INTEGER) AS d
       FROM (SELECT org_id, family, port, unnest(refs) AS t FROM labelled0 WHERE excluded IS NULL)
-    ) GROUP BY ALL
+    ) GROUP BY org_id, family, port, d
   ) WHERE m >= 2 AND m >= 0.02 * total
 ),
 usual AS (

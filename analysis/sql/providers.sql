@@ -105,7 +105,7 @@ own AS (
     SELECT org_id, family, d, count(*) AS m, sum(count(*)) OVER (PARTITION BY org_id, family) AS total FROM (
       SELECT org_id, family, CASE WHEN t <= 32 THEN 32 WHEN t <= 64 THEN 64 WHEN t <= 128 THEN 128 ELSE 255 END - CAST(t AS INTEGER) AS d
       FROM (SELECT org_id, family, unnest(refs) AS t FROM grouped WHERE excluded IS NULL)
-    ) GROUP BY ALL
+    ) GROUP BY org_id, family, d
   ) WHERE m >= 2 AND m >= 0.02 * total
 ),
 -- the injector's distance: the most common distance of candidate forged RSTs at which no host

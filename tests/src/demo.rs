@@ -180,20 +180,38 @@ fn watch(mut cmd: Command, base: EgressRun) -> Result<EgressRun> {
     Ok(EgressRun { exit_code: o.status.code(), uid, cap_eff, cap_prm, secs: t0.elapsed().as_secs_f64(), stdout, stderr, ..base })
 }
 
-/// `crawler egress` as nobody from every customer vantage at once, to the lab's sink (both
-/// families, pinned certificate), writing into `out`.
+/// `crawler egress` as nobody from every customer vantage at once, to the lab's sinks (both
+/// families, pinned certificates), writing into `out`.
 pub fn egress(st: &LabState, state: &Path, out: &Path) -> Result<Vec<EgressRun>> {
+    egress_with(st, state, out, &EGRESS_FLAGS)
+}
+
+/// The lab's sink addresses (both sinks' when it has two) and their pins, as `crawler egress`
+/// takes them.
+pub fn sink_args(st: &LabState) -> (Vec<String>, String) {
+    let mut sinks = vec![addr::SINK_V4.to_string(), addr::SINK_V6.to_string()];
+    let mut pins = vec![st.sink_pin.clone()];
+    if !st.sink2.is_empty() {
+        let (v4, v6) = addr::sink(2);
+        sinks.extend([v4.to_string(), v6.to_string()]);
+        pins.push(st.sink2_pin.clone());
+    }
+    (sinks, pins.join(","))
+}
+
+/// [`egress`] with other timing flags (`--repeat`, `--interval`, `--timeout`).
+pub fn egress_with(st: &LabState, state: &Path, out: &Path, flags: &[&str]) -> Result<Vec<EgressRun>> {
     let topo = Topology::load(&st.topology)?;
     nobody_dir(out)?;
     let crawler = runnable_by_nobody("crawler", state)?;
-    let (v4, v6) = (addr::SINK_V4.to_string(), addr::SINK_V6.to_string());
+    let (sinks, pins) = sink_args(st);
     let handles: Vec<_> = st
         .customers
         .iter()
         .map(|c| {
             let mut cmd = Command::new("ip");
             cmd.args(["netns", "exec", &c.ns]).args(netns::AS_NOBODY).arg(&crawler);
-            cmd.args(["egress", "--sink", &v4, &v6, "--vantage", &c.vantage.name, "--sink-pin", &st.sink_pin]).args(EGRESS_FLAGS).arg("--out").arg(out);
+            cmd.arg("egress").arg("--sink").args(&sinks).args(["--vantage", &c.vantage.name, "--sink-pin", &pins]).args(flags).arg("--out").arg(out);
             let base = EgressRun {
                 vantage: c.vantage.name.clone(),
                 provider: topo.providers[c.vantage.provider].name.clone(),

@@ -35,8 +35,12 @@ pub fn write_all(topo: &Topology, dir: &Path) -> Result<()> {
     hit.push_str("# lab IPv6 hitlist (responsive-addresses.txt layout)\n");
     aliased.push_str("# lab aliased prefixes (aliased-prefixes.txt layout)\n");
     optout.push_str("# networks whose operators asked not to be scanned\n");
+    let mut orgs_seen = std::collections::BTreeSet::new();
     for (i, p) in topo.providers.iter().enumerate() {
-        org_line(&mut orgs, &p.org_id, &p.name);
+        // Two lab providers may be one organization (its ASes behind different borders).
+        if orgs_seen.insert(p.org_id.clone()) {
+            org_line(&mut orgs, &p.org_id, &p.name);
+        }
         for (k, a) in p.ases.iter().enumerate() {
             let origin = if a.multi_origin.is_empty() {
                 a.asn.to_string()

@@ -27,8 +27,8 @@ enum Cmd {
         state: PathBuf,
     },
     /// Run a command in the vantage namespace (or the blocked vantage with --blocked, the second
-    /// measuring vantage with --alt, a customer vantage with --customer NAME, or the sink's
-    /// namespace with --sink).
+    /// measuring vantage with --alt, the reflection-blind vantage with --blind, a customer
+    /// vantage with --customer NAME, or the sink's namespace with --sink).
     Exec {
         #[arg(long, default_value = "lab-runs/lab")]
         state: PathBuf,
@@ -36,6 +36,8 @@ enum Cmd {
         blocked: bool,
         #[arg(long, conflicts_with = "blocked")]
         alt: bool,
+        #[arg(long, conflicts_with_all = ["blocked", "alt"])]
+        blind: bool,
         #[arg(long, conflicts_with = "blocked")]
         customer: Option<String>,
         #[arg(long, conflicts_with_all = ["blocked", "customer"])]
@@ -163,6 +165,13 @@ fn real_main() -> Result<()> {
                 let sink = port25_lab::topology::addr::SINK_V4;
                 println!("sink {sink} / {} (namespace {}), certificate pin {}", port25_lab::topology::addr::SINK_V6, st.sink, st.sink_pin);
             }
+            if !st.sink2.is_empty() {
+                let (v4, v6) = port25_lab::topology::addr::sink(2);
+                println!("second sink {v4} / {v6} (namespace {}), certificate pin {}", st.sink2, st.sink2_pin);
+            }
+            if !st.vantage_blind.is_empty() {
+                println!("reflection-blind vantage (its uplink drops packets to port 25): lab exec --blind -- ...");
+            }
             for c in &st.customers {
                 println!("customer vantage {} ({}, {} / {}): lab exec --customer {} -- ...", c.vantage.name, topo.providers[c.vantage.provider].name, c.vantage.v4, c.vantage.v6, c.vantage.name);
             }
@@ -175,7 +184,7 @@ fn real_main() -> Result<()> {
             }
             println!("lab down: nothing left");
         }
-        Cmd::Exec { state, blocked, alt, customer, sink, argv } => {
+        Cmd::Exec { state, blocked, alt, blind, customer, sink, argv } => {
             let st = netns::LabState::load(&state)?;
             let ns = match (&customer, sink) {
                 (Some(name), _) => &st.customers.iter().find(|c| &c.vantage.name == name).with_context(|| format!("no customer vantage {name}"))?.ns,
@@ -184,6 +193,8 @@ fn real_main() -> Result<()> {
                 _ if blocked => &st.vantage_blocked,
                 _ if alt && !st.vantage_alt.is_empty() => &st.vantage_alt,
                 _ if alt => bail!("this lab has no second measuring vantage (its topology has no path filters)"),
+                _ if blind && !st.vantage_blind.is_empty() => &st.vantage_blind,
+                _ if blind => bail!("this lab has no reflection-blind vantage (blind_vantage = true in its topology)"),
                 _ => &st.vantage,
             };
             let status = netns::exec(ns, &argv)?;

@@ -40,6 +40,17 @@ pub struct LabState {
     /// The SHA-256 pin of the sink's certificate, as the sink printed it at start.
     #[serde(default)]
     pub sink_pin: String,
+    /// A second sink in another network ("" when the topology has one sink), and its pin.
+    #[serde(default)]
+    pub sink2: String,
+    #[serde(default)]
+    pub sink2_pin: String,
+    /// A measuring vantage whose uplink drops packets to port 25 ("" when the topology has none).
+    #[serde(default)]
+    pub vantage_blind: String,
+    /// Spine routers of providers with an ECMP fabric ("" for the others), by provider.
+    #[serde(default)]
+    pub spines: Vec<String>,
     /// Customer vantages behind provider borders, where `crawler egress` runs.
     #[serde(default)]
     pub customers: Vec<CustomerNs>,
@@ -143,10 +154,15 @@ pub fn up(topo_path: &Path, dir: &Path) -> Result<LabState> {
         // A sink only serves customer vantages: a lab without them has none.
         sink: if topo.customers().is_empty() { String::new() } else { format!("{name}-s") },
         sink_pin: String::new(),
+        sink2: if topo.customers().is_empty() || topo.sinks < 2 { String::new() } else { format!("{name}-s2") },
+        sink2_pin: String::new(),
+        vantage_blind: if topo.blind_vantage { format!("{name}-vb") } else { String::new() },
+        spines: topo.providers.iter().enumerate().map(|(i, p)| if p.border.ecmp { format!("{name}-p{i}") } else { String::new() }).collect(),
         customers: topo.customers().into_iter().enumerate().map(|(g, c)| CustomerNs { ns: format!("{name}-e{g}"), vantage: c }).collect(),
     };
-    st.namespaces = [st.vantage.clone(), st.vantage_blocked.clone(), st.vantage_alt.clone(), st.core.clone(), st.sink.clone()]
+    st.namespaces = [st.vantage.clone(), st.vantage_blocked.clone(), st.vantage_alt.clone(), st.vantage_blind.clone(), st.core.clone(), st.sink.clone(), st.sink2.clone()]
         .into_iter()
+        .chain(st.spines.iter().cloned())
         .filter(|ns| !ns.is_empty())
         .chain(st.borders.iter().cloned())
         .chain(st.hosts.iter().cloned())
@@ -155,8 +171,8 @@ pub fn up(topo_path: &Path, dir: &Path) -> Result<LabState> {
     // Saved first: `lab down` can clean up whatever a crash leaves.
     st.save(dir)?;
     match build(&topo, &st, dir) {
-        Ok(pin) => {
-            st.sink_pin = pin;
+        Ok((pin, pin2)) => {
+            (st.sink_pin, st.sink2_pin) = (pin, pin2);
             st.save(dir)?;
             Ok(st)
         }
@@ -181,8 +197,8 @@ fn leaf(v4: Ipv4Addr, len4: u8, v6: Ipv6Addr, gw4: Ipv4Addr, gw6: Ipv6Addr) -> V
     l
 }
 
-/// Returns the sink's certificate pin.
-fn build(topo: &Topology, st: &LabState, dir: &Path) -> Result<String> {
+/// Returns the sinks' certificate pins.
+fn build(topo: &Topology, st: &LabState, dir: &Path) -> Result<(String, String)> {
     for ns in &st.namespaces {
         run("ip", &["netns", "add", ns], None)?;
     }
@@ -194,27 +210,36 @@ fn build(topo: &Topology, st: &LabState, dir: &Path) -> Result<String> {
     let mut cl = link_vantages(st)?;
     cl.extend(link_providers(topo, st)?);
     if !st.sink.is_empty() {
-        cl.extend(link_sink(st)?);
+        cl.extend(link_sink(&st.sink, st, "s0", addr::CORE_SINK_V4, addr::SINK_V4, addr::CORE_SINK_V6, addr::SINK_V6)?);
+    }
+    if !st.sink2.is_empty() {
+        cl.extend(link_sink(&st.sink2, st, "s1", addr::CORE_SINK2_V4, addr::SINK2_V4, addr::CORE_SINK2_V6, addr::SINK2_V6)?);
     }
     cl.extend(link_customers(st)?);
     ip_batch(&st.core, &cl)?;
     check_interrupt()?;
+    link_spines(topo, st)?;
+    blackholes(topo, st)?;
     sysctls(topo, st)?;
     check_interrupt()?;
-    in_ns(&st.core, "nft", &["-f", "-"], Some(&(rules::core(&topo.providers, ALT_IFACE) + &rules::blocked_uplink("v2"))))?;
+    let blind = (!st.vantage_blind.is_empty()).then_some(BLIND_IFACE);
+    in_ns(&st.core, "nft", &["-f", "-"], Some(&(rules::core(&topo.providers, ALT_IFACE) + &rules::blocked_uplink("v2", blind))))?;
     for (i, p) in topo.providers.iter().enumerate() {
         let customers: Vec<&Customer> = st.customers.iter().map(|c| &c.vantage).filter(|c| c.provider == i).collect();
         in_ns(&st.borders[i], "nft", &["-f", "-"], Some(&rules::border(p, &customers)))?;
         in_ns(&st.hosts[i], "nft", &["-f", "-"], Some(&rules::hosts(&topo.hosts_of(i))))?;
     }
     let waits = start_listeners(topo, st, dir)?;
-    let pin = if st.sink.is_empty() { String::new() } else { start_sink(st, dir)? };
+    let pin = if st.sink.is_empty() { String::new() } else { start_sink(&st.sink, 1, dir)? };
+    let pin2 = if st.sink2.is_empty() { String::new() } else { start_sink(&st.sink2, 2, dir)? };
     wait_ready(&waits, dir)?;
-    Ok(pin)
+    Ok((pin, pin2))
 }
 
 /// The core's interface towards the second measuring vantage.
 const ALT_IFACE: &str = "v3";
+/// The core's interface towards the reflection-blind vantage.
+const BLIND_IFACE: &str = "vb";
 
 /// The scan vantage, the blocked vantage, the second measuring vantage (when the topology has
 /// path filters), and the core's side of their links.
@@ -233,6 +258,16 @@ fn link_vantages(st: &LabState) -> Result<Vec<String>> {
         format!("addr add {}/64 dev v2 nodad", addr::CORE2_V6),
         "link set v2 up".into(),
     ];
+    if !st.vantage_blind.is_empty() {
+        let vb = &st.vantage_blind;
+        ip_batch(vb, &[format!("link add eth0 type veth peer name {BLIND_IFACE} netns {c}")])?;
+        ip_batch(vb, &leaf(addr::BLIND_V4, 30, addr::BLIND_V6, addr::CORE_BLIND_V4, addr::CORE_BLIND_V6))?;
+        cl.extend([
+            format!("addr add {}/30 dev {BLIND_IFACE}", addr::CORE_BLIND_V4),
+            format!("addr add {}/64 dev {BLIND_IFACE} nodad", addr::CORE_BLIND_V6),
+            format!("link set {BLIND_IFACE} up"),
+        ]);
+    }
     if !st.vantage_alt.is_empty() {
         let v3 = &st.vantage_alt;
         ip_batch(v3, &[format!("link add eth0 type veth peer name {ALT_IFACE} netns {c}")])?;
@@ -273,14 +308,11 @@ fn link_providers(topo: &Topology, st: &LabState) -> Result<Vec<String>> {
             format!("route add default via {c4}"),
             format!("route add ::/0 via {c6}"),
         ];
-        let mut hl: Vec<String> = vec![
-            "link set lo up".into(),
-            format!("addr add {h4}/29 dev uplink"),
-            format!("addr add {h6}/64 dev uplink nodad"),
-            "link set uplink up".into(),
-            format!("route add default via {bh4}"),
-            format!("route add ::/0 via {bh6}"),
-        ];
+        let mut hl: Vec<String> = vec!["link set lo up".into(), format!("addr add {h4}/29 dev uplink"), format!("addr add {h6}/64 dev uplink nodad"), "link set uplink up".into()];
+        if !p.border.ecmp {
+            hl.push(format!("route add default via {bh4}"));
+            hl.push(format!("route add ::/0 via {bh6}"));
+        }
         let nets = p.ases.iter().flat_map(|a| a.v4.iter().map(|n| (n.to_string(), b4.to_string(), h4.to_string())).chain(a.v6.iter().map(|n| (n.to_string(), b6.to_string(), h6.to_string()))));
         for (n, via_border, via_hosts) in nets {
             cl.push(format!("route add {n} via {via_border}"));
@@ -294,15 +326,62 @@ fn link_providers(topo: &Topology, st: &LabState) -> Result<Vec<String>> {
     Ok(cl)
 }
 
-/// The sink on the lab Internet: a leaf of the core, like a researcher's VM at a carrier.
-fn link_sink(st: &LabState) -> Result<Vec<String>> {
-    ip_batch(&st.sink, &[format!("link add eth0 type veth peer name s0 netns {}", st.core)])?;
-    ip_batch(&st.sink, &leaf(addr::SINK_V4, 29, addr::SINK_V6, addr::CORE_SINK_V4, addr::CORE_SINK_V6))?;
-    Ok(vec![
-        format!("addr add {}/29 dev s0", addr::CORE_SINK_V4),
-        format!("addr add {}/64 dev s0 nodad", addr::CORE_SINK_V6),
-        "link set s0 up".into(),
-    ])
+/// A sink on the lab Internet: a leaf of the core, like a researcher's VM at a carrier.
+fn link_sink(ns: &str, st: &LabState, iface: &str, core4: Ipv4Addr, sink4: Ipv4Addr, core6: Ipv6Addr, sink6: Ipv6Addr) -> Result<Vec<String>> {
+    ip_batch(ns, &[format!("link add eth0 type veth peer name {iface} netns {}", st.core)])?;
+    ip_batch(ns, &leaf(sink4, 29, sink6, core4, core6))?;
+    Ok(vec![format!("addr add {core4}/29 dev {iface}"), format!("addr add {core6}/64 dev {iface} nodad"), format!("link set {iface} up")])
+}
+
+/// A provider's ECMP fabric: a spine router between its hosts and its border, and the hosts'
+/// default routes over both paths, hashed per flow on the ports (L4), so one host's replies
+/// take the direct path or the one a hop longer depending on the flow.
+fn link_spines(topo: &Topology, st: &LabState) -> Result<()> {
+    for (i, p) in topo.providers.iter().enumerate().filter(|(_, p)| p.border.ecmp) {
+        let (sp, b, h) = (&st.spines[i], &st.borders[i], &st.hosts[i]);
+        ip_batch(b, &[format!("link add spine type veth peer name up netns {sp}")])?;
+        ip_batch(h, &[format!("link add spine type veth peer name down netns {sp}")])?;
+        let (b4, up4, down4, h4) = addr::spine_v4(i);
+        let (b6, up6, down6, h6) = addr::spine_v6(i);
+        ip_batch(b, &[format!("addr add {b4}/30 dev spine"), format!("addr add {b6}/64 dev spine nodad"), "link set spine up".into()])?;
+        let mut sl = vec![
+            "link set lo up".to_string(),
+            format!("addr add {up4}/30 dev up"),
+            format!("addr add {up6}/64 dev up nodad"),
+            "link set up up".into(),
+            format!("addr add {down4}/30 dev down"),
+            format!("addr add {down6}/64 dev down nodad"),
+            "link set down up".into(),
+            format!("route add default via {b4}"),
+            format!("route add ::/0 via {b6}"),
+        ];
+        for a in &p.ases {
+            sl.extend(a.v4.iter().map(|n| format!("route add {n} via {h4}")));
+            sl.extend(a.v6.iter().map(|n| format!("route add {n} via {h6}")));
+        }
+        ip_batch(sp, &sl)?;
+        let (bh4, _) = addr::border_hosts_v4(i);
+        let (bh6, _) = addr::border_hosts_v6(i);
+        ip_batch(
+            h,
+            &[
+                format!("addr add {h4}/30 dev spine"),
+                format!("addr add {h6}/64 dev spine nodad"),
+                "link set spine up".into(),
+                format!("route add default nexthop via {bh4} dev uplink nexthop via {down4} dev spine"),
+                format!("route add ::/0 nexthop via {bh6} dev uplink nexthop via {down6} dev spine"),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// Borders that null-route the first sink: a blackhole route for each of its addresses.
+fn blackholes(topo: &Topology, st: &LabState) -> Result<()> {
+    for (i, _) in topo.providers.iter().enumerate().filter(|(_, p)| p.border.blackhole_sink) {
+        ip_batch(&st.borders[i], &[format!("route add blackhole {}/32", addr::SINK_V4), format!("route add blackhole {}/128", addr::SINK_V6)])?;
+    }
+    Ok(())
 }
 
 /// Customer vantages behind their provider's border (`vc<k>` there, `eth0` in the vantage);
@@ -344,13 +423,20 @@ fn sysctls(topo: &Topology, st: &LabState) -> Result<()> {
     for (i, p) in topo.providers.iter().enumerate() {
         sysctl(&st.borders[i], &as_refs(&router(topo.border_icmp_ratelimit(p))))?;
         sysctl(&st.hosts[i], &["net.ipv4.ip_nonlocal_bind=1", "net.ipv6.ip_nonlocal_bind=1", "net.core.somaxconn=4096"])?;
+        if p.border.ecmp {
+            // Per-flow hashing on the ports (L4), as data-centre fabrics do; the border takes
+            // its hosts' traffic from both links.
+            sysctl(&st.hosts[i], &["net.ipv4.fib_multipath_hash_policy=1", "net.ipv6.fib_multipath_hash_policy=1"])?;
+            sysctl(&st.spines[i], &as_refs(&router(topo.border_icmp_ratelimit(p))))?;
+            sysctl(&st.borders[i], &["net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.spine.rp_filter=0", "net.ipv4.conf.dnlink.rp_filter=0"])?;
+        }
     }
-    if st.sink.is_empty() {
-        return Ok(());
+    // The sinks run as nobody: in their own namespaces, every port may be bound without
+    // privilege (the per-namespace equivalent of the deployment's CAP_NET_BIND_SERVICE).
+    for s in [&st.sink, &st.sink2].into_iter().filter(|s| !s.is_empty()) {
+        sysctl(s, &["net.ipv4.ip_unprivileged_port_start=0"])?;
     }
-    // The sink runs as nobody: in its own namespace, every port may be bound without privilege
-    // (the per-namespace equivalent of the deployment's CAP_NET_BIND_SERVICE).
-    sysctl(&st.sink, &["net.ipv4.ip_unprivileged_port_start=0"])
+    Ok(())
 }
 
 /// Start `argv` inside `ns` in its own session (it outlives `lab up` and ignores the
@@ -426,20 +512,27 @@ fn wait_ready(waits: &[PathBuf], dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `crawler sink` in the sink namespace, as nobody, writing `DIR/sink`; returns the pin it
-/// announced (what a researcher publishes to volunteers).
-fn start_sink(st: &LabState, dir: &Path) -> Result<String> {
-    let out = dir.join("sink");
+/// The output directory of sink `n` (1 or 2) in the lab's state directory.
+pub fn sink_dir(dir: &Path, n: usize) -> PathBuf {
+    dir.join(if n == 2 { "sink2" } else { "sink" })
+}
+
+/// `crawler sink` number `n` in namespace `ns`, as nobody, writing `sink_dir`; returns the pin
+/// it announced (what a researcher publishes to volunteers).
+fn start_sink(ns: &str, n: usize, dir: &Path) -> Result<String> {
+    let out = sink_dir(dir, n);
     // This lab's records only: a sink of an earlier lab in the same state directory is gone.
     let _ = std::fs::remove_dir_all(&out);
     crate::demo::nobody_dir(&out)?;
     let crawler = crate::demo::runnable_by_nobody("crawler", dir)?;
-    let (v4, v6) = (addr::SINK_V4.to_string(), addr::SINK_V6.to_string());
+    let (v4, v6) = addr::sink(n);
+    let (v4, v6) = (v4.to_string(), v6.to_string());
     let ports = addr::SINK_PORTS.map(|p| p.to_string()).join(",");
+    let name = if n == 2 { "lab-sink-2" } else { "lab-sink" };
     let mut argv: Vec<&str> = AS_NOBODY.to_vec();
-    argv.extend([crawler.to_str().unwrap(), "sink", "--listen", &v4, &v6, "--ports", &ports, "--name", "lab-sink", "--out", out.to_str().unwrap()]);
-    let log = dir.join("sink.log");
-    spawn_daemon(&st.sink, &argv, &log)?;
+    argv.extend([crawler.to_str().unwrap(), "sink", "--listen", &v4, &v6, "--ports", &ports, "--name", name, "--out", out.to_str().unwrap()]);
+    let log = dir.join(if n == 2 { "sink2.log" } else { "sink.log" });
+    spawn_daemon(ns, &argv, &log)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -454,28 +547,29 @@ fn start_sink(st: &LabState, dir: &Path) -> Result<String> {
     }
 }
 
-/// Stop the sink with SIGTERM, so that it publishes its last Parquet file, and wait for it.
-/// Returns whether a sink was running.
+/// Stop the sinks with SIGTERM, so that they publish their last Parquet files, and wait for
+/// them. Returns whether a sink was running.
 pub fn stop_sink(st: &LabState) -> Result<bool> {
-    if st.sink.is_empty() {
-        return Ok(false);
-    }
     let pids = |ns: &str| -> Vec<i32> { run("ip", &["netns", "pids", ns], None).unwrap_or_default().split_whitespace().filter_map(|p| p.parse().ok()).collect() };
-    let running = pids(&st.sink);
-    for pid in &running {
-        // SAFETY: kill(2) on a pid that lives in our own lab namespace.
-        unsafe {
-            libc::kill(*pid, libc::SIGTERM);
+    let mut any = false;
+    for ns in [&st.sink, &st.sink2].into_iter().filter(|s| !s.is_empty()) {
+        let running = pids(ns);
+        for pid in &running {
+            // SAFETY: kill(2) on a pid that lives in our own lab namespace.
+            unsafe {
+                libc::kill(*pid, libc::SIGTERM);
+            }
         }
-    }
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !pids(&st.sink).is_empty() {
-        if Instant::now() > deadline {
-            bail!("the lab's sink did not stop within 15 s of SIGTERM");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !pids(ns).is_empty() {
+            if Instant::now() > deadline {
+                bail!("the lab's sink in {ns} did not stop within 15 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        std::thread::sleep(Duration::from_millis(20));
+        any |= !running.is_empty();
     }
-    Ok(!running.is_empty())
+    Ok(any)
 }
 
 /// Socket addresses `lab serve` binds for provider `pi` in the given role.

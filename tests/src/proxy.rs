@@ -4,10 +4,17 @@
 //!
 //! - `intercept`: a transparent SMTP proxy that answers in the destination's place, with its
 //!   own banner and no STARTTLS (what ISPs that force mail through their relay do);
-//! - `strip`: ESMTP inspection that relays to the original destination but masks STARTTLS in
-//!   the EHLO reply as `XXXXXXXA`, as Cisco ASA does by default;
+//! - `strip`: Cisco ASA's ESMTP inspection (`inspect esmtp`, on by default, with `mask-banner`):
+//!   relays to the original destination, masks the 220 banner's text (every character but `2`
+//!   and `0` becomes `*`), rewrites `STARTTLS` in the EHLO reply to `XXXXXXXA` and the client's
+//!   `STARTTLS` command to `XXXXXXXX` (the server then answers that it does not know it);
+//!   packet lengths never change;
+//! - `strip-sometimes`: a load-balanced pool of relays where one member inspects: every second
+//!   connection gets `strip`'s treatment, the others are relayed untouched;
 //! - `tls`: TLS interception on an implicit-TLS port, with its own certificate towards the
-//!   customer and its own TLS session to the destination.
+//!   customer and its own TLS session to the destination;
+//! - `tls-terminate`: TLS with its own certificate, then its own SMTP server inside (an ISP's
+//!   MTA behind TLS): nothing reaches the destination.
 //!
 //! The original destination comes from conntrack (SO_ORIGINAL_DST); the proxy's upstream
 //! connection leaves from the border's own address, as a real proxy's does.
@@ -34,7 +41,9 @@ const SO_ORIGINAL_DST: libc::c_int = 80;
 pub enum Mode {
     Intercept,
     Strip,
+    StripSometimes,
     Tls,
+    TlsTerminate,
 }
 
 impl Mode {
@@ -42,7 +51,9 @@ impl Mode {
         match p {
             OutPolicy::Intercept => Some(Mode::Intercept),
             OutPolicy::Strip => Some(Mode::Strip),
+            OutPolicy::StripSometimes => Some(Mode::StripSometimes),
             OutPolicy::TlsIntercept => Some(Mode::Tls),
+            OutPolicy::TlsTerminate => Some(Mode::TlsTerminate),
             _ => None,
         }
     }
@@ -50,22 +61,28 @@ impl Mode {
         match self {
             Mode::Intercept => addr::PROXY_INTERCEPT_PORT,
             Mode::Strip => addr::PROXY_STRIP_PORT,
+            Mode::StripSometimes => addr::PROXY_STRIP_SOMETIMES_PORT,
             Mode::Tls => addr::PROXY_TLS_PORT,
+            Mode::TlsTerminate => addr::PROXY_TLS_TERMINATE_PORT,
         }
     }
     pub fn parse(s: &str) -> Result<Mode> {
         Ok(match s {
             "intercept" => Mode::Intercept,
             "strip" => Mode::Strip,
+            "strip-sometimes" => Mode::StripSometimes,
             "tls" => Mode::Tls,
-            _ => bail!("unknown proxy mode `{s}` (intercept, strip, tls)"),
+            "tls-terminate" => Mode::TlsTerminate,
+            _ => bail!("unknown proxy mode `{s}` (intercept, strip, strip-sometimes, tls, tls-terminate)"),
         })
     }
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Intercept => "intercept",
             Mode::Strip => "strip",
+            Mode::StripSometimes => "strip-sometimes",
             Mode::Tls => "tls",
+            Mode::TlsTerminate => "tls-terminate",
         }
     }
 }
@@ -97,13 +114,16 @@ pub fn original_dst(s: &TcpStream) -> std::io::Result<SocketAddr> {
 struct Ctx {
     name: String,
     tls: tokio_rustls::TlsAcceptor,
+    /// Connections the `strip-sometimes` pool has taken per (client address, destination):
+    /// round-robin over two members, the second of which inspects.
+    pool: std::sync::Mutex<std::collections::HashMap<(IpAddr, SocketAddr), u64>>,
 }
 
 /// Listen on every mode's port in both families, report readiness through `ready` (the pin of
 /// the interception certificate), serve until killed.
 pub fn serve(modes: &[Mode], name: &str, ready: &Path) -> Result<()> {
     let cert = crawler::sink::tls::self_signed(name).context("the interception certificate")?;
-    let ctx = Arc::new(Ctx { name: name.to_string(), tls: tokio_rustls::TlsAcceptor::from(cert.config.clone()) });
+    let ctx = Arc::new(Ctx { name: name.to_string(), tls: tokio_rustls::TlsAcceptor::from(cert.config.clone()), pool: Default::default() });
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         let mut listeners = Vec::new();
@@ -136,8 +156,19 @@ async fn accept_loop(mode: Mode, l: TcpListener, ctx: Arc<Ctx>) {
             let _ = c.set_nodelay(true);
             let r = match mode {
                 Mode::Intercept => timeout(LIFETIME, intercept(c, &ctx.name)).await,
-                Mode::Strip => timeout(LIFETIME, strip(c)).await,
+                Mode::Strip => timeout(LIFETIME, strip(c, true)).await,
+                Mode::StripSometimes => {
+                    let key = (c.peer_addr().map(|a| a.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), original_dst(&c).unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))));
+                    let n = {
+                        let mut pool = ctx.pool.lock().unwrap_or_else(|p| p.into_inner());
+                        let n = pool.entry(key).or_default();
+                        *n += 1;
+                        *n
+                    };
+                    timeout(LIFETIME, strip(c, n % 2 == 0)).await
+                }
                 Mode::Tls => timeout(LIFETIME, tls(c, &ctx.tls)).await,
+                Mode::TlsTerminate => timeout(LIFETIME, terminate(c, &ctx.tls, &ctx.name)).await,
             };
             if let Ok(Err(e)) = r {
                 eprintln!("proxy {}: {e:#}", mode.as_str());
@@ -148,7 +179,7 @@ async fn accept_loop(mode: Mode, l: TcpListener, ctx: Arc<Ctx>) {
 
 /// Answer as the provider's own relay would: its banner, EHLO without STARTTLS, never a
 /// mail transaction (the lab relays nothing anywhere).
-async fn intercept(c: TcpStream, name: &str) -> Result<()> {
+async fn intercept<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(c: S, name: &str) -> Result<()> {
     let mut rd = BufReader::new(c);
     rd.get_mut().write_all(format!("220 {name} ESMTP lab-smtp-proxy\r\n").as_bytes()).await?;
     let mut line = String::new();
@@ -172,24 +203,58 @@ async fn intercept(c: TcpStream, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Relay to the original destination, masking STARTTLS in whatever the server says.
-async fn strip(c: TcpStream) -> Result<()> {
+/// Cisco ASA's mask of a banner: the code stays, every other character but `2` and `0` (and the
+/// line end) becomes `*` — the length never changes.
+pub fn mask_banner(line: &str) -> String {
+    line.char_indices().map(|(i, c)| if i < 4 || matches!(c, '2' | '0' | '\r' | '\n') { c } else { '*' }).collect()
+}
+
+/// Relay to the original destination; with `inspect`, as ASA's ESMTP inspection does: the
+/// banner masked, STARTTLS in the server's EHLO reply rewritten to `XXXXXXXA`, the client's
+/// STARTTLS command to `XXXXXXXX`. Without it, a plain relay (a pool member that does not
+/// inspect).
+async fn strip(mut c: TcpStream, inspect: bool) -> Result<()> {
     let dst = original_dst(&c)?;
-    let up = timeout(IDLE, TcpStream::connect(dst)).await?.with_context(|| format!("connecting to {dst}"))?;
+    let mut up = timeout(IDLE, TcpStream::connect(dst)).await?.with_context(|| format!("connecting to {dst}"))?;
     let _ = up.set_nodelay(true);
-    let (mut cr, mut cw) = c.into_split();
+    if !inspect {
+        // Bytes as they are (TLS after STARTTLS included).
+        let _ = tokio::io::copy_bidirectional(&mut c, &mut up).await;
+        return Ok(());
+    }
+    let (cr, mut cw) = c.into_split();
     let (ur, mut uw) = up.into_split();
-    let client_to_server = tokio::spawn(async move { tokio::io::copy(&mut cr, &mut uw).await });
+    let client_to_server = tokio::spawn(async move {
+        let mut cr = BufReader::new(cr);
+        let mut line = String::new();
+        while timeout(IDLE, cr.read_line(&mut line)).await.ok().and_then(|r| r.ok()).unwrap_or(0) > 0 {
+            let out = if line.trim_end().eq_ignore_ascii_case("STARTTLS") { "XXXXXXXX".to_string() + &line[8..] } else { line.clone() };
+            if uw.write_all(out.as_bytes()).await.is_err() {
+                break;
+            }
+            line.clear();
+        }
+        let _ = uw.shutdown().await;
+    });
     let mut ur = BufReader::new(ur);
     let mut line = String::new();
+    let mut first = true;
     while timeout(IDLE, ur.read_line(&mut line)).await?? > 0 {
-        let masked = line.replace("STARTTLS", "XXXXXXXA");
-        cw.write_all(masked.as_bytes()).await?;
+        let out = if first { mask_banner(&line) } else { line.replace("STARTTLS", "XXXXXXXA") };
+        first = false;
+        cw.write_all(out.as_bytes()).await?;
         line.clear();
     }
     let _ = cw.shutdown().await;
     client_to_server.abort();
     Ok(())
+}
+
+/// TLS with our own certificate, then our own SMTP server inside: the customer's implicit-TLS
+/// connection ends here.
+async fn terminate(c: TcpStream, acceptor: &tokio_rustls::TlsAcceptor, name: &str) -> Result<()> {
+    let down = timeout(IDLE, acceptor.accept(c)).await?.context("TLS with the customer")?;
+    intercept(down, name).await
 }
 
 /// TLS with our certificate towards the customer, TLS to the original destination, and the

@@ -13,6 +13,14 @@ fn reject_stmt(policy: Policy, v6: bool) -> &'static str {
         (Policy::IcmpAdmin, true) => "reject with icmpv6 type admin-prohibited",
         (Policy::IcmpPort, false) => "reject with icmp type port-unreachable",
         (Policy::IcmpPort, true) => "reject with icmpv6 type port-unreachable",
+        // `icmpx` picks the family's code: v4 host-unreachable (3/1), v6 addr-unreachable (1/3).
+        (Policy::IcmpHost, _) => "reject with icmpx type host-unreachable",
+        (Policy::IcmpNet, false) => "reject with icmp type net-unreachable",
+        (Policy::IcmpNet, true) => "reject with icmpv6 type no-route",
+        (Policy::IcmpHostProhibited, false) => "reject with icmp type host-prohibited",
+        (Policy::IcmpHostProhibited, true) => "reject with icmpv6 type reject-route",
+        (Policy::IcmpNetProhibited, false) => "reject with icmp type net-prohibited",
+        (Policy::IcmpNetProhibited, true) => "reject with icmpv6 type policy-fail",
         (Policy::None, _) => "accept",
     }
 }
@@ -25,6 +33,12 @@ fn prefixes(p: &Provider, v6: bool) -> Vec<String> {
 }
 
 fn policy_rules(out: &mut String, p: &Provider, pol: &[(u16, Policy)], v6: bool, iif: Option<&str>) {
+    port_rules(out, p, pol, v6, iif, "dport");
+}
+
+/// Filters on packets towards the provider's prefixes by their destination (`dport`) or
+/// source (`sport`: an ingress ACL against replies from remote mail servers) port.
+fn port_rules(out: &mut String, p: &Provider, pol: &[(u16, Policy)], v6: bool, iif: Option<&str>, which: &str) {
     let pf = prefixes(p, v6);
     if pf.is_empty() {
         return;
@@ -35,7 +49,7 @@ fn policy_rules(out: &mut String, p: &Provider, pol: &[(u16, Policy)], v6: bool,
         if *pol == Policy::None {
             continue;
         }
-        let _ = writeln!(out, "    {iif}{fam} daddr {{ {} }} tcp dport {port} {}", pf.join(", "), reject_stmt(*pol, v6));
+        let _ = writeln!(out, "    {iif}{fam} daddr {{ {} }} tcp {which} {port} {}", pf.join(", "), reject_stmt(*pol, v6));
     }
 }
 
@@ -49,7 +63,9 @@ pub struct CustomerSide {
 
 impl CustomerSide {
     pub fn new(p: &Provider, customers: &[&Customer]) -> CustomerSide {
-        let ifaces: Vec<String> = std::iter::once("\"dnlink\"".to_string()).chain(customers.iter().map(|c| format!("\"{}\"", c.iface()))).collect();
+        // The hosts' traffic arrives on `dnlink`, and over the spine with an ECMP fabric.
+        let spine = p.border.ecmp.then(|| "\"spine\"".to_string());
+        let ifaces: Vec<String> = std::iter::once("\"dnlink\"".to_string()).chain(spine).chain(customers.iter().map(|c| format!("\"{}\"", c.iface()))).collect();
         let mut v4 = prefixes(p, false);
         v4.extend(customers.iter().map(|c| c.v4_net.to_string()));
         let mut v6 = prefixes(p, true);
@@ -77,7 +93,7 @@ fn out_rules(out: &mut String, p: &Provider, side: &CustomerSide, v6: bool) {
             // The burst is the number of new connections that pass before the rate applies.
             (OutPolicy::Throttle, _) => ("ct state new ", format!("limit rate over {k}/minute burst {k} packets drop")),
             // Redirected in the nat chain: never reaches the forward chain.
-            (OutPolicy::Intercept | OutPolicy::Strip | OutPolicy::TlsIntercept, _) => continue,
+            (OutPolicy::Intercept | OutPolicy::Strip | OutPolicy::TlsIntercept | OutPolicy::TlsTerminate | OutPolicy::StripSometimes, _) => continue,
         };
         let _ = writeln!(out, "    {m}{state}tcp dport {port} {stmt}");
     }
@@ -123,6 +139,8 @@ pub fn border(p: &Provider, customers: &[&Customer]) -> String {
     let pol = p.border.policies();
     policy_rules(&mut s, p, &pol.entries(false), false, Some("uplink"));
     policy_rules(&mut s, p, &pol.entries(true), true, Some("uplink"));
+    port_rules(&mut s, p, &p.border.sport_entries(false), false, Some("uplink"), "sport");
+    port_rules(&mut s, p, &p.border.sport_entries(true), true, Some("uplink"), "sport");
     out_rules(&mut s, p, &side, false);
     out_rules(&mut s, p, &side, true);
     s.push_str("  }\n");
@@ -134,8 +152,28 @@ pub fn border(p: &Provider, customers: &[&Customer]) -> String {
         }
         s.push_str("  }\n");
     }
+    if p.border.nat_pool && !customers.is_empty() {
+        // Policy NAT for the customer vantages' IPv4: the web ports leave from one public
+        // address, everything else from a pool of two, alternating per connection (conntrack
+        // keeps each connection on its address; replies come back through the border, which
+        // owns the vantages' /29s).
+        s.push_str("  chain postrouting_nat {\n    type nat hook postrouting priority 100; policy accept;\n");
+        for c in customers {
+            let (web, a, b) = nat_pool_addrs(c);
+            let _ = writeln!(s, "    oifname \"uplink\" ip saddr {} tcp dport {{ 80, 443 }} snat ip to {web}", c.v4);
+            let _ = writeln!(s, "    oifname \"uplink\" ip saddr {} snat ip to numgen inc mod 2 map {{ 0 : {a}, 1 : {b} }}", c.v4);
+        }
+        s.push_str("  }\n");
+    }
     s.push_str("}\n");
     s
+}
+
+/// A NATed customer vantage's public addresses: (web ports, pool address 1, pool address 2),
+/// inside its own /29 (which the core routes to the border).
+pub fn nat_pool_addrs(c: &Customer) -> (std::net::Ipv4Addr, std::net::Ipv4Addr, std::net::Ipv4Addr) {
+    let n = u32::from(c.v4_net.network());
+    (std::net::Ipv4Addr::from(n + 3), std::net::Ipv4Addr::from(n + 4), std::net::Ipv4Addr::from(n + 5))
 }
 
 /// The transit core: filters some providers on their behalf (an upstream filter), and some only
@@ -180,11 +218,12 @@ fn ban_rules(out: &mut String, ban: &Ban) {
     }
 }
 
-/// A second vantage's uplink that drops outbound 25, as many clouds do.
-pub fn blocked_uplink(iif: &str) -> String {
-    format!(
-        "table inet p25uplink {{\n  chain forward_filter {{\n    type filter hook forward priority 0; policy accept;\n    iifname \"{iif}\" tcp dport 25 drop\n  }}\n}}\n"
-    )
+/// A second vantage's uplink that drops outbound 25, as many clouds do; and, when the lab has
+/// one, a third vantage's uplink that drops packets *to* port 25 towards it (inbound 25
+/// filtered, as residential and campus networks do: reflection replies never arrive).
+pub fn blocked_uplink(iif: &str, blind: Option<&str>) -> String {
+    let blind = blind.map(|b| format!("    oifname \"{b}\" tcp dport 25 drop\n")).unwrap_or_default();
+    format!("table inet p25uplink {{\n  chain forward_filter {{\n    type filter hook forward priority 0; policy accept;\n    iifname \"{iif}\" tcp dport 25 drop\n{blind}  }}\n}}\n")
 }
 
 fn set(out: &mut String, name: &str, v6: bool, hosts: &[&Host]) {

@@ -25,7 +25,49 @@ pub enum Policy {
     IcmpPort,
     /// Reject with a TCP RST forged by the router (TTL differs from the host's).
     Rst,
+    /// Reject with ICMP host unreachable (v4 3/1, v6 1/3 address unreachable): nftables'
+    /// `reject with icmpx type host-unreachable`, a common one-line port filter.
+    IcmpHost,
+    /// Reject with ICMP network unreachable (v4 3/0, v6 1/0 no route).
+    IcmpNet,
+    /// Reject with ICMP host prohibited (v4 3/10) / reject-route (v6 1/6).
+    IcmpHostProhibited,
+    /// Reject with ICMP network prohibited (v4 3/9) / source policy failed (v6 1/5).
+    IcmpNetProhibited,
     None,
+}
+
+impl Policy {
+    /// The ICMP (type, code) this policy rejects with, per family.
+    pub fn icmp(self, v6: bool) -> Option<(u8, u8)> {
+        Some(match (self, v6) {
+            (Policy::IcmpAdmin, false) => (3, 13),
+            (Policy::IcmpAdmin, true) => (1, 1),
+            (Policy::IcmpPort, false) => (3, 3),
+            (Policy::IcmpPort, true) => (1, 4),
+            (Policy::IcmpHost, false) => (3, 1),
+            (Policy::IcmpHost, true) => (1, 3),
+            (Policy::IcmpNet, false) => (3, 0),
+            (Policy::IcmpNet, true) => (1, 0),
+            (Policy::IcmpHostProhibited, false) => (3, 10),
+            (Policy::IcmpHostProhibited, true) => (1, 6),
+            (Policy::IcmpNetProhibited, false) => (3, 9),
+            (Policy::IcmpNetProhibited, true) => (1, 5),
+            _ => return None,
+        })
+    }
+    /// The mechanism a correct analysis names for this filter.
+    pub fn mechanism(self, v6: bool) -> &'static str {
+        match (self, self.icmp(v6)) {
+            (Policy::Drop, _) => "silent-drop",
+            (Policy::Rst, _) => "rst-injected",
+            (_, Some((3, 9 | 10 | 13))) | (_, Some((1, 1 | 5 | 6))) => "icmp-prohibited",
+            (_, Some((3, 3))) | (_, Some((1, 4))) => "icmp-port-unreachable",
+            (_, Some((3, 1))) | (_, Some((1, 3))) => "icmp-host-unreachable",
+            (_, Some((3, 0))) | (_, Some((1, 0))) => "icmp-net-unreachable",
+            _ => "",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -73,6 +115,12 @@ pub enum OutPolicy {
     /// A TLS-intercepting proxy on an implicit-TLS port: TLS with its own certificate towards
     /// the customer, its own TLS session to the destination.
     TlsIntercept,
+    /// A terminating TLS proxy on an implicit-TLS port: TLS with its own certificate, then it
+    /// answers SMTP itself (an ISP's own MTA behind TLS); nothing reaches the destination.
+    TlsTerminate,
+    /// A load-balanced pool of relays where one member inspects: every second connection gets
+    /// Cisco ASA's treatment (banner masked, STARTTLS rewritten), the others pass untouched.
+    StripSometimes,
 }
 
 impl OutPolicy {
@@ -82,12 +130,18 @@ impl OutPolicy {
     pub fn stops_replies(self) -> bool {
         matches!(self, OutPolicy::Drop | OutPolicy::RejectIcmp | OutPolicy::RejectRst)
     }
+    /// A proxy that stands in the connection (answers or relays it).
+    pub fn proxied(self) -> bool {
+        self.proxy_port().is_some()
+    }
     /// The port `lab proxy` listens on in the border for this policy, if it needs one.
     pub fn proxy_port(self) -> Option<u16> {
         match self {
             OutPolicy::Intercept => Some(addr::PROXY_INTERCEPT_PORT),
             OutPolicy::Strip => Some(addr::PROXY_STRIP_PORT),
             OutPolicy::TlsIntercept => Some(addr::PROXY_TLS_PORT),
+            OutPolicy::TlsTerminate => Some(addr::PROXY_TLS_TERMINATE_PORT),
+            OutPolicy::StripSometimes => Some(addr::PROXY_STRIP_SOMETIMES_PORT),
             _ => None,
         }
     }
@@ -123,6 +177,27 @@ pub struct Border {
     /// New connections a `throttle` policy lets through per minute (per family).
     #[serde(default = "default_throttle")]
     pub throttle_per_minute: u32,
+    /// Filters on packets from the Internet by their *source* port (an ingress ACL such as
+    /// "deny tcp any eq smtp any"): the replies of remote mail servers to the provider's hosts
+    /// are refused, so its customers cannot send on that port — seen by reflection probes.
+    #[serde(default)]
+    pub sport_v4: BTreeMap<String, Policy>,
+    #[serde(default)]
+    pub sport_v6: BTreeMap<String, Policy>,
+    /// The provider's hosts sit behind a fabric with per-flow load balancing over two paths of
+    /// unequal length (ECMP, L4 hash): one host's replies arrive with TTLs one apart between
+    /// flows.
+    #[serde(default)]
+    pub ecmp: bool,
+    /// The border null-routes the lab's first sink (a provider blackholing an address, or a
+    /// path that loses it): its customer vantages can reach no port of that sink.
+    #[serde(default)]
+    pub blackhole_sink: bool,
+    /// The customers' IPv4 traffic leaves through policy NAT: web ports (80, 443) from one
+    /// public address, every other port from a pool of two, alternating per connection (cloud
+    /// NAT gateways, carrier-grade NAT).
+    #[serde(default)]
+    pub nat_pool: bool,
 }
 
 fn default_throttle() -> u32 {
@@ -143,6 +218,12 @@ impl Border {
     /// Does any outbound policy need `lab proxy` running in the border?
     pub fn needs_proxy(&self) -> bool {
         [false, true].iter().any(|v6| self.out_entries(*v6).iter().any(|(_, o)| o.proxy_port().is_some()))
+    }
+    pub fn sport(&self, v6: bool, port: u16) -> Policy {
+        (if v6 { &self.sport_v6 } else { &self.sport_v4 }).get(&port.to_string()).copied().unwrap_or(Policy::None)
+    }
+    pub fn sport_entries(&self, v6: bool) -> Vec<(u16, Policy)> {
+        parse_port_map(if v6 { &self.sport_v6 } else { &self.sport_v4 }, "border.sport").expect("validated")
     }
 }
 
@@ -251,6 +332,18 @@ pub struct Topology {
     pub defaults: Mix,
     #[serde(rename = "provider")]
     pub providers: Vec<Provider>,
+    /// Sinks on the lab Internet (1 or 2; the second in another network, so that a provider
+    /// null-routing one of them is told from a port block).
+    #[serde(default = "one")]
+    pub sinks: usize,
+    /// A third measuring vantage whose own uplink drops packets *to* port 25 (as residential,
+    /// campus and many cloud networks do): every reflection reply to our port 25 is lost there.
+    #[serde(default)]
+    pub blind_vantage: bool,
+}
+
+fn one() -> usize {
+    1
 }
 
 fn default_icmp_ratelimit() -> u32 {
@@ -324,6 +417,20 @@ pub mod addr {
     pub const SINK_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
     pub const CORE_SINK_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 3, 0, 0, 0, 1);
     pub const SINK_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 3, 0, 0, 0, 2);
+    /// A second sink in another network: link 192.0.2.16/29 (core .17, sink .18).
+    pub const CORE_SINK2_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 17);
+    pub const SINK2_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 18);
+    pub const CORE_SINK2_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 5, 0, 0, 0, 1);
+    pub const SINK2_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 5, 0, 0, 0, 2);
+    /// The reflection-blind vantage (its uplink drops packets to port 25): 192.0.2.20/30.
+    pub const BLIND_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 22);
+    pub const CORE_BLIND_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 21);
+    pub const BLIND_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 6, 0, 0, 0, 2);
+    pub const CORE_BLIND_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 6, 0, 0, 0, 1);
+    /// A sink's addresses (1 or 2).
+    pub fn sink(n: usize) -> (Ipv4Addr, Ipv6Addr) {
+        if n == 2 { (SINK2_V4, SINK2_V6) } else { (SINK_V4, SINK_V6) }
+    }
     /// Ports `crawler sink` serves in the lab (its defaults) and `crawler egress` dials.
     pub const SINK_PORTS: [u16; 6] = [25, 465, 587, 2525, 80, 443];
     /// Customer vantage prefixes: a /29 (and a /64) each, carved from space no provider uses.
@@ -333,6 +440,18 @@ pub mod addr {
     pub const PROXY_INTERCEPT_PORT: u16 = 10025;
     pub const PROXY_STRIP_PORT: u16 = 10026;
     pub const PROXY_TLS_PORT: u16 = 10465;
+    pub const PROXY_TLS_TERMINATE_PORT: u16 = 10466;
+    pub const PROXY_STRIP_SOMETIMES_PORT: u16 = 10027;
+    /// Provider `i`'s spine (ECMP's longer path): border-spine 192.0.2.128+8i/30 and
+    /// spine-hosts +4/30, as (border, spine up, spine down, hosts).
+    pub fn spine_v4(i: usize) -> (Ipv4Addr, Ipv4Addr, Ipv4Addr, Ipv4Addr) {
+        let b = 128 + 8 * i as u8;
+        (Ipv4Addr::new(192, 0, 2, b + 1), Ipv4Addr::new(192, 0, 2, b + 2), Ipv4Addr::new(192, 0, 2, b + 5), Ipv4Addr::new(192, 0, 2, b + 6))
+    }
+    pub fn spine_v6(i: usize) -> (Ipv6Addr, Ipv6Addr, Ipv6Addr, Ipv6Addr) {
+        let s = i as u16 + 1;
+        (Ipv6Addr::new(0x2001, 0xdb8, 0xfd, s, 0, 0, 0, 1), Ipv6Addr::new(0x2001, 0xdb8, 0xfd, s, 0, 0, 0, 2), Ipv6Addr::new(0x2001, 0xdb8, 0xfc, s, 0, 0, 0, 1), Ipv6Addr::new(0x2001, 0xdb8, 0xfc, s, 0, 0, 0, 2))
+    }
     /// Port the SYN-ACK-everything listeners sit on (never probed).
     pub const CATCH_ALL_PORT: u16 = 10;
     /// Source ports a `src_port_firewall` host drops: the mail ports and 2525.
@@ -369,8 +488,8 @@ fn validate_out(p: &Provider) -> Result<()> {
         for (port, o) in parse_port_map(if v6 { &p.border.out_v6 } else { &p.border.out_v4 }, "border.out")? {
             let tls = port == IMPLICIT_TLS_PORT;
             match o {
-                OutPolicy::TlsIntercept if !tls => bail!("provider {}: tls-intercept on port {port}: only on the implicit-TLS port {IMPLICIT_TLS_PORT}", p.name),
-                OutPolicy::Intercept | OutPolicy::Strip if tls => bail!("provider {}: {o:?} on port {port}: not on the implicit-TLS port", p.name),
+                OutPolicy::TlsIntercept | OutPolicy::TlsTerminate if !tls => bail!("provider {}: {o:?} on port {port}: only on the implicit-TLS port {IMPLICIT_TLS_PORT}", p.name),
+                OutPolicy::Intercept | OutPolicy::Strip | OutPolicy::StripSometimes if tls => bail!("provider {}: {o:?} on port {port}: not on the implicit-TLS port", p.name),
                 OutPolicy::Throttle if p.border.throttle_per_minute == 0 => bail!("provider {}: throttle_per_minute must be at least 1", p.name),
                 _ => {}
             }
@@ -397,6 +516,9 @@ impl Topology {
         if self.providers.is_empty() || self.providers.len() > 30 {
             bail!("need 1 to 30 providers, got {}", self.providers.len());
         }
+        if !(1..=2).contains(&self.sinks) {
+            bail!("sinks: 1 or 2, got {}", self.sinks);
+        }
         let lab4: [Ipv4Net; 1] = ["198.18.0.0/15".parse().unwrap()];
         let lab6: Ipv6Net = "2001:db8:100::/40".parse().unwrap();
         parse_port_map(&self.defaults.open, "defaults.open")?;
@@ -417,6 +539,14 @@ impl Topology {
             parse_port_map(&p.border.v6, "border.v6")?;
             parse_port_map(&p.border.out_v4, "border.out_v4")?;
             parse_port_map(&p.border.out_v6, "border.out_v6")?;
+            parse_port_map(&p.border.sport_v4, "border.sport_v4")?;
+            parse_port_map(&p.border.sport_v6, "border.sport_v6")?;
+            if p.border.ecmp && self.providers.iter().position(|x| x.name == p.name).unwrap_or(0) >= 16 {
+                bail!("provider {}: an ECMP fabric's spine links live in 192.0.2.128/25: only the first 16 providers can have one", p.name);
+            }
+            if p.border.blackhole_sink && self.sinks < 2 {
+                bail!("provider {}: blackhole_sink needs a second sink (sinks = 2) to tell an unreachable sink from a blocked port", p.name);
+            }
             parse_port_map(&p.upstream.v4, "upstream.v4")?;
             parse_port_map(&p.upstream.v6, "upstream.v6")?;
             parse_port_map(&p.path_filter.v4, "path_filter.v4")?;

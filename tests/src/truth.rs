@@ -23,6 +23,10 @@ pub struct Truth {
     /// The expected ICMP error comes from a router that rate-limits them (as real routers do):
     /// silence is as right an observation as the error.
     pub rate_limited: bool,
+    /// The reply comes from a host behind an ECMP fabric: per flow it takes the direct path or
+    /// the one a hop longer, so its TTL is the expected one or one less.
+    #[serde(default)]
+    pub ecmp: bool,
 }
 
 /// Which measuring vantage a probe leaves from: the main one, or the second one, whose path
@@ -38,10 +42,7 @@ fn reject(policy: Policy, v6: bool, responder: IpAddr, ttl: u8) -> Option<Expect
         Policy::None => None,
         Policy::Drop => Some(Expect::None),
         Policy::Rst => Some(Expect::Rst { ttl }),
-        Policy::IcmpAdmin if v6 => Some(Expect::Icmp { icmp_type: 1, icmp_code: 1, responder, ttl }),
-        Policy::IcmpAdmin => Some(Expect::Icmp { icmp_type: 3, icmp_code: 13, responder, ttl }),
-        Policy::IcmpPort if v6 => Some(Expect::Icmp { icmp_type: 1, icmp_code: 4, responder, ttl }),
-        Policy::IcmpPort => Some(Expect::Icmp { icmp_type: 3, icmp_code: 3, responder, ttl }),
+        p => p.icmp(v6).map(|(icmp_type, icmp_code)| Expect::Icmp { icmp_type, icmp_code, responder, ttl }),
     }
 }
 
@@ -56,8 +57,9 @@ pub fn expect_from(topo: &Topology, host: &Host, port: u16, from: From) -> Truth
     let p = &topo.providers[host.provider];
     let v6 = host.ip.is_ipv6();
     let lossy = p.border.loss > 0.0;
-    let t = |expect, reason| Truth { expect, reason, lossy, rate_limited: false };
-    let limited = |e: Expect, reason, ms: u32| Truth { expect: e, reason, lossy, rate_limited: matches!(e, Expect::Icmp { .. }) && ms > 0 };
+    // Replies of the hosts themselves cross the provider's ECMP fabric, if it has one.
+    let t = |expect, reason| Truth { expect, reason, lossy, rate_limited: false, ecmp: p.border.ecmp };
+    let limited = |e: Expect, reason, ms: u32| Truth { expect: e, reason, lossy, rate_limited: matches!(e, Expect::Icmp { .. }) && ms > 0, ecmp: false };
     let core: IpAddr = match (v6, from) {
         (false, From::Main) => addr::CORE_V4.into(),
         (true, From::Main) => addr::CORE_V6.into(),
@@ -73,7 +75,7 @@ pub fn expect_from(topo: &Topology, host: &Host, port: u16, from: From) -> Truth
         return limited(e, "upstream transit filter", topo.icmp_ratelimit_ms);
     }
     if p.border.synack_all {
-        return t(Expect::Synack { ttl: addr::TTL_BORDER }, "border middlebox answers every port");
+        return Truth { ecmp: false, ..t(Expect::Synack { ttl: addr::TTL_BORDER }, "border middlebox answers every port") };
     }
     let border: IpAddr = if v6 { addr::core_border_v6(host.provider).1.into() } else { addr::core_border_v4(host.provider).1.into() };
     if let Some(e) = reject(p.border.policies().get(v6, port), v6, border, addr::TTL_BORDER) {
@@ -101,7 +103,13 @@ pub fn expect_from(topo: &Topology, host: &Host, port: u16, from: From) -> Truth
 pub fn expect_reflect(topo: &Topology, host: &Host, sport: u16) -> Truth {
     let p = &topo.providers[host.provider];
     let v6 = host.ip.is_ipv6();
-    let t = |expect, reason| Truth { expect, reason, lossy: p.border.loss > 0.0, rate_limited: false };
+    let t = |expect, reason| Truth { expect, reason, lossy: p.border.loss > 0.0, rate_limited: false, ecmp: p.border.ecmp };
+    // The border's ingress ACL on the source port refuses the probe before any host sees it.
+    let border: IpAddr = if v6 { addr::core_border_v6(host.provider).1.into() } else { addr::core_border_v4(host.provider).1.into() };
+    if let Some(e) = reject(p.border.sport(v6, sport), v6, border, addr::TTL_BORDER) {
+        let ms = topo.border_icmp_ratelimit(p);
+        return Truth { expect: e, reason: "provider border filters packets from the source port (ingress ACL)", lossy: p.border.loss > 0.0, rate_limited: matches!(e, Expect::Icmp { .. }) && ms > 0, ecmp: false };
+    }
     // Inbound to a closed high port: as for any probe to such a port.
     let inbound = expect(topo, host, 40_000);
     let reply = match inbound.expect {
@@ -171,17 +179,8 @@ pub fn provider_truth_from(topo: &Topology, min_informative: usize, from: From) 
                 pt.verdict = "insufficient";
             } else if policy != Policy::None {
                 pt.verdict = "blocks";
-                pt.mechanism = match policy {
-                    Policy::Drop => "silent-drop",
-                    Policy::IcmpAdmin => "icmp-prohibited",
-                    Policy::IcmpPort => "icmp-port-unreachable",
-                    Policy::Rst => "rst-injected",
-                    Policy::None => unreachable!(),
-                };
-                pt.location = match policy {
-                    Policy::IcmpAdmin | Policy::IcmpPort => location,
-                    _ => "unknown",
-                };
+                pt.mechanism = policy.mechanism(v6);
+                pt.location = if policy.icmp(v6).is_some() { location } else { "unknown" };
             } else {
                 let fw = fam.iter().filter(|h| !h.dead && !h.all_ports && h.firewall_25).count();
                 let share = fw as f64 / informative.max(1) as f64;
@@ -241,6 +240,8 @@ pub fn outbound_truth(topo: &Topology, min_informative: usize) -> Vec<OutboundTr
                     t.verdict = "insufficient";
                 } else if pol.is_some_and(|o| o.stops_replies()) {
                     (t.verdict, t.mechanism) = ("blocks", "silent-drop");
+                } else if p.border.sport(v6, port) != Policy::None {
+                    (t.verdict, t.mechanism) = ("blocks", p.border.sport(v6, port).mechanism(v6));
                 }
                 out.push(t);
             }
@@ -256,11 +257,19 @@ pub struct EgressTruth {
     pub vantage: String,
     pub provider: String,
     pub org_id: String,
+    /// The sink address dialled.
+    pub sink: IpAddr,
     pub family: &'static str,
     pub port: u16,
-    /// The series' verdict: `open`, `blocked`, `throttled`, `intercepted`, `stripped` or
-    /// `tls-intercepted`.
+    /// The series' verdict: `open`, `blocked`, `throttled`, `intercepted`, `stripped`,
+    /// `tls-intercepted`, `mixed` (a pool that strips every second connection), or
+    /// `sink-unreachable` (the border null-routes this sink).
     pub verdict: &'static str,
+    /// The attempts alternate between `open` and `stripped` (`strip-sometimes`).
+    pub alternating: bool,
+    /// The vantage's IPv4 connections leave through policy NAT: the sink sees one of
+    /// `sink_clients`, never the vantage's own address.
+    pub sink_clients: Vec<IpAddr>,
     /// A throttle lets this many attempts connect (each `open`); the later ones are `throttled`.
     pub first_open: Option<u32>,
     /// `outcome` of the attempts that do not connect (`timeout`, `refused`, `icmp`), or
@@ -275,17 +284,27 @@ pub struct EgressTruth {
     pub reason: &'static str,
 }
 
-fn egress_one(topo: &Topology, c: &Customer, v6: bool, port: u16) -> EgressTruth {
+fn egress_one(topo: &Topology, c: &Customer, sink: usize, v6: bool, port: u16) -> EgressTruth {
     let p = &topo.providers[c.provider];
     let border_up: IpAddr = if v6 { addr::core_border_v6(c.provider).1.into() } else { addr::core_border_v4(c.provider).1.into() };
     let gw: IpAddr = if v6 { c.gw_v6.into() } else { c.gw_v4.into() };
+    let (s4, s6) = addr::sink(sink);
+    let nat = p.border.nat_pool && !v6;
+    let (web, a, b) = crate::rules::nat_pool_addrs(c);
     let mut t = EgressTruth {
         vantage: c.name.clone(),
         provider: p.name.clone(),
         org_id: p.org_id.clone(),
+        sink: if v6 { s6.into() } else { s4.into() },
         family: if v6 { "ipv6" } else { "ipv4" },
         port,
         verdict: "open",
+        alternating: false,
+        sink_clients: match (nat, port) {
+            (false, _) => vec![c.ip(v6)],
+            (true, 80 | 443) => vec![web.into()],
+            (true, _) => vec![a.into(), b.into()],
+        },
         first_open: None,
         outcome: "established",
         icmp_type: None,
@@ -294,9 +313,19 @@ fn egress_one(topo: &Topology, c: &Customer, v6: bool, port: u16) -> EgressTruth
         sink_client: Some(c.ip(v6)),
         reason: "no outbound filter on the port",
     };
+    if nat {
+        t.sink_client = None;
+        t.reason = "no outbound filter on the port; policy NAT gives the connection another public address (not interception)";
+    }
     let blocked = |t: &mut EgressTruth, outcome, reason| {
         (t.verdict, t.outcome, t.sink_client, t.reason) = ("blocked", outcome, None, reason);
+        t.sink_clients.clear();
     };
+    if p.border.blackhole_sink && sink == 1 {
+        blocked(&mut t, "timeout", "border null-routes this sink: no port of it is reachable");
+        t.verdict = "sink-unreachable";
+        return t;
+    }
     match p.border.out(v6, port) {
         None => {}
         Some(OutPolicy::Drop) => blocked(&mut t, "timeout", "border drops outbound packets to the port (stateless)"),
@@ -307,32 +336,45 @@ fn egress_one(topo: &Topology, c: &Customer, v6: bool, port: u16) -> EgressTruth
             (t.icmp_type, t.icmp_code, t.icmp_responder) = if v6 { (Some(1), Some(1), Some(gw)) } else { (Some(3), Some(13), Some(gw)) };
         }
         Some(OutPolicy::Throttle) => {
-            (t.verdict, t.first_open, t.outcome) = ("throttled", Some(p.border.throttle_per_minute), "timeout");
+            // The bucket is the border's, per family: each round dials every sink of the lab.
+            (t.verdict, t.first_open, t.outcome) = ("throttled", Some(p.border.throttle_per_minute / topo.sinks as u32), "timeout");
             t.reason = "border lets the first new connections a minute through, then drops new ones (conntrack + limit)";
         }
         Some(OutPolicy::Intercept) => {
             (t.verdict, t.sink_client) = ("intercepted", None);
+            t.sink_clients.clear();
             t.reason = "border redirects the port to its own SMTP proxy, which answers with its own banner";
         }
         Some(OutPolicy::Strip) => {
-            (t.verdict, t.sink_client) = ("stripped", Some(border_up));
-            t.reason = "border's ESMTP inspection relays to the sink and masks STARTTLS";
+            (t.verdict, t.sink_client, t.sink_clients) = ("stripped", Some(border_up), vec![border_up]);
+            t.reason = "border's ESMTP inspection (Cisco ASA) relays to the sink, masks the banner and rewrites STARTTLS";
+        }
+        Some(OutPolicy::StripSometimes) => {
+            (t.verdict, t.alternating, t.sink_client, t.sink_clients) = ("mixed", true, Some(border_up), vec![border_up]);
+            t.reason = "a pool of relays where every second connection is inspected (banner masked, STARTTLS rewritten)";
         }
         Some(OutPolicy::TlsIntercept) => {
-            (t.verdict, t.sink_client) = ("tls-intercepted", Some(border_up));
+            (t.verdict, t.sink_client, t.sink_clients) = ("tls-intercepted", Some(border_up), vec![border_up]);
             t.reason = "border's TLS proxy shows its own certificate and opens its own TLS session to the sink";
+        }
+        Some(OutPolicy::TlsTerminate) => {
+            (t.verdict, t.sink_client) = ("tls-intercepted", None);
+            t.sink_clients.clear();
+            t.reason = "border terminates TLS with its own certificate and answers SMTP itself: nothing reaches the sink";
         }
     }
     t
 }
 
-/// Every customer vantage × family × port `crawler egress` dials in the lab.
+/// Every customer vantage × sink × family × port `crawler egress` dials in the lab.
 pub fn egress_truth(topo: &Topology) -> Vec<EgressTruth> {
     let mut out = Vec::new();
     for c in topo.customers() {
-        for v6 in [false, true] {
-            for port in addr::SINK_PORTS {
-                out.push(egress_one(topo, &c, v6, port));
+        for sink in 1..=topo.sinks {
+            for v6 in [false, true] {
+                for port in addr::SINK_PORTS {
+                    out.push(egress_one(topo, &c, sink, v6, port));
+                }
             }
         }
     }
@@ -347,7 +389,8 @@ pub struct EgressProviderTruth {
     pub org_id: String,
     pub family: &'static str,
     pub port: u16,
-    /// `blocks`, `open`, `throttled`, `intercepted`, `stripped` or `tls-intercepted`.
+    /// `blocks`, `open`, `throttled`, `intercepted`, `stripped`, `tls-intercepted`, `mixed` or
+    /// `sink-unreachable`.
     pub verdict: &'static str,
     pub vantages: usize,
     /// What reflection must report for the same provider, family and port.
@@ -364,7 +407,10 @@ pub fn egress_provider_truth(topo: &Topology, min_informative: usize) -> Vec<Egr
         let n = topo.customers().iter().filter(|c| c.provider == i).count();
         for family in ["ipv4", "ipv6"] {
             for port in [25u16, 465, 587] {
-                let Some(s) = series.iter().find(|s| s.org_id == p.org_id && s.family == family && s.port == port) else { continue };
+                // The sinks reachable from the vantages decide; none reachable: no verdict.
+                let all: Vec<&EgressTruth> = series.iter().filter(|s| s.org_id == p.org_id && s.family == family && s.port == port).collect();
+                let Some(first) = all.first() else { continue };
+                let s = all.iter().find(|s| s.verdict != "sink-unreachable").unwrap_or(first);
                 let verdict = if s.verdict == "blocked" { "blocks" } else { s.verdict };
                 let refl = reflection.iter().find(|r| r.org_id == p.org_id && r.family == family && r.port == port).map_or("absent", |r| r.verdict);
                 let agree = match refl {

@@ -53,10 +53,11 @@ pub struct EgressArgs {
     /// Seconds to wait for a connection, and for each answer.
     #[arg(long, default_value_t = 10.0)]
     pub timeout: f64,
-    /// SHA-256 of the sink's certificate (hex; `crawler sink` prints it). Without it, the pin
+    /// SHA-256 of the sinks' certificates (hex; `crawler sink` prints it; several sinks, several
+    /// pins: comma-separated or repeated). Without it, the pins
     /// the sink announces on a control port is used.
-    #[arg(long)]
-    pub sink_pin: Option<String>,
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub sink_pin: Vec<String>,
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -72,7 +73,8 @@ pub struct EgressConfig {
     pub repeat: u16,
     pub interval: Duration,
     pub timeout: Duration,
-    pub pin: Option<String>,
+    /// The sinks' certificate pins (any of them is the sink's).
+    pub pins: Vec<String>,
     pub out: PathBuf,
 }
 
@@ -113,16 +115,17 @@ impl EgressConfig {
         if !(a.timeout > 0.0 && a.timeout <= 120.0) {
             return Err(bad(format!("--timeout {}: more than 0, at most 120 seconds", a.timeout)));
         }
-        let pin = match &a.sink_pin {
-            None => None,
-            Some(p) => {
-                let p = p.replace(':', "").to_ascii_lowercase();
-                if p.len() != 64 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(bad("--sink-pin: 64 hex digits (the SHA-256 `crawler sink` prints)".into()));
-                }
-                Some(p)
+        let mut pins = Vec::new();
+        for p in &a.sink_pin {
+            let p = p.replace(':', "").to_ascii_lowercase();
+            if p.len() != 64 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad("--sink-pin: 64 hex digits (the SHA-256 `crawler sink` prints)".into()));
             }
-        };
+            if pins.len() >= 8 {
+                return Err(bad("--sink-pin: at most 8 pins".into()));
+            }
+            pins.push(p);
+        }
         Ok(EgressConfig {
             sinks,
             vantage: a.vantage.clone(),
@@ -132,7 +135,7 @@ impl EgressConfig {
             repeat: a.repeat,
             interval: Duration::from_secs_f64(a.interval),
             timeout: Duration::from_secs_f64(a.timeout),
-            pin,
+            pins,
             out: a.out.clone(),
         })
     }
@@ -159,8 +162,9 @@ pub struct Attempt {
     pub pin_matches: Option<bool>,
     /// The banner's text was masked (SMTP inspection); the sink known by its EHLO reply.
     pub banner_masked: bool,
-    /// The sink's `id=` from its EHLO reply.
+    /// The sink's `id=` from its EHLO reply, and the client address it greeted there.
     pub ehlo_id: Option<String>,
+    pub ehlo_you: Option<IpAddr>,
     pub starttls_rewritten: Option<bool>,
     pub sink_heard: Option<String>,
     pub verdict: &'static str,
@@ -188,6 +192,7 @@ impl Attempt {
             pin_matches: None,
             banner_masked: false,
             ehlo_id: None,
+            ehlo_you: None,
             starttls_rewritten: None,
             sink_heard: None,
             verdict: v::ERROR,
@@ -205,6 +210,11 @@ impl Attempt {
         self.greeting.as_ref().filter(|g| g.is_sink).and_then(|g| g.id.as_deref()).or(self.ehlo_id.as_deref())
     }
 
+    /// The address the sink saw us come from: its banner's `you=`, else its EHLO reply's.
+    pub fn sink_saw(&self) -> Option<IpAddr> {
+        self.greeting.as_ref().filter(|g| g.is_sink).and_then(|g| g.you).map(|y| y.ip().to_canonical()).or(self.ehlo_you.map(|y| y.to_canonical()))
+    }
+
     /// Did the sink itself answer (by its banner, or by its EHLO reply behind a masked one)?
     pub fn reached_sink(&self) -> bool {
         self.sink_id().is_some()
@@ -220,8 +230,8 @@ pub struct Report {
     /// Per family (4, 6): this machine's public address as the sink saw it on a control port,
     /// and that port.
     pub public: BTreeMap<u8, (IpAddr, u16)>,
-    pub pin: Option<String>,
-    /// Where the pin came from, in words.
+    pub pins: Vec<String>,
+    /// Where the pins came from, in words.
     pub pin_source: String,
 }
 
@@ -241,7 +251,7 @@ pub async fn probe(sink: IpAddr, port: u16, implicit_tls: bool, attempt: u16, li
                 Err(_) => session::Talk { detail: Some("conversation: took too long".into()), ..Default::default() },
             };
             (a.banner, a.greeting, a.starttls_offered, a.tls_done, a.cert_sha256, a.detail) = (t.banner, t.greeting, t.starttls_offered, t.tls_done, t.cert_sha256, t.detail);
-            (a.banner_masked, a.ehlo_id, a.starttls_rewritten, a.sink_heard) = (t.banner_masked, t.ehlo_id, t.starttls_rewritten, t.sink_heard);
+            (a.banner_masked, a.ehlo_id, a.ehlo_you, a.starttls_rewritten, a.sink_heard) = (t.banner_masked, t.ehlo_id, t.ehlo_you, t.starttls_rewritten, t.sink_heard);
         }
     }
     a
@@ -281,15 +291,15 @@ pub async fn measure(cfg: &EgressConfig) -> Report {
         }
     }
     rows.sort_by_key(|a| (a.sink.is_ipv6(), a.sink, a.port, a.attempt));
-    let (public, pin, pin_source) = learn(cfg, &rows);
-    finalize(&mut rows, &public, pin.as_deref(), &cfg.control_ports);
-    Report { run_id, started_us, rows, public, pin, pin_source }
+    let (public, pins, pin_source) = learn(cfg, &rows);
+    finalize(&mut rows, &public, &pins, &cfg.control_ports);
+    Report { run_id, started_us, rows, public, pins, pin_source }
 }
 
-/// The public address per family and the pin, from the sink's greetings on control ports.
-fn learn(cfg: &EgressConfig, rows: &[Attempt]) -> (BTreeMap<u8, (IpAddr, u16)>, Option<String>, String) {
+/// The public address per family and the pins, from the sinks' greetings on control ports.
+fn learn(cfg: &EgressConfig, rows: &[Attempt]) -> (BTreeMap<u8, (IpAddr, u16)>, Vec<String>, String) {
     let mut public = BTreeMap::new();
-    let mut announced = None;
+    let mut announced: Vec<(String, u16)> = Vec::new();
     let mut order: Vec<&Attempt> = rows.iter().filter(|a| cfg.control_ports.contains(&a.port)).collect();
     order.sort_by_key(|a| (a.attempt, cfg.control_ports.iter().position(|p| *p == a.port)));
     for a in order {
@@ -297,26 +307,27 @@ fn learn(cfg: &EgressConfig, rows: &[Attempt]) -> (BTreeMap<u8, (IpAddr, u16)>, 
         if let Some(you) = g.you {
             public.entry(a.family()).or_insert((you.ip().to_canonical(), a.port));
         }
-        if announced.is_none() {
-            announced = g.pin.clone().map(|p| (p, a.port));
+        if let Some(p) = g.pin.clone().filter(|p| !announced.iter().any(|x| &x.0 == p)) {
+            announced.push((p, a.port));
         }
     }
-    match (&cfg.pin, announced) {
-        (Some(p), _) => (public, Some(p.clone()), "--sink-pin".into()),
-        (None, Some((p, port))) => (public, Some(p), format!("the sink's greeting on control port {port}")),
-        (None, None) => (public, None, "unknown (no sink greeting on a control port): certificates were not checked".into()),
+    if !cfg.pins.is_empty() {
+        return (public, cfg.pins.clone(), "--sink-pin".into());
+    }
+    match announced.first().map(|x| x.1) {
+        Some(port) => (public, announced.into_iter().map(|x| x.0).collect(), format!("the sinks' greetings on control port {port}")),
+        None => (public, Vec::new(), "unknown (no sink greeting on a control port): certificates were not checked".into()),
     }
 }
 
-fn finalize(rows: &mut [Attempt], public: &BTreeMap<u8, (IpAddr, u16)>, pin: Option<&str>, control: &[u16]) {
+fn finalize(rows: &mut [Attempt], public: &BTreeMap<u8, (IpAddr, u16)>, pins: &[String], control: &[u16]) {
     for a in rows.iter_mut() {
-        let you = a.greeting.as_ref().filter(|g| g.is_sink).and_then(|g| g.you);
-        a.you_matches = match (you, public.get(&a.family())) {
-            (Some(y), Some((ip, _))) => Some(y.ip().to_canonical() == *ip),
+        a.you_matches = match (a.sink_saw(), public.get(&a.family())) {
+            (Some(y), Some((ip, _))) => Some(y == *ip),
             _ => None,
         };
-        a.pin_matches = match (&a.cert_sha256, pin) {
-            (Some(c), Some(p)) => Some(c == p),
+        a.pin_matches = match &a.cert_sha256 {
+            Some(c) if !pins.is_empty() => Some(pins.contains(c)),
             _ => None,
         };
         a.verdict = verdict::decide(a);

@@ -13,7 +13,8 @@ fn push_row(b: &mut EgressBatch, report: &Report, vantage: &str, a: &Attempt) {
     let sink = a.sink.to_string();
     let responder = a.icmp.and_then(|i| i.responder).map(|r| r.to_string());
     let g = a.greeting.as_ref().filter(|g| g.is_sink);
-    let you = g.and_then(|g| g.you).map(|y| y.to_string());
+    // The banner's `you=` (address and port), else the address the EHLO reply greeted.
+    let you = g.and_then(|g| g.you).map(|y| y.to_string()).or_else(|| a.ehlo_you.map(|y| y.to_string()));
     b.push(&EgressRow {
         run_id: &report.run_id,
         vantage,
@@ -64,7 +65,7 @@ pub fn write(cfg: &EgressConfig, report: &Report) -> Result<PathBuf> {
         ("run_id".to_string(), report.run_id.clone()),
         ("vantage".to_string(), cfg.vantage.clone()),
         ("sinks".to_string(), cfg.sinks.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(",")),
-        ("pin".to_string(), report.pin.clone().unwrap_or_default()),
+        ("pin".to_string(), report.pins.join(",")),
         ("pin_source".to_string(), report.pin_source.clone()),
         ("public_addresses".to_string(), public.join(" ")),
     ];

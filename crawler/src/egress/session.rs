@@ -39,6 +39,8 @@ pub struct Talk {
     /// The `id=` the sink put in its EHLO reply: the sink, recognised even behind a masked
     /// banner.
     pub ehlo_id: Option<String>,
+    /// The client address the sink greets in its EHLO reply.
+    pub ehlo_you: Option<IpAddr>,
     /// STARTTLS rewritten on the way (`XXXXXXXA` in the EHLO reply, or our command reaching the
     /// sink as something else); None when not looked at.
     pub starttls_rewritten: Option<bool>,
@@ -163,7 +165,9 @@ async fn plain(stream: TcpStream, sink: IpAddr, limit: Duration, t: &mut Talk) -
     }
     send(rd.get_mut(), EHLO, limit).await?;
     let ehlo = read_reply(&mut rd, limit).await.context("EHLO")?;
-    t.ehlo_id = ehlo.lines.first().and_then(|l| wire::ehlo_sink_id(l)).map(String::from);
+    if let Some((id, you)) = ehlo.lines.first().and_then(|l| wire::ehlo_sink_id(l)) {
+        (t.ehlo_id, t.ehlo_you) = (Some(id.to_string()), you);
+    }
     let offered = ehlo.has_keyword("STARTTLS");
     t.starttls_offered = Some(offered);
     // Cisco ASA's inspection overwrites the keyword with as many X's (`XXXXXXXA`): lengths stay.

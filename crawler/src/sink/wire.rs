@@ -42,12 +42,14 @@ pub fn heard(reply_line: &str) -> Option<&str> {
     (!v.is_empty() && v.len() <= 10 && v.bytes().all(|b| b.is_ascii_alphabetic())).then_some(v)
 }
 
-/// The sink's `id=` in a line of its EHLO reply (`ehlo_first_line`), if the line is one.
-pub fn ehlo_sink_id(line: &str) -> Option<&str> {
+/// The sink's `id=` and the client address it greets, in a line of its EHLO reply
+/// (`ehlo_first_line`), if the line is one.
+pub fn ehlo_sink_id(line: &str) -> Option<(&str, Option<std::net::IpAddr>)> {
     let mut words = line.get(4..)?.split_ascii_whitespace();
     let tagged = words.clone().any(|w| w == SINK_TAG);
+    let you = words.clone().skip_while(|w| *w != "greets").nth(1).and_then(|w| w.parse().ok());
     let id = words.find_map(|w| w.strip_prefix("id=")).filter(|v| !v.is_empty())?;
-    (tagged && line.starts_with("250")).then_some(id)
+    (tagged && line.starts_with("250")).then_some((id, you))
 }
 
 /// A banner whose text was masked by SMTP inspection: the code, then nothing but `*` and the
@@ -165,7 +167,7 @@ mod tests {
     fn the_sink_is_known_behind_a_masked_banner_and_says_what_it_heard() {
         let ip: std::net::IpAddr = "192.0.2.7".parse().unwrap();
         let l = ehlo_first_line("sink.example", ip, "00ff");
-        assert_eq!(ehlo_sink_id(l.trim_end()), Some("00ff"));
+        assert_eq!(ehlo_sink_id(l.trim_end()), Some(("00ff", Some(ip))));
         assert_eq!(ehlo_sink_id("250-mx.isp.example greets 192.0.2.7 id=1"), None, "no sink tag");
         let g = greeting("sink.example", "192.0.2.7:4000".parse().unwrap(), 25, "00ff", &"ab".repeat(32));
         // Cisco's mask: every character of the text but `2` and `0` becomes `*`.
