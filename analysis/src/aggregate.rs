@@ -204,7 +204,12 @@ fn finish(k: RowKey, c: &Counts, cx: &Context) -> Row {
     };
     let (mut mechanism, mut location, mut evidence) = if filtered > 0 { explain(c, &states, filtered, &org, cx) } else { Default::default() };
     if ambiguous > 0 {
-        evidence.push_str(&format!("; {ambiguous} RSTs with another TTL difference set apart as ambiguous"));
+        let own: Vec<String> = answer_distances(c).iter().map(|d| d.to_string()).collect();
+        evidence.push_str(&format!(
+            "{}{ambiguous} RST(s) with a TTL none of the host's own flows had set apart as ambiguous: from a distance the provider's hosts answer from themselves ({} hops: per-flow paths, ECMP) or from a second one",
+            if evidence.is_empty() { "" } else { "; " },
+            own.join(", ")
+        ));
     }
     let v6 = family == "ipv6";
     let ban = match asn {

@@ -339,19 +339,19 @@ fn link_sink(ns: &str, st: &LabState, iface: &str, core4: Ipv4Addr, sink4: Ipv4A
 fn link_spines(topo: &Topology, st: &LabState) -> Result<()> {
     for (i, p) in topo.providers.iter().enumerate().filter(|(_, p)| p.border.ecmp) {
         let (sp, b, h) = (&st.spines[i], &st.borders[i], &st.hosts[i]);
-        ip_batch(b, &[format!("link add spine type veth peer name up netns {sp}")])?;
-        ip_batch(h, &[format!("link add spine type veth peer name down netns {sp}")])?;
+        ip_batch(b, &[format!("link add spine type veth peer name sup netns {sp}")])?;
+        ip_batch(h, &[format!("link add spine type veth peer name sdown netns {sp}")])?;
         let (b4, up4, down4, h4) = addr::spine_v4(i);
         let (b6, up6, down6, h6) = addr::spine_v6(i);
         ip_batch(b, &[format!("addr add {b4}/30 dev spine"), format!("addr add {b6}/64 dev spine nodad"), "link set spine up".into()])?;
         let mut sl = vec![
             "link set lo up".to_string(),
-            format!("addr add {up4}/30 dev up"),
-            format!("addr add {up6}/64 dev up nodad"),
-            "link set up up".into(),
-            format!("addr add {down4}/30 dev down"),
-            format!("addr add {down6}/64 dev down nodad"),
-            "link set down up".into(),
+            format!("addr add {up4}/30 dev sup"),
+            format!("addr add {up6}/64 dev sup nodad"),
+            "link set sup up".into(),
+            format!("addr add {down4}/30 dev sdown"),
+            format!("addr add {down6}/64 dev sdown nodad"),
+            "link set sdown up".into(),
             format!("route add default via {b4}"),
             format!("route add ::/0 via {b6}"),
         ];

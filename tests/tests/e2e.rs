@@ -6,40 +6,8 @@
 mod common;
 use common::*;
 use port25_lab::demo::{self, LAB_SCAN};
-use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::process::Command;
-
-fn check_observations(lab: &Lab, data: &Path) {
-    let truth = truth_hosts(&lab.datasets());
-    let rows = read_rows(data, &observation_columns());
-    let plan_rows = read_rows(&lab.path("plan.parquet"), &["ip"]);
-    assert_eq!(rows.len(), plan_rows.len() * 12, "one row per planned probe: 3 mail + 3 control + 2 random ports + 4 reflection source ports");
-    let mut seen = HashSet::new();
-    let mut per: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    let mut bad = vec![];
-    for r in &rows {
-        let (ip, port) = (r[5].clone().unwrap(), r[6].clone().unwrap());
-        let key = probe_key(&ip, &port, r[7].as_deref().unwrap(), r[8].as_deref().unwrap());
-        assert!(seen.insert(key.clone()), "{key:?} recorded twice");
-        let h = truth.get(&ip).unwrap_or_else(|| panic!("{ip} is not a lab host"));
-        let t = truth_of(&truth, r);
-        let e = per.entry(h.provider.clone()).or_default();
-        e.0 += 1;
-        if matches(&t, r) {
-            e.1 += 1;
-        } else if !is_lossy(&t) {
-            bad.push(format!("{key:?} ({}) observed {:?} expected {}", h.provider, &r[..5], t));
-        }
-    }
-    let (n, ok): (u64, u64) = per.values().fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-    for (p, (n, ok)) in &per {
-        println!("  {p:<28} {ok}/{n} = {:.2} %", *ok as f64 * 100.0 / *n as f64);
-    }
-    println!("observations matching ground truth: {ok}/{n} = {:.3} %", ok as f64 * 100.0 / n as f64);
-    assert!(bad.is_empty(), "{} mismatches on loss-free paths, e.g.:\n{}", bad.len(), bad.iter().take(10).cloned().collect::<Vec<_>>().join("\n"));
-    assert!(ok as f64 >= 0.995 * n as f64);
-}
 
 fn check_report(lab: &Lab, report: &Path) {
     let truth: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(lab.datasets().dir.join("truth-providers.json")).unwrap()).unwrap();
@@ -101,63 +69,10 @@ fn check_outbound(lab: &Lab, got: &serde_json::Value, report: &Path) {
     assert!(md.contains("Can the providers' customers send mail out?") && md.contains("stateless egress filters") && md.contains("stateful"), "report.md does not lead with the outbound answer and its reach");
 }
 
-fn duckdb(sql: &str) -> String {
-    let o = Command::new("duckdb").args(["-csv", "-c", sql]).output().expect("duckdb CLI");
-    assert!(o.status.success(), "duckdb failed on:\n{sql}\n{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 fn check_duckdb_sql(lab: &Lab, data: &Path, report: &Path) {
-    let sql = std::fs::read_to_string(root().join("analysis/sql/providers.sql")).unwrap();
-    let pre = format!(
-        "SET VARIABLE data = '{}/**/*.parquet'; SET VARIABLE orgs = '{}';\n",
-        data.display(),
-        lab.datasets().f("lab.as-org2info.jsonl")
-    );
-    let out = duckdb(&(pre + &sql));
-    let mut rdr = csv::Reader::from_reader(out.as_bytes());
-    let hdr = rdr.headers().unwrap().clone();
-    let col = |r: &csv::StringRecord, n: &str| r.get(hdr.iter().position(|h| h == n).unwrap()).unwrap().to_string();
-    let sqlrows: HashMap<(String, String), csv::StringRecord> = rdr.records().map(|r| r.unwrap()).map(|r| ((col(&r, "org_id"), col(&r, "family")), r)).collect();
-    let mut bin = csv::Reader::from_path(report.join("providers.csv")).unwrap();
-    let bh = bin.headers().unwrap().clone();
-    let bcol = |r: &csv::StringRecord, n: &str| r.get(bh.iter().position(|h| h == n).unwrap()).unwrap().to_string();
-    let mut compared = 0;
-    for r in bin.records().map(|r| r.unwrap()).filter(|r| bcol(r, "port") == "25" && bcol(r, "direction") == "inbound") {
-        let s = sqlrows.get(&(bcol(&r, "org_id"), bcol(&r, "family"))).unwrap_or_else(|| panic!("SQL has no row for {:?}", r));
-        for c in ["informative", "filtered", "verdict", "mechanism", "excluded_dead", "excluded_all_ports", "excluded_uninformative", "excluded_rst_ambiguous"] {
-            assert_eq!(col(s, c), bcol(&r, c), "{} {}: {c} differs between DuckDB SQL and the binary", bcol(&r, "provider"), bcol(&r, "family"));
-        }
-        compared += 1;
-    }
-    assert_eq!(compared, sqlrows.len());
-    println!("DuckDB SQL agrees with the binary on {compared} inbound provider rows");
-    check_outbound_sql(lab, data, report);
-}
-
-/// `analysis/sql/outbound.sql` against the binary's outbound rows.
-fn check_outbound_sql(lab: &Lab, data: &Path, report: &Path) {
-    let sql = std::fs::read_to_string(root().join("analysis/sql/outbound.sql")).unwrap();
-    let pre = format!("SET VARIABLE data = '{}/**/*.parquet'; SET VARIABLE orgs = '{}';\n", data.display(), lab.datasets().f("lab.as-org2info.jsonl"));
-    let out = duckdb(&(pre + &sql));
-    let mut rdr = csv::Reader::from_reader(out.as_bytes());
-    let hdr = rdr.headers().unwrap().clone();
-    let col = |r: &csv::StringRecord, n: &str| r.get(hdr.iter().position(|h| h == n).unwrap()).unwrap().to_string();
-    let sqlrows: HashMap<(String, String, String), csv::StringRecord> = rdr.records().map(|r| r.unwrap()).map(|r| ((col(&r, "org_id"), col(&r, "family"), col(&r, "port")), r)).collect();
-    let mut bin = csv::Reader::from_path(report.join("providers.csv")).unwrap();
-    let bh = bin.headers().unwrap().clone();
-    let bcol = |r: &csv::StringRecord, n: &str| r.get(bh.iter().position(|h| h == n).unwrap()).unwrap().to_string();
-    let mut compared = 0;
-    for r in bin.records().map(|r| r.unwrap()).filter(|r| bcol(r, "direction") == "outbound") {
-        let s = sqlrows.get(&(bcol(&r, "org_id"), bcol(&r, "family"), bcol(&r, "port"))).unwrap_or_else(|| panic!("outbound SQL has no row for {:?}", r));
-        for c in ["informative", "filtered", "verdict", "mechanism", "excluded_dead", "excluded_all_ports", "excluded_uninformative", "excluded_source_port"] {
-            assert_eq!(col(s, c), bcol(&r, c), "{} {} {}: {c} differs between outbound.sql and the binary", bcol(&r, "provider"), bcol(&r, "family"), bcol(&r, "port"));
-        }
-        compared += 1;
-    }
-    assert_eq!(compared, sqlrows.len());
-    assert!(compared >= 60);
-    println!("DuckDB outbound SQL agrees with the binary on {compared} outbound provider rows");
+    let (inbound, outbound) = sql_agrees_with_binary(data, &lab.datasets().f("lab.as-org2info.jsonl"), report);
+    assert!(outbound >= 60);
+    println!("DuckDB SQL agrees with the binary on {inbound} inbound and {outbound} outbound provider rows");
 }
 
 /// Every ```sql block of the README runs with the real DuckDB CLI against this crawl (and the

@@ -10,52 +10,6 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-fn config(ds: &Datasets, out: &Path, crawl_id: &str, extra_scan: &str, self_check: &[String]) -> String {
-    let list = |v: Vec<String>| v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
-    format!(
-        r#"[crawl]
-vantage = "lab-vantage"
-out = {out:?}
-crawl_id = "{crawl_id}"
-
-[inputs]
-routes = [{routes}]
-orgs = [{orgs:?}]
-categories = [{cats:?}]
-hitlist = [{hit:?}]
-aliased = [{ali:?}]
-opt_out = [{opt:?}]
-exclude = [{exc:?}]
-
-[plan]
-select = "all"
-per_asn = 400
-seed = 25
-allow_reserved = ["198.18.0.0/15", "2001:db8::/32"]
-
-[scan]
-asn_rate = 0
-net_rate = 0
-retry_delay = 1.0
-cooldown = 2.0
-{extra_scan}
-
-[self_check]
-targets = [{targets}]
-control_port = 80
-"#,
-        out = out.display().to_string(),
-        routes = list(ds.routes()),
-        orgs = ds.f("lab.as-org2info.jsonl"),
-        cats = ds.f("lab_categorized_ases.csv"),
-        hit = ds.f("responsive-addresses.txt"),
-        ali = ds.f("aliased-prefixes.txt"),
-        opt = ds.f("opt-out.txt"),
-        exc = ds.f("exclude.txt"),
-        targets = list(self_check.to_vec()),
-    )
-}
-
 fn run_in(ns: &str, cfg: &Path, args: &[&str]) -> Output {
     Command::new("ip").args(["netns", "exec", ns]).arg(crawler()).args(["--quiet", "run", "--config"]).arg(cfg).args(args).output().unwrap()
 }
@@ -70,18 +24,6 @@ fn probes(dir: &Path) -> HashMap<(String, String, String), usize> {
     m
 }
 
-fn reference_hosts(ds: &Datasets) -> Vec<String> {
-    let t = truth_hosts(ds);
-    let mut v: Vec<String> = t
-        .values()
-        .filter(|h| h.provider == "OpenCloud Hosting" && !h.ip.contains(':') && h.ports["25"]["expect"]["reply"] == "synack" && h.ports["80"]["expect"]["reply"] == "synack")
-        .map(|h| h.ip.clone())
-        .collect();
-    v.sort();
-    v.truncate(3);
-    v
-}
-
 #[test]
 fn bad_configs_name_the_key() {
     let d = tempfile::tempdir().unwrap();
@@ -89,7 +31,7 @@ fn bad_configs_name_the_key() {
     let dsdir = d.path().join("ds");
     assert!(Command::new(env!("CARGO_BIN_EXE_lab")).args(["datasets", topo.to_str().unwrap(), "--out", dsdir.to_str().unwrap()]).status().unwrap().success());
     let ds = Datasets { dir: dsdir };
-    let good = config(&ds, &d.path().join("out"), "x", "", &[]);
+    let good = crawl_config(&ds, &d.path().join("out"), "x", "", &[]);
     let cases = [
         (good.replace("[scan]\n", "[scan]\nrat = 5\n"), "unknown field `rat`"),
         (good.replace("per_asn = 400", "per_asn = 0"), "plan.per_asn"),
@@ -145,7 +87,7 @@ fn self_check_stops_a_vantage_whose_uplink_drops_25() {
     let ds = lab.datasets();
     let refs = reference_hosts(&ds);
     let cfg = lab.path("crawl.toml");
-    std::fs::write(&cfg, config(&ds, &lab.path("crawls"), "{date}-blocked", "rate = 20000\nports = [25]\ncontrol_ports = []\nrandom_ports = 0", &refs)).unwrap();
+    std::fs::write(&cfg, crawl_config(&ds, &lab.path("crawls"), "{date}-blocked", "rate = 20000\nports = [25]\ncontrol_ports = []\nrandom_ports = 0", &refs)).unwrap();
     let o = run_in(&lab.state.vantage_blocked, &cfg, &[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(3), "stdout {} stderr {err}", String::from_utf8_lossy(&o.stdout));
@@ -153,7 +95,7 @@ fn self_check_stops_a_vantage_whose_uplink_drops_25() {
     assert!(probes(&lab.path("crawls")).is_empty(), "a blocked vantage must not crawl");
     // The same config from the unfiltered vantage passes the check and records it.
     let cfg2 = lab.path("crawl2.toml");
-    std::fs::write(&cfg2, config(&ds, &lab.path("crawls2"), "{date}-ok", "rate = 20000\nports = [25]\ncontrol_ports = []\nrandom_ports = 0", &refs)).unwrap();
+    std::fs::write(&cfg2, crawl_config(&ds, &lab.path("crawls2"), "{date}-ok", "rate = 20000\nports = [25]\ncontrol_ports = []\nrandom_ports = 0", &refs)).unwrap();
     let o = run_in(&lab.state.vantage, &cfg2, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let m = find_file(&lab.path("crawls2"), "manifest.json");
@@ -189,11 +131,11 @@ fn shards_are_disjoint_and_their_union_is_the_whole_crawl() {
     let scan = "rate = 20000";
     let whole = lab.path("whole.toml");
     // The whole crawl with two sender threads: their disjoint strides must cover the order too.
-    std::fs::write(&whole, config(&ds, &lab.path("whole"), "{date}-whole", "rate = 20000\nsenders = 2", &[])).unwrap();
+    std::fs::write(&whole, crawl_config(&ds, &lab.path("whole"), "{date}-whole", "rate = 20000\nsenders = 2", &[])).unwrap();
     let o = run_in(&lab.state.vantage, &whole, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let sharded = lab.path("sharded.toml");
-    std::fs::write(&sharded, config(&ds, &lab.path("sharded"), "{date}-sharded", scan, &[])).unwrap();
+    std::fs::write(&sharded, crawl_config(&ds, &lab.path("sharded"), "{date}-sharded", scan, &[])).unwrap();
     let mut seen: HashSet<(String, String, String)> = HashSet::new();
     let mut total = 0;
     for i in 0..3 {
@@ -234,7 +176,7 @@ fn resume_after_kill_9_records_every_probe_exactly_once() {
     let ds = lab.datasets();
     let cfg = lab.path("crawl.toml");
     // Slow enough to be killed mid-crawl, small files so kills land between and inside them.
-    std::fs::write(&cfg, config(&ds, &lab.path("crawls"), "{date}-resume", "rate = 6000\nrows_per_file = 1500", &[])).unwrap();
+    std::fs::write(&cfg, crawl_config(&ds, &lab.path("crawls"), "{date}-resume", "rate = 6000\nrows_per_file = 1500", &[])).unwrap();
     let spawn = |resume: bool| {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &lab.state.vantage]).arg(crawler()).args(["--quiet", "run", "--config"]).arg(&cfg);

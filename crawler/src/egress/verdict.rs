@@ -74,8 +74,10 @@ pub fn explain(a: &Attempt) -> Option<String> {
     (!what.is_empty()).then(|| what.join("; "))
 }
 
+/// No connection — or one that a middlebox accepted and then closed without a word (a relaying
+/// proxy whose own connection to the sink failed): nothing of the sink reached us.
 fn failed(a: &Attempt) -> bool {
-    matches!(a.verdict, verdict::BLOCKED)
+    a.verdict == verdict::BLOCKED || (a.verdict == verdict::INTERCEPTED && a.banner.is_none())
 }
 
 /// The run's verdicts: sinks unreachable, outages, throttling. `control`: the control ports.
@@ -101,7 +103,7 @@ pub fn series(rows: &mut [Attempt], control: &[u16]) {
             a.verdict = verdict::SINK_UNREACHABLE;
         } else if controls_work.contains(&a.sink) && control_up.get(&(a.sink, a.attempt)) == Some(&false) {
             a.verdict = verdict::OUTAGE;
-        } else if !control.contains(&a.port) && first_up.get(&(a.sink, a.port)).is_some_and(|&k| k < a.attempt) && control_up.get(&(a.sink, a.attempt)) == Some(&true) {
+        } else if a.verdict == verdict::BLOCKED && !control.contains(&a.port) && first_up.get(&(a.sink, a.port)).is_some_and(|&k| k < a.attempt) && control_up.get(&(a.sink, a.attempt)) == Some(&true) {
             a.verdict = verdict::THROTTLED;
         }
     }
@@ -167,8 +169,15 @@ mod tests {
             open(s, 25, 0),
             failed(s, 25, 1, outcome::TIMEOUT),
             open(s, 25, 2),
+            // A relaying proxy on 587 accepts, then closes: its own connection to the sink failed.
+            open(s, 587, 0),
+            {
+                let mut a = open(s, 587, 1);
+                a.greeting = None;
+                a
+            },
         ]);
-        assert_eq!(got, [verdict::OPEN, verdict::OUTAGE, verdict::OPEN, verdict::OPEN, verdict::OUTAGE, verdict::OPEN]);
+        assert_eq!(got, [verdict::OPEN, verdict::OUTAGE, verdict::OPEN, verdict::OPEN, verdict::OUTAGE, verdict::OPEN, verdict::OPEN, verdict::OUTAGE]);
     }
 
     #[test]

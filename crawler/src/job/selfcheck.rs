@@ -48,7 +48,10 @@ pub struct SelfCheckResult {
 pub fn from_config(c: &super::config::CrawlConfig) -> Result<SelfCheckResult> {
     let block = Blocklist::build(&c.plan.allow_reserved, &c.inputs.opt_out, &c.inputs.exclude, Default::default())?;
     let gw = c.scan.gateway_mac.as_deref().map(route::parse_mac).transpose()?;
-    let mut reflect = c.scan.reflect_ports.clone();
+    // Reflection probes need a closed random or a control port to go to; without either the
+    // crawl sends none, and the check has nothing to check.
+    let reflecting = c.scan.random_ports > 0 || !c.scan.control_ports.is_empty();
+    let mut reflect = if reflecting { c.scan.reflect_ports.clone() } else { Vec::new() };
     if !reflect.is_empty() && c.scan.reflect_control_port != 0 {
         reflect.push(c.scan.reflect_control_port);
     }

@@ -363,3 +363,165 @@ pub fn corrupt(bytes: &[u8]) -> Vec<u8> {
     b[at..at + 24].fill(0);
     b
 }
+
+/// A `crawler run` config for the lab: its datasets, lab-speed scan settings (`extra_scan` adds
+/// keys to `[scan]`), and the self-check's reference hosts.
+pub fn crawl_config(ds: &Datasets, out: &Path, crawl_id: &str, extra_scan: &str, self_check: &[String]) -> String {
+    let list = |v: Vec<String>| v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
+    format!(
+        r#"[crawl]
+vantage = "lab-vantage"
+out = {out:?}
+crawl_id = "{crawl_id}"
+
+[inputs]
+routes = [{routes}]
+orgs = [{orgs:?}]
+categories = [{cats:?}]
+hitlist = [{hit:?}]
+aliased = [{ali:?}]
+opt_out = [{opt:?}]
+exclude = [{exc:?}]
+
+[plan]
+select = "all"
+per_asn = 400
+seed = 25
+allow_reserved = ["198.18.0.0/15", "2001:db8::/32"]
+
+[scan]
+asn_rate = 0
+net_rate = 0
+retry_delay = 1.0
+cooldown = 2.0
+{extra_scan}
+
+[self_check]
+targets = [{targets}]
+control_port = 80
+"#,
+        out = out.display().to_string(),
+        routes = list(ds.routes()),
+        orgs = ds.f("lab.as-org2info.jsonl"),
+        cats = ds.f("lab_categorized_ases.csv"),
+        hit = ds.f("responsive-addresses.txt"),
+        ali = ds.f("aliased-prefixes.txt"),
+        opt = ds.f("opt-out.txt"),
+        exc = ds.f("exclude.txt"),
+        targets = list(self_check.to_vec()),
+    )
+}
+
+
+/// Three IPv4 hosts of OpenCloud Hosting with 25 and 80 open: the self-check's reference hosts.
+pub fn reference_hosts(ds: &Datasets) -> Vec<String> {
+    let t = truth_hosts(ds);
+    let mut v: Vec<String> = t
+        .values()
+        .filter(|h| h.provider == "OpenCloud Hosting" && !h.ip.contains(':') && h.ports["25"]["expect"]["reply"] == "synack" && h.ports["80"]["expect"]["reply"] == "synack")
+        .map(|h| h.ip.clone())
+        .collect();
+    v.sort();
+    v.truncate(3);
+    v
+}
+
+/// Run SQL in the real DuckDB CLI; its CSV output.
+pub fn duckdb(sql: &str) -> String {
+    let o = Command::new("duckdb").args(["-csv", "-c", sql]).output().expect("duckdb CLI");
+    assert!(o.status.success(), "duckdb failed on:\n{sql}\n{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `analysis/sql/providers.sql` (inbound 25) and `outbound.sql` (reflection, 25/465/587) run by
+/// the real DuckDB on a crawl agree with the binary's `providers.csv` on every count, verdict
+/// and mechanism — except rows the binary withheld or left a banned AS out of (the SQL has no
+/// ban test: it gives those plain counts). Returns the rows compared (inbound, outbound).
+pub fn sql_agrees_with_binary(data: &Path, orgs: &str, report: &Path) -> (usize, usize) {
+    let run = |file: &str, keys: &[&str]| -> HashMap<Vec<String>, HashMap<String, String>> {
+        let sql = std::fs::read_to_string(root().join("analysis/sql").join(file)).unwrap();
+        let pre = format!("SET VARIABLE data = '{}/**/*.parquet'; SET VARIABLE orgs = '{orgs}';\n", data.display());
+        let out = duckdb(&(pre + &sql));
+        let mut rdr = csv::Reader::from_reader(out.as_bytes());
+        let hdr: Vec<String> = rdr.headers().unwrap().iter().map(String::from).collect();
+        rdr.records()
+            .map(|r| {
+                let m: HashMap<String, String> = hdr.iter().cloned().zip(r.unwrap().iter().map(String::from)).collect();
+                (keys.iter().map(|k| m[*k].clone()).collect(), m)
+            })
+            .collect()
+    };
+    let inbound = run("providers.sql", &["org_id", "family"]);
+    let outbound = run("outbound.sql", &["org_id", "family", "port"]);
+    let mut bin = csv::Reader::from_path(report.join("providers.csv")).unwrap();
+    let bh: Vec<String> = bin.headers().unwrap().iter().map(String::from).collect();
+    let (mut n_in, mut n_out) = (0, 0);
+    for r in bin.records().map(|r| r.unwrap()) {
+        let b: HashMap<&str, &str> = bh.iter().map(|h| h.as_str()).zip(r.iter()).collect();
+        let withheld = matches!(b["verdict"], "vantage-banned" | "vantage-outage" | "vantage-filtered") || b["evidence"].contains("left out: vantage-banned");
+        if withheld {
+            continue;
+        }
+        let (s, cols): (&HashMap<String, String>, &[&str]) = match (b["direction"], b["method"]) {
+            ("inbound", "syn-scan") if b["port"] == "25" => (
+                inbound.get(&vec![b["org_id"].to_string(), b["family"].to_string()]).unwrap_or_else(|| panic!("providers.sql has no row for {r:?}")),
+                &["informative", "filtered", "verdict", "mechanism", "excluded_dead", "excluded_all_ports", "excluded_uninformative", "excluded_rst_ambiguous"],
+            ),
+            ("outbound", "reflection") => (
+                outbound.get(&vec![b["org_id"].to_string(), b["family"].to_string(), b["port"].to_string()]).unwrap_or_else(|| panic!("outbound.sql has no row for {r:?}")),
+                &["informative", "filtered", "verdict", "mechanism", "excluded_dead", "excluded_all_ports", "excluded_uninformative", "excluded_source_port", "excluded_rst_ambiguous"],
+            ),
+            _ => continue,
+        };
+        for c in cols {
+            assert_eq!(s[*c], b[*c], "{} {} {} {}: {c} differs between the SQL and the binary", b["provider"], b["direction"], b["family"], b["port"]);
+        }
+        if b["direction"] == "inbound" { n_in += 1 } else { n_out += 1 }
+    }
+    (n_in, n_out)
+}
+
+/// Every row of a crawl of the lab against the ground truth: one row per planned probe, none
+/// twice, every observation on a loss-free path as the truth says — except silence from a
+/// provider whose border runs a scan detector the crawl tripped (`banned`: its silence after the
+/// ban is the detector's, which the analysis must call `vantage-banned`).
+pub fn check_observations(lab: &Lab, data: &Path) {
+    check_observations_banned(lab, data, &[]);
+}
+
+pub fn check_observations_banned(lab: &Lab, data: &Path, banned: &[&str]) {
+    let truth = truth_hosts(&lab.datasets());
+    let rows = read_rows(data, &observation_columns());
+    let plan_rows = read_rows(&lab.path("plan.parquet"), &["ip"]);
+    assert_eq!(rows.len(), plan_rows.len() * 12, "one row per planned probe: 3 mail + 3 control + 2 random ports + 4 reflection source ports");
+    let mut seen = std::collections::HashSet::new();
+    let mut per: std::collections::BTreeMap<String, (u64, u64)> = std::collections::BTreeMap::new();
+    let mut bad = vec![];
+    for r in &rows {
+        let (ip, port) = (r[5].clone().unwrap(), r[6].clone().unwrap());
+        let key = probe_key(&ip, &port, r[7].as_deref().unwrap(), r[8].as_deref().unwrap());
+        assert!(seen.insert(key.clone()), "{key:?} recorded twice");
+        let h = truth.get(&ip).unwrap_or_else(|| panic!("{ip} is not a lab host"));
+        let t = truth_of(&truth, r);
+        let e = per.entry(h.provider.clone()).or_default();
+        e.0 += 1;
+        if banned.contains(&h.provider.as_str()) {
+            e.0 -= 1;
+            continue;
+        }
+        if matches(&t, r) {
+            e.1 += 1;
+        } else if !is_lossy(&t) {
+            bad.push(format!("{key:?} ({}) observed {:?} expected {}", h.provider, &r[..5], t));
+        }
+    }
+    per.retain(|_, (n, _)| *n > 0);
+    let (n, ok): (u64, u64) = per.values().fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    for (p, (n, ok)) in &per {
+        println!("  {p:<28} {ok}/{n} = {:.2} %", *ok as f64 * 100.0 / *n as f64);
+    }
+    println!("observations matching ground truth: {ok}/{n} = {:.3} %", ok as f64 * 100.0 / n as f64);
+    assert!(bad.is_empty(), "{} mismatches on loss-free paths, e.g.:\n{}", bad.len(), bad.iter().take(10).cloned().collect::<Vec<_>>().join("\n"));
+    assert!(ok as f64 >= 0.995 * n as f64);
+}
+
