@@ -201,6 +201,14 @@ fn leaf(v4: Ipv4Addr, len4: u8, v6: Ipv6Addr, gw4: Ipv4Addr, gw6: Ipv6Addr) -> V
 fn build(topo: &Topology, st: &LabState, dir: &Path) -> Result<(String, String)> {
     for ns in &st.namespaces {
         run("ip", &["netns", "add", ns], None)?;
+        // A router on the Internet has had its link-local addresses and neighbours for months;
+        // a fresh namespace's veths would spend their first second in duplicate address
+        // detection, and the neighbour discovery that waits for it drops the first packets of a
+        // crawl (IPv6 lost ~1 s of first attempts, which the retries then answered — a gap that
+        // read as a scan ban). Interfaces created from here on skip it, as on a warm router.
+        if !topo.cold_ipv6 {
+            sysctl(ns, &["net.ipv6.conf.default.accept_dad=0", "net.ipv6.conf.all.accept_dad=0"])?;
+        }
     }
     check_interrupt()?;
     // Test hook: fail half-way so the tests can check that nothing is left behind.

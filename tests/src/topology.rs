@@ -340,6 +340,11 @@ pub struct Topology {
     /// campus and many cloud networks do): every reflection reply to our port 25 is lost there.
     #[serde(default)]
     pub blind_vantage: bool,
+    /// Routers as just after a link flap: fresh IPv6 link-local addresses still in duplicate
+    /// address detection, neighbours unresolved — the first second of IPv6 packets is lost
+    /// and the retries answer. Off by default (the Internet's routers are warm).
+    #[serde(default)]
+    pub cold_ipv6: bool,
 }
 
 fn one() -> usize {

@@ -44,7 +44,11 @@ pub struct Lab {
 
 impl Lab {
     pub fn up(name: &str) -> Lab {
-        let topo_path = root().join("tests/topologies").join(format!("{name}.toml"));
+        Lab::up_file(&root().join("tests/topologies").join(format!("{name}.toml")))
+    }
+    /// A lab from any topology file.
+    pub fn up_file(topo_path: &Path) -> Lab {
+        let topo_path = topo_path.to_path_buf();
         let dir = tempfile::Builder::new().prefix("p25lab-").tempdir().unwrap();
         // The lab's sink and egress clients run as nobody and write below this directory.
         use std::os::unix::fs::PermissionsExt;
