@@ -146,6 +146,9 @@ pub struct Row {
     pub banned_since: Option<String>,
     /// The vantage the crawl ran from (rows of several vantages are compared, never summed).
     pub vantage: String,
+    /// What the provider documents for this direction, port and family (its own policy pages;
+    /// shown beside the measurement, never used by it), e.g. `blocked (new accounts)`.
+    pub documented: String,
 }
 
 /// Context for naming and locating: routing (responders → AS), organizations, categories,
@@ -263,6 +266,7 @@ fn finish(k: RowKey, c: &Counts, cx: &Context) -> Row {
         evidence,
         banned_since: ban.map(|b| b.since()),
         vantage: cx.vantage.to_string(),
+        documented: String::new(),
     }
 }
 

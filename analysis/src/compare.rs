@@ -23,6 +23,8 @@ pub struct Answer<'a> {
     pub inside: [Option<&'a Row>; 3],
     /// Reflection vs inside: `agree`, `differ on 25, 465`, or `–` when nothing compares.
     pub methods: String,
+    /// What the provider documents for outbound 25, 465, 587 in this family (`–`: nothing).
+    pub documented: String,
 }
 
 /// Reflection and the vantages inside on one provider, family and port, both decisive.
@@ -112,6 +114,13 @@ pub fn answer<'a>(rows: &'a [Row], cmp: &[Comparison]) -> Vec<Answer<'a>> {
                 reflection: PORTS.map(|port| find(rows, p, "reflection", f, port)),
                 inside: PORTS.map(|port| find(rows, p, "egress", f, port)),
                 methods,
+                documented: {
+                    let d: Vec<String> = PORTS
+                        .iter()
+                        .filter_map(|port| rows.iter().find(|r| r.provider == p && r.family == f && r.port == *port && r.direction == "outbound" && !r.documented.is_empty()).map(|r| format!("{port}: {}", r.documented)))
+                        .collect();
+                    if d.is_empty() { "–".to_string() } else { d.join("; ") }
+                },
             }
         })
         .collect()

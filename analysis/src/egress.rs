@@ -398,6 +398,7 @@ fn provider_row(org: &str, family: &'static str, port: u16, list: &[&Series], cx
         evidence,
         banned_since: None,
         vantage: cx.vantage.to_string(),
+        documented: String::new(),
     }
 }
 

@@ -7,6 +7,7 @@ mod aggregate;
 mod charts;
 mod ban;
 mod compare;
+mod documented;
 mod egress;
 mod manifest;
 mod vantages;
@@ -104,6 +105,14 @@ enum Cmd {
         /// (default: the one with the most hosts); every vantage is compared either way.
         #[arg(long)]
         vantage: Option<String>,
+        /// Providers' documented port-25 policies (CSV, `datasets/policies/` layout; repeatable),
+        /// shown beside the measurements and compared with them — never used by the verdicts.
+        /// Default: the dataset shipped with this build (`datasets/policies/documented-policies.csv`).
+        #[arg(long, conflicts_with = "no_policies")]
+        policies: Vec<PathBuf>,
+        /// Leave documented policies out of the report.
+        #[arg(long)]
+        no_policies: bool,
     },
     /// One row per provider per crawl, and the verdict changes between crawls.
     Trend {
@@ -298,6 +307,24 @@ fn report_vantages(c: &Common, inp: &Inputs, picked: Vec<load::Crawl>, completen
     Ok(Reported { primary, hosts, providers, asns, others, metas })
 }
 
+/// The documented policies a report shows: the files given, else the shipped dataset.
+fn load_policies(files: &[PathBuf], none: bool) -> Result<Option<datasets::policies::Policies>> {
+    if none {
+        return Ok(None);
+    }
+    if files.is_empty() {
+        let p = datasets::policies::Policies::load_from(Path::new("documented-policies.csv (shipped)"), documented::SHIPPED.as_bytes())?;
+        return Ok(Some(p));
+    }
+    let mut all = datasets::policies::Policies::default();
+    for f in files {
+        let p = datasets::policies::Policies::load(f)?;
+        all.rows.extend(p.rows);
+        all.path = if all.path.as_os_str().is_empty() { p.path } else { PathBuf::from(format!("{}, {}", all.path.display(), p.path.display())) };
+    }
+    Ok(Some(all))
+}
+
 /// A report directory that exists as something else is bad input (exit 2), said before any
 /// input is read, and left alone.
 fn check_out(p: &Path) -> Result<()> {
@@ -314,9 +341,11 @@ fn ensure_dir(p: &Path) -> Result<()> {
 
 fn run(cmd: Cmd) -> Result<()> {
     match cmd {
-        Cmd::Report { c, crawl, no_trend, egress, vantage } => {
+        Cmd::Report { c, crawl, no_trend, egress, vantage, policies, no_policies } => {
             check_out(&c.out)?;
             let inp = inputs(&c)?;
+            let policies = load_policies(&policies, no_policies)?;
+            let policy_warnings = policies.as_ref().map(|p| p.check_against(&inp.orgs)).unwrap_or_default();
             let all = load::crawls(&c.data)?;
             let picked = load::pick(&all, &crawl)?;
             let mut completeness = Vec::new();
@@ -337,6 +366,7 @@ fn run(cmd: Cmd) -> Result<()> {
                 vantages::annotate(&mut rows, &cmp);
                 report::VantagesView { rows, cmp }
             });
+            let documented = policies.as_ref().map(|p| documented::compare(p, &mut providers));
             let pm = metas.iter().find(|m| m.vantage == hosts.vantage).cloned().expect("the primary vantage has a meta");
             let meta = report::Meta {
                 crawl_id: primary.id.clone(),
@@ -350,10 +380,11 @@ fn run(cmd: Cmd) -> Result<()> {
                 software: concat!("port25-analysis/", env!("CARGO_PKG_VERSION")),
                 completeness: pm.completeness,
                 withheld: pm.withheld,
+                policies: policies.as_ref().map(|p| report::PoliciesMeta { file: p.path.display().to_string(), rows: p.len(), providers: p.providers().len(), warnings: policy_warnings.clone() }),
                 egress: egress_meta,
                 vantages: metas,
             };
-            report::write_reports(&c.out, &meta, &providers, &asns, trend.as_ref(), egress_view.as_ref(), vantages_view.as_ref())?;
+            report::write_reports(&c.out, &meta, &providers, &asns, trend.as_ref(), egress_view.as_ref(), vantages_view.as_ref(), documented.as_deref())?;
             if !c.quiet {
                 println!("crawl {} ({}), vantage {}: {} rows, {} hosts — inbound 25 (SYN scan) beside outbound 25, 465, 587 (source-port reflection: stateless egress filters only)", meta.crawl_id, meta.crawl_date, meta.vantage, hosts.rows, hosts.hosts.len());
                 println!("samples: {}", meta.completeness.sampling_line());
@@ -366,6 +397,12 @@ fn run(cmd: Cmd) -> Result<()> {
                 }
                 for w in &meta.withheld {
                     println!("WITHHELD: {w}");
+                }
+                for w in &policy_warnings {
+                    println!("documented policies: warning: {w}");
+                }
+                for d in documented.iter().flatten().filter(|d| d.agreement == "disagree") {
+                    println!("documented vs measured: {} ({}, {} {}): documented {} — {}", d.provider, d.family, d.direction, d.port, d.documented, d.reading);
                 }
                 if let Some(v) = &vantages_view {
                     println!("vantages: {}", meta.vantages.iter().map(|m| m.vantage.as_str()).collect::<Vec<_>>().join(", "));

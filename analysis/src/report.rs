@@ -33,6 +33,8 @@ pub struct Meta {
     /// Verdicts the vantage's own trouble withheld (a family's outage, replies to a reflection
     /// port lost at the vantage), in words.
     pub withheld: Vec<String>,
+    /// The documented policies shown beside the measurements, if any.
+    pub policies: Option<PoliciesMeta>,
     /// The egress runs reported beside the crawl (`--egress`), if any.
     pub egress: Option<EgressMeta>,
     /// Every vantage of the crawl date (the report's tables are the first one's).
@@ -54,6 +56,15 @@ pub struct VantageMeta {
 pub struct VantagesView {
     pub rows: Vec<Row>,
     pub cmp: Vec<crate::vantages::VantageRow>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PoliciesMeta {
+    pub file: String,
+    pub rows: usize,
+    pub providers: usize,
+    /// Rows whose ASNs AS2Org gives to another organization than the row names.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -197,6 +208,7 @@ struct Parts<'a> {
     vantages: Option<&'a VantagesView>,
     rules: String,
     trend: Option<&'a Trend>,
+    documented: Option<&'a [crate::documented::Documented]>,
 }
 
 impl Parts<'_> {
@@ -205,7 +217,8 @@ impl Parts<'_> {
     }
 }
 
-pub fn write_reports(dir: &Path, meta: &Meta, providers: &[Row], asns: &[Row], trend: Option<&Trend>, egress: Option<&EgressView>, vantages: Option<&VantagesView>) -> Result<()> {
+#[allow(clippy::too_many_arguments)]
+pub fn write_reports(dir: &Path, meta: &Meta, providers: &[Row], asns: &[Row], trend: Option<&Trend>, egress: Option<&EgressView>, vantages: Option<&VantagesView>, documented: Option<&[crate::documented::Documented]>) -> Result<()> {
     let cmp = compare::comparisons(providers);
     // providers.csv: the first vantage's rows, then the other vantages' (the `vantage` column
     // tells them apart; they are compared in vantages.csv, never summed).
@@ -222,6 +235,10 @@ pub fn write_reports(dir: &Path, meta: &Meta, providers: &[Row], asns: &[Row], t
         json["egress_vantages"] = serde_json::to_value(&e.series)?;
         json["egress_unmapped"] = serde_json::to_value(&e.unmapped)?;
         json["comparisons"] = serde_json::to_value(&cmp)?;
+    }
+    if let Some(d) = documented {
+        write_csv(&dir.join("documented.csv"), d)?;
+        json["documented"] = serde_json::to_value(d)?;
     }
     write_atomic(&dir.join("providers.json"), serde_json::to_string_pretty(&json)?)?;
     let th = &meta.thresholds;
@@ -242,6 +259,7 @@ pub fn write_reports(dir: &Path, meta: &Meta, providers: &[Row], asns: &[Row], t
             th.min_informative, th.block_lower * 100.0, th.open_upper * 100.0, th.dominant * 100.0
         ),
         trend,
+        documented,
     };
     write_atomic(&dir.join("report.md"), markdown(&parts))?;
     write_atomic(&dir.join("report.html"), html(&parts))?;
@@ -278,6 +296,16 @@ fn markdown(p: &Parts) -> String {
     if p.egress.is_some() {
         md.push_str("## Where the methods disagree (reflection vs the vantages inside)\n\n");
         views::findings_md(&mut md, &p.cmp);
+    }
+    if let Some(d) = p.documented {
+        md.push_str("\n## Documented vs measured\n\n");
+        if let Some(pm) = &meta.policies {
+            let _ = writeln!(md, "Documented policies: {} rows of {} providers from {}.\n", pm.rows, pm.providers, pm.file);
+            for w in &pm.warnings {
+                let _ = writeln!(md, "- warning: {w}");
+            }
+        }
+        views::documented_md(&mut md, d);
     }
     md.push_str("\n## Inbound port 25 by provider (SYN scan)\n\n");
     table_md(&mut md, &p.p25);
@@ -366,6 +394,15 @@ figure{{margin:1em 0}}.note{{background:#f4f4f4;padding:.6em 1em;border-left:4px
     let _ = write!(html, "<p>{}</p>", esc(&p.rules));
     if p.egress.is_some() {
         views::findings_html(&mut html, &p.cmp);
+    }
+    if let Some(d) = p.documented {
+        views::documented_html(&mut html, d);
+        if let Some(pm) = &meta.policies {
+            let _ = write!(html, "<p>Documented policies: {} rows of {} providers from {}.</p>", pm.rows, pm.providers, esc(&pm.file));
+            for w in &pm.warnings {
+                let _ = write!(html, "<p class=\"note\">warning: {}</p>", esc(w));
+            }
+        }
     }
     let _ = write!(html, "<figure id=\"chart-outbound\">{cout}</figure>");
     let _ = write!(html, "<h2>Inbound port 25 by provider (SYN scan)</h2><figure id=\"chart-rates\">{c25}</figure>");

@@ -45,7 +45,8 @@ pub fn answer_md(md: &mut String, answer: &[Answer], inside: bool) {
     if inside {
         md.push_str(" outbound 25 (inside) | outbound 465 (inside) | outbound 587 (inside) | reflection vs inside |");
     }
-    md.push_str(if inside { "\n|---|---|---|---|---|---|---|---|---|---|\n" } else { "\n|---|---|---|---|---|---|\n" });
+    md.push_str(" documented (outbound) |");
+    md.push_str(if inside { "\n|---|---|---|---|---|---|---|---|---|---|---|\n" } else { "\n|---|---|---|---|---|---|---|\n" });
     for a in answer {
         let _ = write!(md, "| {} | {} |", a.provider, a.family);
         for c in cells(a, inside) {
@@ -54,6 +55,7 @@ pub fn answer_md(md: &mut String, answer: &[Answer], inside: bool) {
         if inside {
             let _ = write!(md, " {} |", a.methods);
         }
+        let _ = write!(md, " {} |", a.documented);
         md.push('\n');
     }
 }
@@ -63,7 +65,7 @@ pub fn answer_html(html: &mut String, answer: &[Answer], inside: bool) {
     if inside {
         html.push_str("<th>outbound 25<br>(inside)</th><th>outbound 465<br>(inside)</th><th>outbound 587<br>(inside)</th><th>reflection vs inside</th>");
     }
-    html.push_str("</tr></thead><tbody>");
+    html.push_str("<th>documented<br>(outbound)</th></tr></thead><tbody>");
     for a in answer {
         let _ = write!(html, "<tr><td>{}</td><td>{}</td>", esc(&a.provider), a.family);
         for r in cells(a, inside) {
@@ -73,6 +75,7 @@ pub fn answer_html(html: &mut String, answer: &[Answer], inside: bool) {
             let class = if a.methods.starts_with("differ") { "differ" } else { "agree" };
             let _ = write!(html, "<td class=\"m-{class}\">{}</td>", esc(&a.methods));
         }
+        let _ = write!(html, "<td class=\"documented\">{}</td>", esc(&a.documented));
         html.push_str("</tr>");
     }
     html.push_str("</tbody></table>");
@@ -149,4 +152,39 @@ pub fn print_table(answer: &[Answer], inside: bool) {
         }
         println!("{}", line.trim_end());
     }
+}
+
+/// Documented policies beside the measurements: agreements counted, each disagreement with its
+/// likely reading, and every comparison in a table with its source.
+pub fn documented_md(md: &mut String, docs: &[crate::documented::Documented]) {
+    let differ: Vec<&crate::documented::Documented> = docs.iter().filter(|d| d.agreement == "disagree").collect();
+    let agree = docs.iter().filter(|d| d.agreement == "agree").count();
+    let _ = writeln!(md, "{agree} of {} documented policies (provider, family, port) agree with what was measured, {} disagree, {} were not measured. Documents are shown, never used by the verdicts.\n", docs.len(), differ.len(), docs.len() - agree - differ.len());
+    for d in &differ {
+        let _ = writeln!(md, "- **{}** ({}, {} {}): documented {} — {} (reflection: {}; inside: {}) [{}]({}), read {}.", d.provider, d.family, d.direction, d.port, d.documented, d.reading, or_dash(&d.reflection), or_dash(&d.inside), d.source_title, d.source_url, d.source_read);
+    }
+    md.push_str("\n| provider | family | direction | port | documented | inbound | reflection | inside | agreement | reading | source (read) |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for d in docs {
+        let _ = writeln!(md, "| {} | {} | {} | {} | {} | {} | {} | {} | **{}** | {} | [{}]({}) ({}) |", d.provider, d.family, d.direction, d.port, d.documented, or_dash(&d.inbound), or_dash(&d.reflection), or_dash(&d.inside), d.agreement, d.reading, d.source_title, d.source_url, d.source_read);
+    }
+}
+
+pub fn documented_html(html: &mut String, docs: &[crate::documented::Documented]) {
+    let differ = docs.iter().filter(|d| d.agreement == "disagree").count();
+    let agree = docs.iter().filter(|d| d.agreement == "agree").count();
+    let _ = write!(html, "<h2>Documented vs measured</h2><div id=\"documented\"><p>{agree} of {} documented policies (provider, family, port) agree with what was measured, {differ} disagree, {} were not measured. Documents are shown, never used by the verdicts.</p>", docs.len(), docs.len() - agree - differ);
+    html.push_str("<table id=\"documented-table\"><thead><tr><th>provider</th><th>family</th><th>direction</th><th>port</th><th>documented</th><th>inbound</th><th>reflection</th><th>inside</th><th>agreement</th><th>reading</th><th>source (read)</th></tr></thead><tbody>");
+    for d in docs {
+        let _ = write!(
+            html,
+            "<tr class=\"a-{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><a href=\"{}\">{}</a> ({})</td></tr>",
+            if d.agreement == "disagree" { "differ" } else { d.agreement },
+            esc(&d.provider), d.family, d.direction, d.port, esc(&d.documented), esc(or_dash(&d.inbound)), esc(or_dash(&d.reflection)), esc(or_dash(&d.inside)), d.agreement, esc(&d.reading), esc(&d.source_url), esc(&d.source_title), esc(&d.source_read)
+        );
+    }
+    html.push_str("</tbody></table></div>");
+}
+
+fn or_dash(s: &str) -> &str {
+    if s.is_empty() { "–" } else { s }
 }

@@ -84,10 +84,12 @@ pub fn scan_from(ns: &str, vantage: &str, ds: &Datasets, plan: &Path, data: &Pat
     check(&mut c, "crawler scan")
 }
 
+/// `analysis report` over the lab's datasets, with the lab providers' documented policies.
 pub fn report(ds: &Datasets, data: &Path, out: &Path, extra: &[&str]) -> Result<()> {
     let mut c = Command::new(sibling("analysis")?);
     c.args(["report", "--data"]).arg(data).arg("--routes").args(ds.routes());
     c.args(["--orgs", &ds.f("lab.as-org2info.jsonl"), "--categories", &ds.f("lab_categorized_ases.csv"), "--out"]).arg(out);
+    c.args(["--policies", &ds.f(export::LAB_POLICIES)]);
     c.args(extra);
     check(&mut c, "analysis report")
 }

@@ -99,8 +99,14 @@ pub fn write_all(topo: &Topology, dir: &Path) -> Result<()> {
     std::fs::write(dir.join("opt-out.txt"), optout)?;
     write_customers(topo, dir)?;
     write_truth(topo, dir)?;
+    // The lab providers' documented policies (five true, OpenCloud's stale on purpose), in the
+    // shipped dataset's format: what `analysis report --policies` shows beside the measurements.
+    std::fs::write(dir.join(LAB_POLICIES), include_str!("../../datasets/fixtures/policies-lab.csv"))?;
     Ok(())
 }
+
+/// The lab's documented-policies file in its datasets directory.
+pub const LAB_POLICIES: &str = "lab-documented-policies.csv";
 
 /// Customer vantages' prefixes: originated by their provider's first AS (appended to the
 /// routing files, so the analysis maps a vantage to its provider by source address) and on

@@ -192,9 +192,31 @@ fn check_report(ds: &Path, report: &Path, series: &[serde_json::Value]) {
     println!("report: {} egress provider rows match the truth; {disagree} reflection-vs-inside disagreements named", rows.len());
 }
 
+/// The lab providers' documented policies beside the three views: five true, OpenCloud's stale
+/// on purpose — exactly its two rows (IPv4, IPv6 port 25) disagree, with the scope as reading.
+fn check_documented(report: &Path) {
+    let got = json(&report.join("providers.json"));
+    let docs = got["documented"].as_array().expect("providers.json lists the documented policies");
+    let key = |d: &serde_json::Value| format!("{} {} {}", d["org_id"].as_str().unwrap(), d["family"].as_str().unwrap(), d["port"]);
+    let mut disagree: Vec<String> = docs.iter().filter(|d| d["agreement"] == "disagree").map(key).collect();
+    disagree.sort();
+    assert_eq!(disagree, ["ORG-OPENCLOUD ipv4 25", "ORG-OPENCLOUD ipv6 25"], "{docs:#?}");
+    let agree: Vec<String> = docs.iter().filter(|d| d["agreement"] == "agree").map(key).collect();
+    // Egress25 (2), SubmitOnly 25/465/587 (6), SixOut IPv6 (1), StatefulOut (2), Throttle25 (2).
+    assert_eq!(agree.len(), 13, "{agree:?}");
+    assert_eq!(docs.len(), 15);
+    let oc = docs.iter().find(|d| d["agreement"] == "disagree").unwrap();
+    assert!(oc["reading"].as_str().unwrap().contains("new accounts"), "{oc}");
+    let st = docs.iter().find(|d| d["org_id"] == "ORG-STATEFULOUT").unwrap();
+    assert!(st["reading"].as_str().unwrap().contains("stateful"), "{st}");
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(md.contains("## Documented vs measured") && md.contains("13 of 15 documented policies") && md.contains("documented (outbound)"), "report.md lacks the documented views");
+    println!("documented vs measured: 13 of 15 lab policies agree, OpenCloud's stale one disagrees on IPv4 and IPv6 (reading: {})", oc["reading"]);
+}
+
 fn check_html(report: &Path) {
     let (dom, (w, h, non_white, colours)) = render_in_chromium(&report.join("report.html"));
-    for id in ["answer", "egress-reach", "findings", "providers-egress", "egress-vantages", "providers-outbound", "providers-25", "measured"] {
+    for id in ["answer", "egress-reach", "findings", "providers-egress", "egress-vantages", "providers-outbound", "providers-25", "measured", "documented"] {
         assert!(dom.contains(&format!("id=\"{id}\"")), "rendered page lacks #{id}");
     }
     assert!(dom.contains("outbound 25<br>(inside)") && dom.contains("differ on 25") && dom.contains("throttled (n=1 vantage)"), "the answer table lacks the inside view");
@@ -233,6 +255,7 @@ fn egress_from_customer_vantages_matches_the_truth_the_sink_and_the_report() {
     let n = check_duckdb_join(&out.join("egress"), &state.join("sink"));
     println!("README's DuckDB egress-to-sink join: {n} rows agree");
     check_report(&ds.dir, &out.join("report"), &truth);
+    check_documented(&out.join("report"));
     check_html(&out.join("report"));
     assert!(lab.down().is_empty());
 }
