@@ -193,10 +193,6 @@ fn confounded_crawl_and_egress_get_every_verdict_right() {
     assert!(lab.down().is_empty());
 }
 
-fn run_in(ns: &str, cfg: &Path) -> std::process::Output {
-    Command::new("ip").args(["netns", "exec", ns]).arg(crawler()).args(["--quiet", "run", "--config"]).arg(cfg).output().unwrap()
-}
-
 #[test]
 #[ignore = "lab test: needs root and network namespaces (tests/run-tests.sh runs it)"]
 fn a_vantage_that_cannot_hear_reflection_or_loses_ipv6_gets_no_verdict_from_it() {
@@ -208,7 +204,7 @@ fn a_vantage_that_cannot_hear_reflection_or_loses_ipv6_gets_no_verdict_from_it()
     // The run's self-check from the vantage whose network drops packets to port 25: exit 3.
     let cfg = lab.path("crawl.toml");
     std::fs::write(&cfg, crawl_config(&ds, &lab.path("crawls"), "{date}-blind", "rate = 20000", &reference_hosts(&ds))).unwrap();
-    let o = run_in(&lab.state.vantage_blind, &cfg);
+    let o = run_in(&lab.state.vantage_blind, &cfg, &[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(3), "stdout {} stderr {err}", String::from_utf8_lossy(&o.stdout));
     assert!(err.contains("cannot receive reflection replies to source port 25"), "{err}");

@@ -8,11 +8,7 @@ use common::*;
 use port25_lab::demo::Datasets;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-
-fn run_in(ns: &str, cfg: &Path, args: &[&str]) -> Output {
-    Command::new("ip").args(["netns", "exec", ns]).arg(crawler()).args(["--quiet", "run", "--config"]).arg(cfg).args(args).output().unwrap()
-}
+use std::process::{Command, Stdio};
 
 /// The probe of every row under `dir` (`probe_key`), with multiplicity.
 fn probes(dir: &Path) -> HashMap<(String, String, String), usize> {

@@ -529,3 +529,8 @@ pub fn check_observations_banned(lab: &Lab, data: &Path, banned: &[&str]) {
     assert!(ok as f64 >= 0.995 * n as f64);
 }
 
+
+/// `crawler run --config CFG ARGS` inside lab namespace `ns`.
+pub fn run_in(ns: &str, cfg: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("ip").args(["netns", "exec", ns]).arg(crawler()).args(["--quiet", "run", "--config"]).arg(cfg).args(args).output().unwrap()
+}
