@@ -17,5 +17,6 @@ pub mod publish;
 pub mod ranges;
 pub mod routes;
 pub mod schema;
+pub mod store;
 
 pub use error::{DatasetError, LoadOptions, LoadStats};

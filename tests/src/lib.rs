@@ -10,6 +10,7 @@ pub mod netns;
 pub mod nmap;
 pub mod proxy;
 pub mod rules;
+pub mod s3;
 pub mod serve;
 pub mod topology;
 pub mod truth;

@@ -1,0 +1,251 @@
+//! A writer's local spool, mirrored into a store in the background.
+//!
+//! A tool writing to an object store writes exactly as it would to a directory — into the spool
+//! directory, each file published atomically (`publish`) — and the spool's uploader puts every
+//! finished file into the store under the same relative path, then removes the local copy. When
+//! the store is away (a network outage, a restarting server), files wait in the spool and the
+//! uploader retries with a growing backoff; the writer keeps writing until the spool holds
+//! `max_bytes`, and is then told so ([`Spool::check_room`]) — a clear error, never a lost row:
+//! what was written stays in the spool, and a later run (`--resume`) uploads it.
+//!
+//! Order: a manifest (`manifest*.json`) goes up only once no other file of its directory is
+//! waiting, so a crawl is complete in the store exactly when its manifest is there. A file whose
+//! object already exists with the same size (an upload that succeeded just before a crash) is not
+//! uploaded twice.
+
+use super::{Store, StoreError};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct SpoolStats {
+    pub files: u64,
+    pub bytes: u64,
+    /// Uploads that failed and were retried.
+    pub failures: u64,
+    /// Files found already in the store (an upload finished before a crash) and not sent again.
+    pub already_there: u64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Default)]
+struct State {
+    stop: bool,
+    kicked: bool,
+    stats: SpoolStats,
+    /// Bytes waiting in the spool (as of the last scan).
+    pending: u64,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    cv: Condvar,
+}
+
+/// The background uploader of one spool directory.
+pub struct Spool {
+    dir: PathBuf,
+    store: Store,
+    max_bytes: u64,
+    shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The longest wait between two attempts when the store is away.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Finished files of the spool, relative paths sorted, manifests last: temporary files
+/// (`.NAME.inprogress`) and hidden ones are not finished.
+pub fn pending(dir: &Path) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let _ = super::walk(dir, dir, &mut out);
+    out.retain(|(rel, _)| !rel.split('/').any(|c| c.starts_with('.')));
+    out.sort_by_key(|(rel, _)| (is_manifest(rel), rel.clone()));
+    out
+}
+
+fn is_manifest(rel: &str) -> bool {
+    let name = rel.rsplit('/').next().unwrap_or(rel);
+    name.starts_with("manifest") && name.ends_with(".json")
+}
+
+/// Upload what is finished, manifests only once their directory has nothing else waiting.
+/// Returns the bytes still waiting.
+fn pass(dir: &Path, store: &Store, shared: &Shared) -> Result<u64, StoreError> {
+    let files = pending(dir);
+    let mut left: u64 = files.iter().map(|f| f.1).sum();
+    for (rel, len) in &files {
+        if is_manifest(rel) {
+            let parent = rel.rsplit_once('/').map_or("", |x| x.0);
+            let others = pending(dir).into_iter().any(|(r, _)| !is_manifest(&r) && r.rsplit_once('/').map_or("", |x| x.0) == parent);
+            if others {
+                continue;
+            }
+        }
+        let local = dir.join(rel);
+        let there = store.size(rel)? == Some(*len);
+        if !there {
+            store.put_file(rel, &local)?;
+        }
+        let _ = std::fs::remove_file(&local);
+        left -= len;
+        let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        if there {
+            st.stats.already_there += 1;
+        } else {
+            st.stats.files += 1;
+            st.stats.bytes += len;
+        }
+        st.pending = left;
+    }
+    Ok(left)
+}
+
+impl Spool {
+    /// Start uploading `dir`'s finished files to `store`; the writer may hold up to `max_bytes`
+    /// in the spool.
+    pub fn start(dir: &Path, store: Store, max_bytes: u64) -> Spool {
+        let shared = Arc::new(Shared { state: Mutex::new(State::default()), cv: Condvar::new() });
+        let (d, s, sh) = (dir.to_path_buf(), store.clone(), shared.clone());
+        let thread = std::thread::Builder::new()
+            .name("spool".into())
+            .spawn(move || {
+                let mut backoff = Duration::from_millis(500);
+                loop {
+                    let r = pass(&d, &s, &sh);
+                    let mut st = sh.state.lock().unwrap_or_else(|p| p.into_inner());
+                    let wait = match r {
+                        Ok(left) => {
+                            st.pending = left;
+                            backoff = Duration::from_millis(500);
+                            if st.stop && left == 0 {
+                                return;
+                            }
+                            Duration::from_millis(200)
+                        }
+                        Err(e) => {
+                            st.stats.failures += 1;
+                            st.stats.last_error = Some(e.to_string());
+                            tracing::warn!("spool: {e}; retrying in {:.1} s", backoff.as_secs_f64());
+                            let w = backoff;
+                            backoff = (backoff * 2).min(MAX_BACKOFF);
+                            w
+                        }
+                    };
+                    if st.stop && st.pending == 0 {
+                        return;
+                    }
+                    if !st.kicked {
+                        st = sh.cv.wait_timeout(st, wait).unwrap_or_else(|p| p.into_inner()).0;
+                    }
+                    st.kicked = false;
+                }
+            })
+            .expect("spawning the spool uploader");
+        Spool { dir: dir.to_path_buf(), store, max_bytes, shared, thread: Some(thread) }
+    }
+
+    /// A file was published in the spool: look now.
+    pub fn kick(&self) {
+        let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.kicked = true;
+        self.shared.cv.notify_all();
+    }
+
+    /// Err when the spool holds its maximum: the store has been away too long to keep writing.
+    pub fn check_room(&self) -> Result<(), StoreError> {
+        let held: u64 = pending(&self.dir).iter().map(|f| f.1).sum();
+        if held <= self.max_bytes {
+            return Ok(());
+        }
+        let last = self.shared.state.lock().unwrap_or_else(|p| p.into_inner()).stats.last_error.clone().unwrap_or_default();
+        Err(StoreError(format!(
+            "the spool {} holds {held} bytes, more than its {} — the store {} has been unreachable ({last}); everything written is kept there and goes up on the next run (--resume)",
+            self.dir.display(),
+            self.max_bytes,
+            self.store.describe()
+        )))
+    }
+
+    pub fn stats(&self) -> SpoolStats {
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner()).stats.clone()
+    }
+
+    /// Upload everything left, retrying until `within` has passed; Err (naming what is left in
+    /// the spool) if the store stayed away.
+    pub fn finish(mut self, within: Duration) -> Result<SpoolStats, StoreError> {
+        let until = Instant::now() + within;
+        {
+            let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.stop = true;
+            st.kicked = true;
+            self.shared.cv.notify_all();
+        }
+        let t = self.thread.take().expect("running");
+        while !t.is_finished() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let left = pending(&self.dir);
+        if !t.is_finished() || !left.is_empty() {
+            let st = self.stats();
+            return Err(StoreError(format!(
+                "{} file(s) ({} bytes) could not be uploaded to {} and wait in the spool {} ({}); the next run (--resume) uploads them",
+                left.len(),
+                left.iter().map(|f| f.1).sum::<u64>(),
+                self.store.describe(),
+                self.dir.display(),
+                st.last_error.unwrap_or_default()
+            )));
+        }
+        let _ = t.join();
+        Ok(self.stats())
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        // Not finished: the uploader stops at its next wake-up; the spool keeps what is left.
+        let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.stop = true;
+        self.shared.cv.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finished_files_go_up_manifests_last_and_the_spool_empties() {
+        let d = tempfile::tempdir().unwrap();
+        let (spool, dest) = (d.path().join("spool"), d.path().join("dest"));
+        let part = spool.join("crawl_date=2026-12-01/crawl_id=a");
+        std::fs::create_dir_all(&part).unwrap();
+        std::fs::write(part.join("manifest.json"), b"{}").unwrap();
+        std::fs::write(part.join("part-0.parquet"), b"rows").unwrap();
+        std::fs::write(part.join(".part-1.parquet.inprogress"), b"half").unwrap();
+        assert_eq!(pending(&spool).iter().map(|f| f.0.rsplit('/').next().unwrap()).collect::<Vec<_>>(), ["part-0.parquet", "manifest.json"]);
+        let s = Spool::start(&spool, Store::dir(&dest), 1 << 20);
+        s.kick();
+        let stats = s.finish(Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((stats.files, stats.bytes), (2, 6));
+        assert!(dest.join("crawl_date=2026-12-01/crawl_id=a/manifest.json").exists());
+        assert!(!part.join("part-0.parquet").exists(), "uploaded files leave the spool");
+        assert!(part.join(".part-1.parquet.inprogress").exists(), "a file being written stays");
+    }
+
+    #[test]
+    fn a_full_spool_is_a_clear_error() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("part-0.parquet"), vec![0u8; 100]).unwrap();
+        // A store that cannot be written: a file where its directory should be.
+        std::fs::write(d.path().join("blocked"), b"").unwrap();
+        let s = Spool::start(d.path(), Store::dir(&d.path().join("blocked/dest")), 10);
+        let e = s.check_room().unwrap_err().to_string();
+        assert!(e.contains("holds 100 bytes") && e.contains("--resume"), "{e}");
+        let e = s.finish(Duration::from_millis(700)).unwrap_err().to_string();
+        assert!(e.contains("wait in the spool"), "{e}");
+        assert!(d.path().join("part-0.parquet").exists(), "nothing lost");
+    }
+}
