@@ -151,10 +151,13 @@ fn open_sockets(ring: std::thread::JoinHandle<Result<RxRing>>, ni: &NetInfo, sen
 /// The state the loops share: a fresh cookie key per crawl, the send log sized to the crawl.
 fn new_state(cfg: &ScanConfig, targets: &Arc<Targets>, ports: &Arc<PortPlan>) -> ScanState {
     let probes = targets.len() as u64 * ports.slots();
+    // Each sender holds up to a batch and one spare slot unsent; two such holdings must never
+    // share a slot, so a tiny --send-log is raised to twice what all senders can hold.
+    let floor = 2 * (send::socket::BATCH + 1) * sender_threads(cfg.scan.senders);
     let log = SendLog::new(match cfg.scan.send_log {
         0 => sendlog::default_size(probes, cfg.scan.retries as u64 + 1),
         n => n,
-    });
+    }.max(floor));
     let cooldown_us = (cfg.scan.cooldown * 1e6).min(silence::OLD_FINAL_US as f64) as u32;
     ScanState::new(targets.clone(), ports.clone(), Cookie::new(rand::random(), rand::random()).with_fixed_ports(&ports.reflect), log, cooldown_us)
 }
