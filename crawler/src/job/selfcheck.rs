@@ -5,8 +5,8 @@
 //! otherwise. The outcome goes into the manifest either way.
 //!
 //! `crawler run` runs it as a child process (`crawler self-check --config`), which drops its
-//! privileges once its own sockets are open, like the scan: the parent keeps them for the
-//! scan's sockets and parses no received frame meanwhile.
+//! privileges once its own sockets are open, like the scan, before it reads the lists: the
+//! parent keeps them for the scan's sockets and parses no received frame meanwhile.
 
 use crate::net::route;
 use crate::probe::{self, Link, ReplyKind, SynFields, MAX_FRAME};
@@ -35,16 +35,21 @@ pub struct SelfCheckResult {
 
 /// The self-check a crawl config describes (`crawler self-check --config`).
 pub fn from_config(c: &super::config::CrawlConfig) -> Result<SelfCheckResult> {
-    let block = Blocklist::build(&c.plan.allow_reserved, &c.inputs.opt_out, &c.inputs.exclude, Default::default())?;
+    let block = || Ok(Blocklist::build(&c.plan.allow_reserved, &c.inputs.opt_out, &c.inputs.exclude, Default::default())?);
     let gw = c.scan.gateway_mac.as_deref().map(route::parse_mac).transpose()?;
-    run(&c.self_check.targets, c.self_check.control_port, c.self_check.wait, &block, c.scan.interface.as_deref(), gw, &c.scan.user)
+    run(&c.self_check.targets, c.self_check.control_port, c.self_check.wait, block, c.scan.interface.as_deref(), gw, &c.scan.user)
 }
 
-/// Probe `targets` on 25 and `control`; `user`: who to become once the sockets are open, if root.
-pub fn run(targets: &[IpAddr], control: u16, wait: f64, block: &Blocklist, iface: Option<&str>, gw: Option<[u8; 6]>, user: &str) -> Result<SelfCheckResult> {
+/// Probe `targets` on 25 and `control`; `user`: who to become once the sockets are open, if
+/// root; `block`: the lists, read only once privileges are gone.
+pub fn run(targets: &[IpAddr], control: u16, wait: f64, block: impl FnOnce() -> Result<Blocklist>, iface: Option<&str>, gw: Option<[u8; 6]>, user: &str) -> Result<SelfCheckResult> {
     if targets.is_empty() {
         bail!("no self-check targets");
     }
+    let mut rx = RxRing::create()?;
+    let mut tx = TxSocket::create()?;
+    crate::net::privs::drop_privileges(user, &Default::default())?;
+    let block = block()?;
     for t in targets {
         if let Some(r) = block.check(*t) {
             bail!("self-check target {t} is excluded ({})", r.as_str());
@@ -53,9 +58,8 @@ pub fn run(targets: &[IpAddr], control: u16, wait: f64, block: &Blocklist, iface
     let s4 = targets.iter().find_map(|t| if let IpAddr::V4(a) = t { Some(*a) } else { None });
     let s6 = targets.iter().find_map(|t| if let IpAddr::V6(a) = t { Some(*a) } else { None });
     let ni = route::discover(s4, s6, iface, gw, &[])?;
-    let mut rx = RxRing::open(ni.ifindex)?;
-    let mut tx = TxSocket::open(ni.ifindex)?;
-    crate::net::privs::drop_privileges(user, &[])?;
+    rx.bind(ni.ifindex)?;
+    tx.to(ni.ifindex);
     let cookie = Cookie::new(rand::random(), rand::random());
     let mut tmpl = [[0u8; MAX_FRAME]; 2];
     if let Some(s) = ni.src4 {
