@@ -77,6 +77,11 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
     let params = manifest::params(cfg, seed, &plan.sha256, &plan.metadata, senders.len(), &ni, started);
     let kv = manifest::file_metadata(&part, &cfg.vantage, &params);
     let done = part.prepare(cfg.resume, &plan.targets, &ports)?;
+    // This run goes into the shard's history before it probes: killed, it stays there without
+    // counters, and the crawl says its losses are unknown.
+    let mut history = manifest::history(&part, cfg.resume, done.len())?;
+    history.push(manifest::RunRecord { started_at: manifest::rfc3339(started), resumed: cfg.resume, ..Default::default() });
+    manifest::save_history(&part, &history)?;
     let new_recorder = || part.recorder(&cfg.vantage, &plan.targets, &ports, &kv, cfg.scan.rows_per_file);
     let recorder = new_recorder()?;
 
@@ -114,7 +119,8 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
         written.add(r.finish()?);
     }
     let ending = manifest::Ending { send_errors, deferred, receive_drops, unlogged, written, rows_before_resume: done.len() as u64, first_pass_pps, interrupted, started_us: started };
-    let summary = ScanSummary::new(&part, &st, cfg.resume, ending);
+    let summary = ScanSummary::new(&part, &st, cfg.resume, ending, history);
+    manifest::save_history(&part, &summary.runs)?;
     manifest::write(&part, &params, &cfg.manifest_extra, &summary)?;
     Ok(summary)
 }
