@@ -287,7 +287,10 @@ mod tests {
 
     /// Instead of a socket: the time and destination of every frame; with a state, the hosts
     /// `answers` picks answer at once (as if the receive loop had seen their replies).
-    struct Wire(Arc<Mutex<Vec<(f64, Ipv4Addr)>>>, Instant, Option<(Arc<ScanState>, fn(&Ipv4Addr) -> bool)>);
+    struct Wire(Arc<Mutex<Vec<(f64, Ipv4Addr)>>>, Instant, Option<Answers>);
+
+    /// The scan's state and which hosts answer.
+    type Answers = (Arc<ScanState>, fn(&Ipv4Addr) -> bool);
 
     impl Transmit for Wire {
         fn transmit(&mut self, frames: &mut [[u8; MAX_FRAME]], lens: &[usize]) -> u64 {
