@@ -25,6 +25,8 @@ pub struct Completeness {
     pub unsent: u64,
     /// Probes without a row at all.
     pub unlogged: u64,
+    /// Runs that ended without writing their counters (killed): their drops are unknown.
+    pub runs_without_counters: u64,
     /// Why the crawl is incomplete; empty when it is not.
     pub problems: Vec<String>,
     /// How the plan drew IPv4 and IPv6 targets (`random`, `hitlist`; empty: not recorded).
@@ -86,6 +88,9 @@ pub fn check(manifests: &[PathBuf], limits: Limits) -> Result<Completeness> {
         c.frames_received += count(s, "frames_received");
         c.receive_drops += count(s, "receive_drops");
         c.unlogged += count(s, "unlogged");
+        // The counters above are sums over every run of a resumed shard; a run that was
+        // killed never wrote its own, and what it lost is unknown (said, not gated: unknowable).
+        c.runs_without_counters += count(s, "runs_without_counters");
         c.unsent += s["rows_by_reply"].get("unsent").and_then(|x| x.as_u64()).unwrap_or(0);
     }
     if manifests.is_empty() {
@@ -133,8 +138,12 @@ impl Completeness {
 
     /// One line for the report.
     pub fn line(&self) -> String {
+        let unknown = match self.runs_without_counters {
+            0 => String::new(),
+            n => format!(" (drops unknown: {n} run(s) were killed before writing their counters, so what they lost is not counted)"),
+        };
         format!(
-            "{} manifest(s) of {} shard(s); {} probes sent, {} send errors, {} unsent probes (recorded as such, not as silence), {} replies dropped by the receive ring",
+            "{} manifest(s) of {} shard(s); {} probes sent, {} send errors, {} unsent probes (recorded as such, not as silence), {} replies dropped by the receive ring{unknown}",
             self.manifests, self.shards, self.sent, self.send_errors, self.unsent, self.receive_drops
         )
     }
@@ -166,5 +175,15 @@ mod tests {
         let p = check(&[ok, lossy], LIMITS).unwrap().problems;
         assert!(p.len() == 2 && p[0].contains("sends failed") && p[1].contains("dropped 300"), "{p:?}");
         assert!(check(&[], LIMITS).unwrap().problems[0].contains("no manifest"));
+    }
+
+    #[test]
+    fn a_killed_run_makes_the_drops_unknown() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("manifest.json");
+        let m = serde_json::json!({"exit_status": "complete", "summary": {"sent": 100, "frames_received": 100, "receive_drops": 0, "runs_without_counters": 2, "interrupted": false}});
+        std::fs::write(&p, m.to_string()).unwrap();
+        let c = check(&[p], LIMITS).unwrap();
+        assert!(c.problems.is_empty() && c.line().contains("drops unknown: 2 run(s)"), "{}", c.line());
     }
 }

@@ -371,6 +371,7 @@ pub fn run(cmd: Cmd, progress: bool) -> Result<i32> {
                 progress,
                 manifest_extra: serde_json::Value::Null,
                 writable: vec![],
+                after_drop: vec![],
             };
             let summary = with_interrupt("silent probes were not recorded", move |stop| scan::run(&cfg, stop))?;
             scan::print_summary(&summary);

@@ -1,7 +1,8 @@
 //! `crawler sink` on the open Internet, rehearsed on loopback: a connection flood from one
-//! address and from many, slow clients (silent, byte by byte, command by command) and 1 MiB of
-//! junk. The sink (its own process, as deployed) must stay small, keep serving others, answer
-//! each client with a bounded number of bytes, and record every connection.
+//! address and from many, slow clients (silent, byte by byte, command by command, never
+//! reading) and 1 MiB of junk. The sink (its own process, as deployed) must stay small, keep
+//! serving others, answer each client with a bounded number of bytes, record every admitted
+//! connection and count every refused one.
 
 mod common;
 
@@ -217,7 +218,12 @@ async fn the_sink_stays_bounded_under_floods_slow_clients_and_junk() {
     let peak: usize = rest.split("at most ").nth(1).and_then(|s| s.split(' ').next()).unwrap().parse().unwrap();
     assert!(peak <= MAX_CONNS, "{rest}");
     let rows = read_rows(out.path());
-    assert_eq!(rows.len(), made, "one row per connection");
+    let refused = busy_a + busy;
+    assert_eq!(rows.len(), made - refused, "one row per admitted connection");
+    // Refused connections are counted, not recorded: every one of them in a counters file.
+    let counted: u64 = counters_files(out.path()).iter().map(|c| c["refused"].as_u64().unwrap()).sum();
+    assert_eq!(counted as usize, refused, "{rest}");
+    assert!(rest.contains(&format!("{refused} refused")), "{rest}");
     let num = |r: &Row, k: &str| -> u64 { get(r, k).unwrap().parse().unwrap() };
     let max_out = rows.iter().map(|r| num(r, "bytes_out")).max().unwrap();
     let max_in = rows.iter().map(|r| num(r, "bytes_in")).max().unwrap();
@@ -228,7 +234,74 @@ async fn the_sink_stays_bounded_under_floods_slow_clients_and_junk() {
     assert_eq!(ends("127.0.0.5", "timeout"), 1);
     assert_eq!(ends("127.0.0.6", "limit") + ends("127.0.0.6", "tls-failed"), 3);
     assert_eq!(ends("127.0.0.2", "goodbye"), 2);
-    assert_eq!(rows.iter().filter(|r| get(r, "end") == Some("busy")).count(), busy_a + busy);
+    assert_eq!(rows.iter().filter(|r| get(r, "end") == Some("busy")).count(), 0);
     let files = parquet_files(out.path());
-    assert!(files.len() >= made / 100 && files.iter().all(|f| f.to_string_lossy().contains("sink_date=")), "{} files", files.len());
+    assert!(files.len() >= rows.len() / 100 && files.iter().all(|f| f.to_string_lossy().contains("sink_date=")), "{} files", files.len());
+}
+
+/// Clients that never read: 32 pipeline a dozen EHLOs into a receive buffer they never drain
+/// (the sink answers up to its command limit and closes), 16 say nothing at all (closed at the
+/// idle timeout). None holds its slot past the connection's lifetime, another client is served
+/// meanwhile, and each ends in its row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_read_hold_nothing() {
+    let port = free_ports(1, &["127.0.0.1"])[0];
+    let to = SocketAddr::new(ip("127.0.0.1"), port);
+    let out = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_crawler"))
+        .args(["sink", "--listen", "127.0.0.1", "--ports", &port.to_string(), "--name", "readers.test", "--max-conns", "64", "--max-per-client", "8"])
+        .args(["--idle-timeout", "1", "--max-conn-time", "3", "--rotate-secs", "1", "--out"])
+        .arg(out.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let made = Arc::new(AtomicU64::new(0));
+    let t0 = Instant::now();
+    let mut held = Vec::new();
+    for i in 0..48 {
+        let src = format!("127.0.2.{}", 1 + i / 8);
+        let s = TcpSocket::new_v4().unwrap();
+        s.set_recv_buffer_size(1).unwrap();
+        s.bind(SocketAddr::new(src.parse().unwrap(), 0)).unwrap();
+        let mut c = s.connect(to).await.unwrap();
+        made.fetch_add(1, Ordering::Relaxed);
+        if i < 32 {
+            c.write_all(&b"EHLO never-reads.invalid\r\n".repeat(12)).await.unwrap();
+        }
+        held.push(c);
+    }
+    // All 48 slots are taken by clients that never read: another client is still served.
+    let legit = served("127.0.0.2", to, &made).await.unwrap();
+    println!("48 clients that never read; another client served in {legit:?}");
+    assert!(legit < Duration::from_secs(2), "{legit:?}");
+    // Within the lifetime every one of them is closed by the sink (EOF or reset on read).
+    let mut closed = 0;
+    for mut c in held {
+        let mut buf = vec![0u8; 1 << 16];
+        let deadline = Instant::now() + Duration::from_secs(4);
+        loop {
+            match tokio::time::timeout_at(deadline.into(), c.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    closed += 1;
+                    break;
+                }
+                Ok(Ok(_)) => continue,
+                Err(_) => break,
+            }
+        }
+    }
+    println!("closed by the sink: {closed} of 48 within {:?}", t0.elapsed());
+    assert_eq!(closed, 48);
+    unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert!(child.wait().unwrap().success());
+    let rows = read_rows(out.path());
+    let ends = |end: &str| rows.iter().filter(|r| get(r, "client_ip").is_some_and(|c| c.starts_with("127.0.2.")) && get(r, "end") == Some(end)).count();
+    assert_eq!((ends("limit"), ends("timeout")), (32, 16), "{rest}");
+    assert_eq!(rows.len() as u64, made.load(Ordering::Relaxed), "every connection admitted and recorded");
 }

@@ -55,8 +55,6 @@ pub mod end {
     pub const CLIENT_CLOSED: &str = "client-closed";
     /// A per-connection bound was reached: bytes in or out, line length, command count.
     pub const LIMIT: &str = "limit";
-    /// Over the per-client or global connection cap: answered 421 and closed at once.
-    pub const BUSY: &str = "busy";
     pub const TLS_FAILED: &str = "tls-failed";
     /// The sink was stopped while the connection was open.
     pub const SHUTDOWN: &str = "shutdown";

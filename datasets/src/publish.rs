@@ -29,9 +29,21 @@ pub struct AtomicFile {
 }
 
 impl AtomicFile {
+    /// The temporary file is made new (`O_CREAT|O_EXCL`): a link planted under its name — by
+    /// whoever else can write the directory — is never followed, so nothing outside is ever
+    /// truncated or written through it. One left by a crash (or planted) is removed first;
+    /// removing a link removes the link, not its target.
     pub fn create(dest: &Path) -> io::Result<AtomicFile> {
         let tmp = temp_path(dest);
-        let file = File::create(&tmp).map_err(|e| named(&tmp, e))?;
+        let new = || std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp);
+        let file = match new() {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                std::fs::remove_file(&tmp).map_err(|e| named(&tmp, e))?;
+                new()
+            }
+            r => r,
+        }
+        .map_err(|e| named(&tmp, e))?;
         Ok(AtomicFile { file: Some(file), tmp, dest: dest.to_path_buf() })
     }
 
@@ -101,5 +113,22 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "new");
         assert_eq!(temp_path(&p).file_name().unwrap(), ".m.json.inprogress");
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_link_planted_under_the_temporary_name_is_not_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let (p, victim) = (d.path().join("state.json"), d.path().join("victim"));
+        std::fs::write(&victim, "precious").unwrap();
+        std::os::unix::fs::symlink(&victim, temp_path(&p)).unwrap();
+        write_atomic(&p, "new").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "new");
+        assert!(std::fs::symlink_metadata(temp_path(&p)).is_err(), "the link is gone");
+        // A dangling link too (it would be created through).
+        let target = d.path().join("made-through-a-link");
+        std::os::unix::fs::symlink(&target, temp_path(&p)).unwrap();
+        write_atomic(&p, "newer").unwrap();
+        assert!(!target.exists() && std::fs::read_to_string(&p).unwrap() == "newer");
     }
 }

@@ -71,3 +71,37 @@ fn the_default_limits_hold_for_every_as_and_every_24_with_two_senders() {
     assert_eq!(keys.len() as u64, sm["rows"].as_u64().unwrap(), "a probe recorded twice");
     assert!(lab.down().is_empty());
 }
+
+/// The limits counted when frames leave, on the wire: a send log of 1,024 slots (the minimum
+/// for 2 senders is 260) with a 2-s cooldown makes the final pass wait for slots of silent
+/// probes, and the per-AS and per-/24 limits still hold over every 1-s window of the capture.
+#[test]
+#[ignore = "lab test: needs root and network namespaces (tests/run-tests.sh runs it)"]
+fn the_limits_hold_on_the_wire_with_a_small_send_log() {
+    if !require_root("politeness_small_log") || !require_tool("politeness_small_log", "tcpdump") {
+        return;
+    }
+    let lab = Lab::up("default");
+    let ds = lab.datasets();
+    demo::plan(&ds, &lab.path("plan.parquet"), 20, true).unwrap();
+    let asn_of: HashMap<IpAddr, u32> =
+        read_rows(&lab.path("plan.parquet"), &["ip", "asn"]).into_iter().map(|r| (r[0].as_ref().unwrap().parse().unwrap(), r[1].as_ref().unwrap().parse().unwrap())).collect();
+    let cap = Capture::start(&lab.state.core, "v0", lab.path("v0.pcap"), "tcp or icmp or icmp6");
+    let t0 = std::time::Instant::now();
+    demo::scan(&lab.state, &ds, &lab.path("plan.parquet"), &lab.path("data"), &["--senders", "2", "--retries", "0", "--cooldown", "2", "--send-log", "1024", "--crawl-id", "small-log"]).unwrap();
+    let took = t0.elapsed().as_secs_f64();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let s = syns(&cap.stop());
+    let per_as = worst_per(&s, |ip| asn_of[ip]);
+    let per_net = worst_per(&s, net);
+    let (worst_as, worst_net) = (per_as.values().max().copied().unwrap(), per_net.values().max().copied().unwrap());
+    println!("{} SYNs in {took:.1} s with a 1,024-slot send log; busiest 1-s windows: worst AS {worst_as} (1,000), worst /24 or /48 {worst_net} (20)", s.len());
+    assert!(worst_as <= 1_050, "an AS got {worst_as} SYNs within a second (limit 1,000)");
+    assert!(worst_net <= 21, "a /24 or /48 got {worst_net} SYNs within a second (limit 20)");
+    assert!(worst_net >= 18, "the /24 limit was never reached ({worst_net})");
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(find_manifest(&lab.path("data"))).unwrap()).unwrap();
+    let sm = &m["summary"];
+    let skipped: u64 = sm["skipped"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(sm["rows"].as_u64().unwrap() + skipped, sm["probes_planned"].as_u64().unwrap(), "every probe one row");
+    assert_eq!(sm["unlogged"].as_u64(), Some(0));
+}

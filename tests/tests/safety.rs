@@ -22,7 +22,7 @@ fn capture_shows_no_probe_outside_the_plan_and_the_rate_holds() {
     let lab = Lab::up("default");
     let ds = lab.datasets();
     // Planned without the opt-out list: the sender alone must keep the opt-out AS unprobed.
-    demo::plan(&ds, &lab.path("plan.parquet"), 400, false).unwrap();
+    demo::plan(&ds, &lab.path("plan.parquet"), 100, false).unwrap();
     let plan: HashSet<IpAddr> = read_rows(&lab.path("plan.parquet"), &["ip"]).into_iter().map(|r| r[0].as_ref().unwrap().parse().unwrap()).collect();
     let optout: Vec<ipnet::IpNet> = std::fs::read_to_string(ds.dir.join("opt-out.txt")).unwrap().lines().filter(|l| !l.starts_with('#')).map(|l| l.parse().unwrap()).collect();
     let planned_optout = plan.iter().filter(|ip| optout.iter().any(|n| n.contains(*ip))).count();
@@ -38,7 +38,9 @@ fn capture_shows_no_probe_outside_the_plan_and_the_rate_holds() {
     let rate = 1000u64;
     let mut flags = LAB_SCAN.to_vec();
     let r = rate.to_string();
-    flags.extend(["--rate", &r, "--ports", "25", "--control-ports", "none", "--random-ports", "0", "--crawl-id", "capture"]);
+    // The default probe set: mail, control and random ports, and reflection from fixed source
+    // ports — the send-time opt-out check must hold for every kind.
+    flags.extend(["--rate", &r, "--crawl-id", "capture"]);
     demo::scan(&lab.state, &ds, &lab.path("plan.parquet"), &lab.path("data"), &flags).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
     // SAFETY: signalling our own child.
@@ -50,12 +52,37 @@ fn capture_shows_no_probe_outside_the_plan_and_the_rate_holds() {
     assert!(outside.is_empty(), "{} SYNs to addresses not in the plan, e.g. {:?}", outside.len(), &outside[..outside.len().min(5)]);
     let to_optout = s.iter().filter(|(_, _, ip)| optout.iter().any(|n| n.contains(ip))).count();
     assert_eq!(to_optout, 0, "SYNs to opt-out prefixes");
+    // Every kind of probe the default crawl sends was on the wire (and none to an opt-out).
+    let syn_ports = syn_port_pairs(&pcap);
+    assert_eq!(syn_ports.len(), s.len(), "a destination port per SYN");
+    let kinds = [
+        ("reflection", syn_ports.iter().filter(|(sp, _)| [25, 465, 587, 2525].contains(sp)).count()),
+        ("mail", syn_ports.iter().filter(|(sp, dp)| *sp >= 1024 && *sp != 2525 && [25, 465, 587].contains(dp)).count()),
+        ("control", syn_ports.iter().filter(|(sp, dp)| *sp >= 1024 && *sp != 2525 && [80, 443, 22].contains(dp)).count()),
+        ("random", syn_ports.iter().filter(|(sp, dp)| *sp >= 1024 && *sp != 2525 && *dp >= 1024).count()),
+    ];
+    println!("SYNs by kind: {kinds:?}");
+    assert!(kinds.iter().all(|(_, n)| *n > 0), "a kind of probe missing from the capture: {kinds:?}");
     let worst = busiest_second(&s.iter().map(|x| x.0).collect::<Vec<_>>());
     println!("{} SYNs captured, {} planned opt-out addresses never probed; busiest 1-s window {worst} SYNs at --rate {rate} ({:+.1} %)", s.len(), planned_optout, (worst as f64 / rate as f64 - 1.0) * 100.0);
     assert!(worst as f64 <= rate as f64 * 1.05, "a 1-s window held {worst} SYNs at --rate {rate}");
     assert!(worst as f64 >= rate as f64 * 0.95, "the busiest 1-s window held only {worst} SYNs at --rate {rate}");
     let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(find_manifest(&lab.path("data"))).unwrap()).unwrap();
-    assert_eq!(m["summary"]["skipped"]["opt-out"].as_u64().unwrap() as usize, planned_optout, "opt-out skips counted");
+    // 12 probes per host: 3 mail, 3 control, 2 random ports, 4 reflection source ports.
+    assert_eq!(m["summary"]["skipped"]["opt-out"].as_u64().unwrap() as usize, planned_optout * 12, "opt-out skips counted, every probe of every opt-out host");
+}
+
+/// (source port, destination port) of every SYN in a capture.
+fn syn_port_pairs(pcap: &std::path::Path) -> Vec<(u16, u16)> {
+    let port = |a: &str| a.rsplit_once('.').and_then(|(_, p)| p.parse().ok());
+    sh(&format!("tcpdump -n -tt -r {} 2>/dev/null", pcap.display()))
+        .lines()
+        .filter(|l| l.contains("Flags [S],"))
+        .filter_map(|l| {
+            let (src, rest) = l.split_once(" > ")?;
+            Some((port(src.split_whitespace().last()?)?, port(rest.split(": ").next()?)?))
+        })
+        .collect()
 }
 
 #[test]

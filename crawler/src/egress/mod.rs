@@ -87,6 +87,8 @@ impl EgressConfig {
         let mut sinks = Vec::new();
         for s in &a.sink {
             let ip: IpAddr = s.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| bad(format!("--sink `{s}`: not an IP address (give the sink's IPv4 and IPv6 addresses, so that egress contacts nothing else)")))?;
+            // ::ffff:a.b.c.d connects over IPv4: it is the IPv4 sink, and recorded as such.
+            let ip = ip.to_canonical();
             if ip.is_unspecified() || ip.is_multicast() || ip == IpAddr::from([255, 255, 255, 255]) {
                 return Err(bad(format!("--sink {ip}: not a host address")));
             }

@@ -9,6 +9,7 @@
 use super::config::{ConfigError, CrawlConfig};
 use super::selfcheck;
 use super::state::RunState;
+use crate::net::handover::Handover;
 use crate::plan::{self, PlanInputs};
 use crate::scan::{self, ScanConfig};
 use anyhow::{Context, Result};
@@ -44,7 +45,6 @@ pub fn run(a: &RunArgs, stop: Arc<AtomicBool>) -> Result<i32> {
         (c.crawl_id(&date), date)
     };
     let partition = c.crawl.out.join(format!("crawl_date={crawl_date}")).join(format!("crawl_id={crawl_id}"));
-    std::fs::create_dir_all(&partition)?;
     let seed = c.seed(&crawl_date);
     let plan_path = if privileged() {
         plan_child(&a.config, &crawl_date, &crawl_id, a.progress)?;
@@ -52,8 +52,10 @@ pub fn run(a: &RunArgs, stop: Arc<AtomicBool>) -> Result<i32> {
     } else {
         ensure_plan(&c, &crawl_date, &crawl_id, seed, a.progress)?
     };
-    RunState { crawl_id: crawl_id.clone(), crawl_date: crawl_date.clone(), status: "running".into() }.save(&c, a.shard)?;
     let Some(check) = self_check(&c, a, &crawl_id, &partition)? else { return Ok(EXIT_SELF_CHECK) };
+    // Written by the scan once it runs as scan.user: root writes nothing where that user can
+    // plant a link.
+    let running = RunState { crawl_id: crawl_id.clone(), crawl_date: crawl_date.clone(), status: "running".into() };
     let cfg = ScanConfig {
         plan: plan_path,
         out: c.crawl.out.clone(),
@@ -69,7 +71,8 @@ pub fn run(a: &RunArgs, stop: Arc<AtomicBool>) -> Result<i32> {
         crawl_date: Some(crawl_date.clone()),
         progress: a.progress,
         manifest_extra: serde_json::json!({"config": c, "config_file": a.config, "self_check": check, "resumed": a.resume}),
-        writable: vec![c.crawl.out.clone(), c.crawl.out.join("_plans")],
+        writable: vec!["".into(), "_plans".into()],
+        after_drop: vec![(RunState::path(&c, a.shard), running.text()?)],
     };
     let summary = scan::run(&cfg, stop)?;
     scan::print_summary(&summary);
@@ -223,7 +226,7 @@ fn plan_child(config: &Path, crawl_date: &str, crawl_id: &str, progress: bool) -
 /// cleared in any case), then build or verify the crawl's plan as `run` would.
 pub fn plan_unprivileged(config: &Path, crawl_date: &str, crawl_id: &str, progress: bool) -> Result<i32> {
     let c = CrawlConfig::load(config)?;
-    crate::net::privs::drop_privileges(&c.scan.user, &[c.crawl.out.join("_plans")])?;
+    crate::net::privs::drop_privileges(&c.scan.user, &Handover::new(&c.crawl.out, ["_plans".into()]))?;
     ensure_plan(&c, crawl_date, crawl_id, c.seed(crawl_date), progress)?;
     Ok(0)
 }
@@ -257,6 +260,9 @@ fn self_check(c: &CrawlConfig, a: &RunArgs, crawl_id: &str, partition: &std::pat
     println!("self-check: {}", r.verdict);
     if !r.passed && !c.self_check.override_failure {
         let m = serde_json::json!({"crawl_id": crawl_id, "self_check": r, "exit_status": "self-check-failed"});
+        // No scan follows: this process needs its privileges no more, and writes as scan.user.
+        let rel = partition.strip_prefix(&c.crawl.out).unwrap_or(partition).to_path_buf();
+        crate::net::privs::drop_privileges(&c.scan.user, &Handover::new(&c.crawl.out, [rel]))?;
         write_atomic(&partition.join(format!("selfcheck-s{}of{}.json", a.shard.0, a.shard.1)), serde_json::to_string_pretty(&m)?)?;
         eprintln!("crawler: self-check failed: {} (set self_check.override_failure = true to crawl anyway)", r.verdict);
         return Ok(None);

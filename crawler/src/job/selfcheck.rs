@@ -12,8 +12,8 @@
 //! source port 25 means this vantage cannot receive the replies, and the crawl stops too.
 //!
 //! `crawler run` runs it as a child process (`crawler self-check --config`), which drops its
-//! privileges once its own sockets are open, like the scan: the parent keeps them for the
-//! scan's sockets and parses no received frame meanwhile.
+//! privileges once its own sockets are open, like the scan, before it reads the lists: the
+//! parent keeps them for the scan's sockets and parses no received frame meanwhile.
 
 use crate::net::route;
 use crate::probe::{self, Link, ReplyKind, SynFields, MAX_FRAME};
@@ -46,7 +46,7 @@ pub struct SelfCheckResult {
 
 /// The self-check a crawl config describes (`crawler self-check --config`).
 pub fn from_config(c: &super::config::CrawlConfig) -> Result<SelfCheckResult> {
-    let block = Blocklist::build(&c.plan.allow_reserved, &c.inputs.opt_out, &c.inputs.exclude, Default::default())?;
+    let block = || Ok(Blocklist::build(&c.plan.allow_reserved, &c.inputs.opt_out, &c.inputs.exclude, Default::default())?);
     let gw = c.scan.gateway_mac.as_deref().map(route::parse_mac).transpose()?;
     // Reflection probes need a closed random or a control port to go to; without either the
     // crawl sends none, and the check has nothing to check.
@@ -55,16 +55,21 @@ pub fn from_config(c: &super::config::CrawlConfig) -> Result<SelfCheckResult> {
     if !reflect.is_empty() && c.scan.reflect_control_port != 0 {
         reflect.push(c.scan.reflect_control_port);
     }
-    run(&c.self_check.targets, c.self_check.control_port, &reflect, c.self_check.wait, &block, c.scan.interface.as_deref(), gw, &c.scan.user)
+    run(&c.self_check.targets, c.self_check.control_port, &reflect, c.self_check.wait, block, c.scan.interface.as_deref(), gw, &c.scan.user)
 }
 
 /// Probe `targets` on 25 and `control`, and `control` from each of the `reflect` source ports;
-/// `user`: who to become once the sockets are open, if root.
+/// `user`: who to become once the sockets are open, if root; `block`: the lists, read only once
+/// privileges are gone.
 #[allow(clippy::too_many_arguments)]
-pub fn run(targets: &[IpAddr], control: u16, reflect: &[u16], wait: f64, block: &Blocklist, iface: Option<&str>, gw: Option<[u8; 6]>, user: &str) -> Result<SelfCheckResult> {
+pub fn run(targets: &[IpAddr], control: u16, reflect: &[u16], wait: f64, block: impl FnOnce() -> Result<Blocklist>, iface: Option<&str>, gw: Option<[u8; 6]>, user: &str) -> Result<SelfCheckResult> {
     if targets.is_empty() {
         bail!("no self-check targets");
     }
+    let mut rx = RxRing::create()?;
+    let mut tx = TxSocket::create()?;
+    crate::net::privs::drop_privileges(user, &Default::default())?;
+    let block = block()?;
     for t in targets {
         if let Some(r) = block.check(*t) {
             bail!("self-check target {t} is excluded ({})", r.as_str());
@@ -73,9 +78,8 @@ pub fn run(targets: &[IpAddr], control: u16, reflect: &[u16], wait: f64, block: 
     let s4 = targets.iter().find_map(|t| if let IpAddr::V4(a) = t { Some(*a) } else { None });
     let s6 = targets.iter().find_map(|t| if let IpAddr::V6(a) = t { Some(*a) } else { None });
     let ni = route::discover(s4, s6, iface, gw, &[])?;
-    let mut rx = RxRing::open(ni.ifindex)?;
-    let mut tx = TxSocket::open(ni.ifindex)?;
-    crate::net::privs::drop_privileges(user, &[])?;
+    rx.bind(ni.ifindex)?;
+    tx.to(ni.ifindex);
     let cookie = Cookie::new(rand::random(), rand::random()).with_fixed_ports(reflect);
     // Probe k of target ti carries index ti * per + k: 25, the control, then each reflection.
     let per = 2 + reflect.len() as u32;

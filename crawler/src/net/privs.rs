@@ -16,15 +16,17 @@
 //! after it); any leftover fails the drop instead of running privileged.
 //!
 //! Output: a process that was root writes as the new user afterwards, so the directories it
-//! writes into are created before the drop and handed to that user (`chown`, the directory
-//! only, not what it holds). Files are not opened in advance instead: every output is
-//! published by renaming a temporary file inside its directory, which needs write access to
-//! the directory itself, and a resumed crawl deletes half-written files there too.
+//! writes into are created before the drop and handed to that user (`fchown`, the directory
+//! only, not what it holds; see [`super::handover`] for why no path is followed by name).
+//! Files are not opened in advance instead: every output is published by renaming a temporary
+//! file inside its directory, which needs write access to the directory itself, and a resumed
+//! crawl deletes half-written files there too. Nothing is read before the drop either: the
+//! callers open their sockets, drop, and only then read a plan or a list.
 
+use super::handover::Handover;
 use anyhow::{bail, Context, Result};
 use caps::{CapSet, Capability};
 use std::ffi::CString;
-use std::path::{Path, PathBuf};
 
 /// How the process ended up, for the log.
 #[derive(Debug, Clone)]
@@ -51,21 +53,16 @@ pub fn lookup_user(name: &str) -> Result<(u32, u32)> {
 }
 
 /// Drop every privilege after the raw sockets are open (see the module doc). `writable`: the
-/// directories the process still writes into; created and handed to `user` when started as
+/// directories the process still writes into; created, and handed to `user` when started as
 /// root.
-pub fn drop_privileges(user: &str, writable: &[PathBuf]) -> Result<Dropped> {
+pub fn drop_privileges(user: &str, writable: &Handover) -> Result<Dropped> {
     let (ruid, euid, suid) = getresuid();
-    for d in writable {
-        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-    }
     let started_as = if ruid == 0 || euid == 0 || suid == 0 {
         let (uid, gid) = lookup_user(user)?;
         if uid == 0 {
             return Err(crate::job::config::ConfigError(format!("user `{user}` is root: name an unprivileged user to run as")).into());
         }
-        for d in writable {
-            std::os::unix::fs::chown(d, Some(uid), Some(gid)).with_context(|| format!("handing {} to user {user}", d.display()))?;
-        }
+        writable.hand_over(user, uid, gid)?;
         no_new_privs()?;
         // The bounding set needs CAP_SETPCAP to shrink, so it goes while we are still root;
         // setuid leaves the inheritable set alone, so it is cleared by hand.
@@ -92,6 +89,7 @@ pub fn drop_privileges(user: &str, writable: &[PathBuf]) -> Result<Dropped> {
         caps::clear(None, CapSet::Permitted).context("clearing the permitted capabilities")?;
         "root"
     } else {
+        writable.create()?;
         let held = !caps::read(None, CapSet::Permitted)?.is_empty() || !caps::read(None, CapSet::Ambient)?.is_empty() || !caps::read(None, CapSet::Inheritable)?.is_empty();
         no_new_privs()?;
         caps::clear(None, CapSet::Ambient).context("clearing the ambient capabilities")?;
@@ -112,7 +110,7 @@ pub fn drop_privileges(user: &str, writable: &[PathBuf]) -> Result<Dropped> {
     let d = verify(started_as == "root")?;
     // A directory handed over is of no use if a parent is closed to the new user: say so now,
     // not after the crawl when its results cannot be written.
-    for dir in writable {
+    for dir in writable.paths() {
         let c = CString::new(dir.as_os_str().as_encoded_bytes()).context("path with a NUL byte")?;
         // SAFETY: valid NUL-terminated path.
         if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
@@ -205,11 +203,6 @@ fn verify(was_root: bool) -> Result<Dropped> {
         bail!("after dropping privileges, NoNewPrivs is not set");
     }
     Ok(Dropped { started_as: String::new(), uid, gid, threads })
-}
-
-/// Where a crawl writes once privileges are gone: its partition and what the caller names.
-pub fn crawl_dirs(partition: &Path, extra: &[PathBuf]) -> Vec<PathBuf> {
-    std::iter::once(partition.to_path_buf()).chain(extra.iter().cloned()).collect()
 }
 
 #[cfg(test)]

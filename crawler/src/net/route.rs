@@ -82,6 +82,22 @@ fn neighbour_mac(gw: IpAddr, ifname: &str) -> Result<[u8; 6]> {
     }
 }
 
+/// The addresses assigned to interface `ifname`.
+pub fn interface_addrs(ifname: &str) -> Result<Vec<IpAddr>> {
+    Ok(parse_addrs(&ip_cmd(&["-o", "addr", "show", "dev", ifname])?))
+}
+
+/// The addresses of `ip -o addr show` lines (`2: eth0    inet 192.0.2.2/24 brd ... scope global eth0`).
+fn parse_addrs(text: &str) -> Vec<IpAddr> {
+    text.lines()
+        .filter_map(|l| {
+            let toks: Vec<&str> = l.split_whitespace().collect();
+            let a = after(&toks, "inet").or_else(|| after(&toks, "inet6"))?;
+            a.split('/').next()?.parse().ok()
+        })
+        .collect()
+}
+
 fn if_mac(ifname: &str) -> Result<[u8; 6]> {
     let s = std::fs::read_to_string(format!("/sys/class/net/{ifname}/address")).with_context(|| format!("no interface {ifname}"))?;
     parse_mac(&s)
@@ -117,7 +133,19 @@ pub fn discover(sample4: Option<Ipv4Addr>, sample6: Option<Ipv6Addr>, iface: Opt
             (Some(_), _) => bail!("targets are on-link (no gateway): the crawler sends through a router; pass --gateway-mac"),
         }
     };
-    // --source-ip overrides the kernel's choice (e.g. a dedicated scan address with reverse DNS).
+    // --source-ip overrides the kernel's choice (e.g. a dedicated scan address with reverse
+    // DNS) — but only with an address of the interface the probes leave by: any other (a typo)
+    // spoofs a third party, who then receives every reply.
+    if !source.is_empty() {
+        let own = interface_addrs(&ifname)?;
+        if let Some(bad) = source.iter().find(|a| !own.contains(a)) {
+            let list = if own.is_empty() { "none".to_string() } else { own.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ") };
+            return Err(crate::job::config::ConfigError(format!(
+                "--source-ip {bad} is not an address of {ifname}, the interface the probes leave by (its addresses: {list}); probes from it would send every reply to whoever holds {bad}"
+            ))
+            .into());
+        }
+    }
     let src4 = source.iter().find_map(|a| if let IpAddr::V4(v) = a { Some(*v) } else { None });
     let src6 = source.iter().find_map(|a| if let IpAddr::V6(v) = a { Some(*v) } else { None });
     Ok(NetInfo {
@@ -129,4 +157,16 @@ pub fn discover(sample4: Option<Ipv4Addr>, sample6: Option<Ipv6Addr>, iface: Opt
         ifindex,
         mac,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_addresses_are_read_from_ip_addr() {
+        let text = "1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever\n2: eth0    inet 192.0.2.2/24 brd 192.0.2.255 scope global eth0\\       valid_lft forever preferred_lft forever\n2: eth0    inet6 2001:db8::2/64 scope global \\       valid_lft forever preferred_lft forever\n2: eth0    inet6 fe80::1/64 scope link \\       valid_lft forever preferred_lft forever\n";
+        let a: Vec<String> = parse_addrs(text).iter().map(|a| a.to_string()).collect();
+        assert_eq!(a, ["127.0.0.1", "192.0.2.2", "2001:db8::2", "fe80::1"]);
+    }
 }

@@ -87,10 +87,15 @@ pub struct ScanConfig {
     /// Recorded in the manifest (the `run` config, the self-check).
     #[serde(skip)]
     pub manifest_extra: serde_json::Value,
-    /// Directories the caller writes into after the scan (`run`: the run-state file's), handed
-    /// to `scan.user` with the partition when privileges are dropped.
+    /// Directories under `out` the caller writes into after the scan (`run`: `out` itself,
+    /// `""`, for the run-state file), handed to `scan.user` with the partition when privileges
+    /// are dropped.
     #[serde(skip)]
     pub writable: Vec<PathBuf>,
+    /// Files published once privileges are dropped, before the scan reads its inputs (`run`:
+    /// the run-state file, so root never writes into a directory the scan user owns).
+    #[serde(skip)]
+    pub after_drop: Vec<(PathBuf, String)>,
 }
 
 /// `--senders`: 0 picks one per core, at most 4, as ZMap does. At high rates the kernel's

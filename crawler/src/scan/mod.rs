@@ -34,6 +34,7 @@ pub mod validate;
 pub use config::{sender_threads, Params, ScanConfig, MAX_RETRIES};
 pub use manifest::{print_summary, ScanSummary};
 
+use crate::net::handover::Handover;
 use crate::net::route::{self, NetInfo};
 use anyhow::{bail, Context, Result};
 use datasets::blocklist::Blocklist;
@@ -53,21 +54,34 @@ use validate::Cookie;
 /// Run a scan; `stop` is set by Ctrl-C (the scan then records what it has and exits).
 pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
     let started = unix_us();
-    // Setting up the receive ring waits for an RCU grace period: overlap it with the plan.
-    let ring = std::thread::spawn(RxRing::create);
+    // Every raw socket first, before any input is read or output written: without privileges
+    // the scan fails here. They are bound to their interface later — binding needs no
+    // privilege, and which interface only the plan can say.
+    let (ring, senders) = open_sockets(sender_threads(cfg.scan.senders))?;
+    let part = partition::Partition::new(cfg, started);
+    let rel = part.dir.strip_prefix(&cfg.out).unwrap_or(&part.dir).to_path_buf();
+    let writable = Handover::new(&cfg.out, std::iter::once(rel).chain(cfg.writable.iter().cloned()));
+    crate::net::privs::drop_privileges(&cfg.scan.user, &writable)?;
+    for (path, text) in &cfg.after_drop {
+        datasets::publish::write_atomic(path, text)?;
+    }
+
+    // From here on unprivileged: no dataset parser ever runs with privileges.
     let plan = PlanFile::load(cfg)?;
     let block = Blocklist::build(&cfg.allow_reserved, &cfg.opt_out, &cfg.exclude, Default::default())?;
     let seed = cfg.seed.unwrap_or_else(rand::random);
     let ports = Arc::new(PortPlan::new(&cfg.scan, (seed, seed.rotate_left(29) ^ 0x7261_6e64)).context("ports")?);
     let ni = discover_route(cfg, &plan.targets, &block)?;
-    // Every raw socket is open before any output: without privileges the scan fails here.
-    let (ring, senders) = open_sockets(ring, &ni, sender_threads(cfg.scan.senders))?;
-    crate::net::privs::drop_privileges(&cfg.scan.user, &crate::net::privs::crawl_dirs(&partition::Partition::new(cfg, started).dir, &cfg.writable))?;
+    let (ring, senders) = bind_sockets(ring, senders, &ni)?;
 
-    let part = partition::Partition::new(cfg, started);
     let params = manifest::params(cfg, seed, &plan.sha256, &plan.metadata, senders.len(), &ni, started);
     let kv = manifest::file_metadata(&part, &cfg.vantage, &params);
     let done = part.prepare(cfg.resume, &plan.targets, &ports)?;
+    // This run goes into the shard's history before it probes: killed, it stays there without
+    // counters, and the crawl says its losses are unknown.
+    let mut history = manifest::history(&part, cfg.resume, done.len())?;
+    history.push(manifest::RunRecord { started_at: manifest::rfc3339(started), resumed: cfg.resume, ..Default::default() });
+    manifest::save_history(&part, &history)?;
     let new_recorder = || part.recorder(&cfg.vantage, &plan.targets, &ports, &kv, cfg.scan.rows_per_file);
     let recorder = new_recorder()?;
 
@@ -105,7 +119,8 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
         written.add(r.finish()?);
     }
     let ending = manifest::Ending { send_errors, deferred, receive_drops, unlogged, written, rows_before_resume: done.len() as u64, first_pass_pps, interrupted, started_us: started };
-    let summary = ScanSummary::new(&part, &st, cfg.resume, ending);
+    let summary = ScanSummary::new(&part, &st, cfg.resume, ending, history);
+    manifest::save_history(&part, &summary.runs)?;
     manifest::write(&part, &params, &cfg.manifest_extra, &summary)?;
     Ok(summary)
 }
@@ -139,22 +154,32 @@ fn discover_route(cfg: &ScanConfig, targets: &Targets, block: &Blocklist) -> Res
     route::discover(sample4, sample6, cfg.scan.interface.as_deref(), gw, &cfg.scan.source_ip)
 }
 
-/// The receive ring (set up in the background) bound to the interface, and one send socket
-/// per sender thread.
-fn open_sockets(ring: std::thread::JoinHandle<Result<RxRing>>, ni: &NetInfo, senders: usize) -> Result<(RxRing, Vec<TxSocket>)> {
-    let mut ring = ring.join().map_err(|_| anyhow::anyhow!("receive set-up panicked"))??;
+/// The receive ring and one send socket per sender thread, not yet bound to an interface.
+fn open_sockets(senders: usize) -> Result<(RxRing, Vec<TxSocket>)> {
+    let ring = RxRing::create()?;
+    let tx = (0..senders).map(|_| TxSocket::create()).collect::<Result<Vec<_>>>()?;
+    Ok((ring, tx))
+}
+
+/// The sockets on the interface towards the plan's targets.
+fn bind_sockets(mut ring: RxRing, mut tx: Vec<TxSocket>, ni: &NetInfo) -> Result<(RxRing, Vec<TxSocket>)> {
     ring.bind(ni.ifindex)?;
-    let tx = (0..senders).map(|_| TxSocket::open(ni.ifindex)).collect::<Result<Vec<_>>>()?;
+    for t in &mut tx {
+        t.to(ni.ifindex);
+    }
     Ok((ring, tx))
 }
 
 /// The state the loops share: a fresh cookie key per crawl, the send log sized to the crawl.
 fn new_state(cfg: &ScanConfig, targets: &Arc<Targets>, ports: &Arc<PortPlan>) -> ScanState {
     let probes = targets.len() as u64 * ports.slots();
+    // Each sender holds up to a batch and one spare slot unsent; two such holdings must never
+    // share a slot, so a tiny --send-log is raised to twice what all senders can hold.
+    let floor = 2 * (send::socket::BATCH + 1) * sender_threads(cfg.scan.senders);
     let log = SendLog::new(match cfg.scan.send_log {
         0 => sendlog::default_size(probes, cfg.scan.retries as u64 + 1),
         n => n,
-    });
+    }.max(floor));
     let cooldown_us = (cfg.scan.cooldown * 1e6).min(silence::OLD_FINAL_US as f64) as u32;
     ScanState::new(targets.clone(), ports.clone(), Cookie::new(rand::random(), rand::random()).with_fixed_ports(&ports.reflect), log, cooldown_us)
 }

@@ -49,6 +49,10 @@ impl Pacer {
 pub struct KeyedLimits {
     asn: Option<DefaultKeyedRateLimiter<u32>>,
     net: Option<DefaultKeyedRateLimiter<u128>>,
+    /// When each probe was let go, for the send loop's tests to compare with when its frame
+    /// left.
+    #[cfg(test)]
+    pub approved: std::sync::Mutex<Vec<(std::time::Instant, IpAddr)>>,
 }
 
 /// The per-network key: the /24 of an IPv4 address, the /48 of an IPv6 one.
@@ -69,7 +73,12 @@ impl KeyedLimits {
             let rate = NonZeroU32::new(r.min(u32::MAX as u64) as u32)?;
             Some(Quota::per_second(rate).allow_burst(NonZeroU32::new((rate.get() / 20).max(1)).expect("at least 1")))
         };
-        KeyedLimits { asn: q(asn_pps).map(RateLimiter::keyed), net: q(net_pps).map(RateLimiter::keyed) }
+        KeyedLimits {
+            asn: q(asn_pps).map(RateLimiter::keyed),
+            net: q(net_pps).map(RateLimiter::keyed),
+            #[cfg(test)]
+            approved: Default::default(),
+        }
     }
 
     /// May a probe to (asn, ip) go now? Checks the narrower key first, so a deferral on the
@@ -86,6 +95,8 @@ impl KeyedLimits {
                 return false;
             }
         }
+        #[cfg(test)]
+        self.approved.lock().unwrap().push((std::time::Instant::now(), ip));
         true
     }
 

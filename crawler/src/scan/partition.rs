@@ -41,6 +41,11 @@ impl Partition {
         self.dir.join(manifest_name(self.shard))
     }
 
+    /// `.runs-sIofN.json`: the shard's runs and their counters (hidden: no glob reads it).
+    pub fn runs_path(&self) -> PathBuf {
+        self.dir.join(format!(".runs-s{}of{}.json", self.shard.0, self.shard.1))
+    }
+
     /// A recorder writing this shard's files under a name prefix of its own (several write
     /// at once: the record thread and the final sweep; and runs of a resumed crawl).
     pub fn recorder(&self, vantage: &str, targets: &Arc<Targets>, ports: &Arc<PortPlan>, kv: &[(String, String)], rows_per_file: usize) -> Result<Recorder> {

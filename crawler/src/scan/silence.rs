@@ -22,17 +22,27 @@ pub const OLD_FINAL_US: u32 = 30 * 60 * 1_000_000;
 /// Probes from which the final sweep is split over two recorders.
 const SPLIT_SWEEP: u64 = 1 << 16;
 
+/// The probe whose final attempt send `counter`'s slot still holds, unanswered, with its send
+/// tick: it must have had its cooldown before the slot is reused.
+#[inline]
+fn holder(st: &ScanState, counter: u64) -> Option<(u64, u32)> {
+    let old = counter.checked_sub(st.log.len())?;
+    if !st.log.is_final(old) {
+        return None;
+    }
+    st.log.get(st.log.slot(old)).filter(|(q, _)| !st.is_answered(*q))
+}
+
+/// Would reusing send `counter`'s slot wait for a probe's cooldown now?
+#[inline]
+pub fn must_wait(st: &ScanState, counter: u64) -> bool {
+    holder(st, counter).is_some_and(|(_, tick)| (st.elapsed_us() as u32).wrapping_sub(tick) < st.cooldown_us)
+}
+
 /// Before send `counter` reuses a slot that holds a final attempt, that probe must have had its
 /// cooldown: wait for it if need be, then record it as silent unless answered.
 pub fn retire(st: &ScanState, counter: u64, stop: &AtomicBool, out: &Sender<Observation>) {
-    let Some(old) = counter.checked_sub(st.log.len()) else { return };
-    if !st.log.is_final(old) {
-        return;
-    }
-    let Some((q, tick)) = st.log.get(st.log.slot(old)) else { return };
-    if st.is_answered(q) {
-        return;
-    }
+    let Some((q, tick)) = holder(st, counter) else { return };
     while (st.elapsed_us() as u32).wrapping_sub(tick) < st.cooldown_us {
         if stop.load(Relaxed) {
             return; // interrupted: silence is not recorded (a resumed crawl probes it again)

@@ -35,6 +35,7 @@ pub struct Ctx {
     pub max_out: u64,
     pub tx: mpsc::Sender<Msg>,
     pub stop: watch::Receiver<bool>,
+    pub counters: Arc<super::counters::Counters>,
 }
 
 struct State {
@@ -105,34 +106,11 @@ pub async fn handle(ctx: Arc<Ctx>, tcp: TcpStream, client: SocketAddr, local: So
         bytes_out: meter.bytes_out(),
         end,
     };
-    let _ = ctx.tx.send(Msg::Conn(Box::new(rec))).await;
+    // Never waits for the recorder: a slow or full disk must not hold slots (and so the sink).
+    if ctx.tx.try_send(Msg::Conn(Box::new(rec))).is_err() {
+        ctx.counters.records_dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     drop(slot);
-}
-
-/// A connection refused for capacity: one short line, no reading, and its record.
-pub async fn refuse(ctx: &Ctx, tcp: TcpStream, client: SocketAddr, local: SocketAddr) {
-    let accepted_us = now_us();
-    let line = format!("421 4.7.0 {} {} busy, try later\r\n", ctx.name, wire::SINK_TAG);
-    // Non-blocking: a fresh socket's send buffer takes one line; a client that does not read
-    // cannot hold the accept loop.
-    let sent = tcp.try_write(line.as_bytes()).unwrap_or(0);
-    drop(tcp);
-    let rec = ConnRecord {
-        accepted_us,
-        ended_us: now_us(),
-        client,
-        local,
-        nonce: format!("{:016x}", rand::random::<u64>()),
-        implicit_tls: ctx.implicit_tls.contains(&local.port()),
-        commands: String::new(),
-        client_sent: Vec::new(),
-        tls_done: false,
-        tls_version: None,
-        bytes_in: 0,
-        bytes_out: sent as u64,
-        end: end::BUSY,
-    };
-    let _ = ctx.tx.send(Msg::Conn(Box::new(rec))).await;
 }
 
 async fn converse(ctx: &Ctx, stream: Metered<TcpStream>, st: &mut State, meter: &Meter, implicit: bool) -> &'static str {

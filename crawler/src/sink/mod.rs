@@ -4,11 +4,17 @@
 //! certificate, then says goodbye. It never accepts or relays mail. Every connection is
 //! recorded server-side (`record`), so a client's result can be checked against the sink's.
 //!
-//! Bounded for the open Internet: a global and a per-client connection cap (`limits`), idle
-//! and lifetime timeouts, bytes in and out per connection capped under TLS (`meter`), at most
-//! [`conn::MAX_COMMANDS`] commands, bounded lines (`wire`).
+//! Bounded for the open Internet: caps on connections open at once and rates of new ones,
+//! globally, per client and per IPv6 /48 (`limits`); refused connections cost an accept, a
+//! write and a count, never a row or a wait (`accept`, `counters`); idle and lifetime timeouts,
+//! bytes in and out per connection capped under TLS (`meter`), at most [`conn::MAX_COMMANDS`]
+//! commands, bounded lines (`wire`); a disk budget with retention (`budget`), and a recorder
+//! that keeps serving when the disk is full (`record`).
 
+pub mod accept;
+pub mod budget;
 pub mod conn;
+pub mod counters;
 pub mod limits;
 pub mod meter;
 pub mod record;
@@ -60,6 +66,27 @@ pub struct SinkArgs {
     /// Connections open at once from one client (an IPv4 address or an IPv6 /64).
     #[arg(long, default_value_t = 16)]
     pub max_per_client: u32,
+    /// Connections open at once from one IPv6 /48 (its holder has 65,536 /64s).
+    #[arg(long, default_value_t = 64)]
+    pub max_per_net: u32,
+    /// New connections per second from one client (an IPv4 address or an IPv6 /64)...
+    #[arg(long, default_value_t = 1)]
+    pub client_rate: u32,
+    /// ... after a burst of this many (an egress run makes ~30).
+    #[arg(long, default_value_t = 60)]
+    pub client_burst: u32,
+    /// New connections per second from one IPv6 /48...
+    #[arg(long, default_value_t = 4)]
+    pub net_rate: u32,
+    /// ... after a burst of this many.
+    #[arg(long, default_value_t = 240)]
+    pub net_burst: u32,
+    /// Bytes the sink's files may take on disk (K, M, G suffixes); the oldest go first.
+    #[arg(long, default_value = "1G", value_parser = parse_bytes)]
+    pub max_disk: u64,
+    /// Days of files kept (0: no age limit, only --max-disk).
+    #[arg(long, default_value_t = 0)]
+    pub keep_days: u32,
     /// Seconds a client may stay silent (or not read) before it is dropped.
     #[arg(long, default_value_t = 10.0)]
     pub idle_timeout: f64,
@@ -80,8 +107,9 @@ pub struct SinkConfig {
     pub name: String,
     pub out: PathBuf,
     pub cert: tls::SinkCert,
-    pub max_conns: usize,
-    pub max_per_client: u32,
+    pub bounds: limits::Bounds,
+    pub max_disk: u64,
+    pub keep_days: u32,
     pub idle: Duration,
     pub lifetime: Duration,
     pub max_in: u64,
@@ -93,6 +121,18 @@ pub struct SinkConfig {
 /// A name for greetings, certificates and directory names: a DNS-like label sequence.
 pub fn valid_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 63 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_') && !s.starts_with(['.', '-'])
+}
+
+/// `--max-disk`: bytes, or with a K, M or G suffix (powers of 1024).
+fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 1u64 << 10),
+        Some((i, 'M' | 'm')) => (&t[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    num.parse::<u64>().ok().and_then(|n| n.checked_mul(mult)).filter(|n| *n >= 64 << 10).ok_or_else(|| format!("`{s}`: a size of at least 64K, like 500M or 2G"))
 }
 
 fn secs(flag: &str, v: f64) -> Result<Duration> {
@@ -112,8 +152,11 @@ impl SinkConfig {
         if a.ports.is_empty() || a.ports.contains(&0) {
             return Err(bad("--ports: give one or more ports, none of them 0".into()));
         }
-        if a.max_conns == 0 || a.max_per_client == 0 || a.rotate_rows == 0 {
-            return Err(bad("--max-conns, --max-per-client and --rotate-rows must be at least 1".into()));
+        if a.max_conns == 0 || a.max_per_client == 0 || a.max_per_net == 0 || a.rotate_rows == 0 {
+            return Err(bad("--max-conns, --max-per-client, --max-per-net and --rotate-rows must be at least 1".into()));
+        }
+        if (a.client_rate > 0 && a.client_burst == 0) || (a.net_rate > 0 && a.net_burst == 0) {
+            return Err(bad("--client-burst and --net-burst must be at least 1 (a rate of 0 turns a limit off)".into()));
         }
         let (idle, lifetime) = (secs("idle-timeout", a.idle_timeout)?, secs("max-conn-time", a.max_conn_time)?);
         let mut listen: Vec<SocketAddr> = a.listen.iter().flat_map(|ip| a.ports.iter().map(move |p| SocketAddr::new(*ip, *p))).collect();
@@ -130,8 +173,9 @@ impl SinkConfig {
             out: a.out.clone(),
             max_out: MAX_OUT_BASE + cert.chain_bytes as u64,
             cert,
-            max_conns: a.max_conns,
-            max_per_client: a.max_per_client,
+            bounds: limits::Bounds { max_conns: a.max_conns, per_client: a.max_per_client, per_net: a.max_per_net, client_rate: (a.client_rate, a.client_burst), net_rate: (a.net_rate, a.net_burst) },
+            max_disk: a.max_disk,
+            keep_days: a.keep_days,
             idle,
             lifetime: lifetime.max(idle),
             max_in: MAX_IN,
@@ -168,15 +212,23 @@ pub fn bind(addrs: &[SocketAddr]) -> Result<Vec<std::net::TcpListener>> {
 #[derive(Debug, Default)]
 pub struct SinkStats {
     pub accepted: u64,
-    /// Refused for capacity (answered 421).
+    /// Refused (over a cap or a rate: answered 421, counted, not recorded).
     pub busy: u64,
+    pub refused: counters::Tally,
     pub peak_active: usize,
     pub rows: u64,
+    /// Connections without a row: their file never reached the disk, or the recorder was behind.
+    pub rows_lost: u64,
+    /// Attempts to publish a file that failed.
+    pub publish_failures: u64,
     pub files: Vec<PathBuf>,
+    /// Bytes the sink's files take at the end; files (and bytes) deleted to keep the budget.
+    pub disk_bytes: u64,
+    pub deleted: (u64, u64),
 }
 
-/// Serve on `listeners` until `shutdown` resolves (or the recorder fails), then let open
-/// connections finish for a moment, cut the rest, and publish the last file.
+/// Serve on `listeners` until `shutdown` resolves, then let open connections finish for a
+/// moment, cut the rest, and publish the last file.
 pub async fn serve(cfg: SinkConfig, listeners: Vec<std::net::TcpListener>, shutdown: impl Future<Output = ()>) -> Result<SinkStats> {
     let kv = vec![
         ("software".to_string(), crate::SOFTWARE.to_string()),
@@ -184,11 +236,13 @@ pub async fn serve(cfg: SinkConfig, listeners: Vec<std::net::TcpListener>, shutd
         ("cert_sha256".to_string(), cfg.cert.pin.clone()),
         ("implicit_tls_ports".to_string(), format!("{:?}", cfg.implicit_tls)),
     ];
-    let (tx, rx) = mpsc::channel::<record::Msg>(1024);
-    let recorder = record::spawn(record::Recorder::new(&cfg.out, &cfg.name, cfg.rotate_rows, kv), rx)?;
+    let counters = Arc::new(counters::Counters::default());
+    let budget = budget::Budget::scan(&cfg.out, &cfg.name, cfg.max_disk, cfg.keep_days);
+    let (tx, rx) = mpsc::channel::<record::Msg>(4096);
+    let recorder = record::spawn(record::Recorder::new(&cfg.out, &cfg.name, cfg.rotate_rows, kv, budget, counters.clone()), rx)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (quit_tx, quit_rx) = watch::channel(false);
-    let limits = limits::Limits::new(cfg.max_conns, cfg.max_per_client);
+    let limits = limits::Limits::new(cfg.bounds);
     let accepted = Arc::new(AtomicU64::new(0));
     let ctx = Arc::new(conn::Ctx {
         name: cfg.name.clone(),
@@ -201,13 +255,14 @@ pub async fn serve(cfg: SinkConfig, listeners: Vec<std::net::TcpListener>, shutd
         max_out: cfg.max_out,
         tx: tx.clone(),
         stop: stop_rx,
+        counters: counters.clone(),
     });
     let mut tasks = Vec::new();
     for l in listeners {
         let l = tokio::net::TcpListener::from_std(l)?;
-        tasks.push(tokio::spawn(accept_loop(l, ctx.clone(), limits.clone(), accepted.clone(), quit_rx.clone())));
+        tasks.push(tokio::spawn(accept::accept_loop(l, ctx.clone(), limits.clone(), counters.clone(), accepted.clone(), quit_rx.clone())));
     }
-    tasks.push(tokio::spawn(rotate_loop(tx.clone(), cfg.rotate_every, quit_rx)));
+    tasks.push(tokio::spawn(rotate_loop(tx.clone(), limits.clone(), cfg.rotate_every, quit_rx)));
     tokio::select! {
         _ = shutdown => {}
         _ = tx.closed() => tracing::error!("sink: the recorder stopped; closing"),
@@ -220,8 +275,22 @@ pub async fn serve(cfg: SinkConfig, listeners: Vec<std::net::TcpListener>, shutd
     let _ = stop_tx.send(true);
     drain(&limits, Duration::from_secs(5)).await;
     drop((ctx, tx));
-    let written = tokio::task::spawn_blocking(move || recorder.join()).await?.map_err(|_| anyhow::anyhow!("the sink's recorder panicked"))??;
-    Ok(SinkStats { accepted: accepted.load(Ordering::Relaxed), busy: limits.busy(), peak_active: limits.peak(), rows: written.rows, files: written.files })
+    let w = tokio::task::spawn_blocking(move || recorder.join()).await?.map_err(|_| anyhow::anyhow!("the sink's recorder panicked"))?;
+    let mut refused = w.counters;
+    // Counted after the recorder's last look (connections refused while it finished).
+    refused.add(&counters.take());
+    Ok(SinkStats {
+        accepted: accepted.load(Ordering::Relaxed),
+        busy: refused.refused,
+        rows_lost: w.rows_lost + refused.records_dropped,
+        refused,
+        peak_active: limits.peak(),
+        rows: w.rows,
+        publish_failures: w.failures,
+        files: w.files,
+        disk_bytes: w.disk_bytes,
+        deleted: w.deleted,
+    })
 }
 
 /// Resolves once the flag is set (or its sender is gone).
@@ -236,41 +305,15 @@ async fn drain(limits: &limits::Limits, within: Duration) {
     }
 }
 
-async fn accept_loop(l: tokio::net::TcpListener, ctx: Arc<conn::Ctx>, limits: Arc<limits::Limits>, accepted: Arc<AtomicU64>, mut quit: watch::Receiver<bool>) {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = stopped(&mut quit) => return,
-            r = l.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of descriptors (or a connection gone before accept): back off
-                    // rather than spin.
-                    tracing::warn!("sink: accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        accepted.fetch_add(1, Ordering::Relaxed);
-        let Ok(local) = tcp.local_addr() else { continue };
-        // Replies are single small writes after the client's line: Nagle would hold each for
-        // a delayed ACK (40 ms per round trip).
-        let _ = tcp.set_nodelay(true);
-        match limits.admit(peer.ip()) {
-            Ok(slot) => {
-                tokio::spawn(conn::handle(ctx.clone(), tcp, peer, local, slot));
-            }
-            Err(_) => conn::refuse(&ctx, tcp, peer, local).await,
-        }
-    }
-}
-
-async fn rotate_loop(tx: mpsc::Sender<record::Msg>, every: Duration, mut quit: watch::Receiver<bool>) {
+/// Every `every`, publish what is buffered; every 10 s, let the rate limiters forget idle keys.
+async fn rotate_loop(tx: mpsc::Sender<record::Msg>, limits: Arc<limits::Limits>, every: Duration, mut quit: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let mut house = tokio::time::interval(Duration::from_secs(10));
     loop {
         tokio::select! {
             _ = stopped(&mut quit) => return,
             _ = tick.tick() => if tx.send(record::Msg::Rotate).await.is_err() { return },
+            _ = house.tick() => limits.housekeeping(),
         }
     }
 }
@@ -311,7 +354,7 @@ async fn stop_signal() {
 /// `crawler sink`: serve until SIGINT or SIGTERM.
 pub fn run(a: SinkArgs) -> Result<i32> {
     let cfg = SinkConfig::from_args(&a)?;
-    ensure_descriptors(cfg.max_conns)?;
+    ensure_descriptors(cfg.bounds.max_conns)?;
     std::fs::create_dir_all(&cfg.out).with_context(|| format!("creating {}", cfg.out.display()))?;
     let listeners = bind(&cfg.listen)?;
     let addrs: Vec<String> = cfg.listen.iter().map(|a| a.to_string()).collect();
@@ -321,6 +364,18 @@ pub fn run(a: SinkArgs) -> Result<i32> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let name = cfg.name.clone();
     let s = rt.block_on(serve(cfg, listeners, stop_signal()))?;
-    println!("sink {name}: {} connections ({} refused as busy, at most {} open at once); {} rows in {} files", s.accepted, s.busy, s.peak_active, s.rows, s.files.len());
+    println!(
+        "sink {name}: {} connections ({} refused: {}; at most {} open at once); {} rows in {} files, {} rows lost, {} failed writes; {} bytes on disk ({} old files deleted)",
+        s.accepted,
+        s.busy,
+        serde_json::to_string(&s.refused.by_reason).unwrap_or_default(),
+        s.peak_active,
+        s.rows,
+        s.files.len(),
+        s.rows_lost,
+        s.publish_failures,
+        s.disk_bytes,
+        s.deleted.0
+    );
     Ok(0)
 }

@@ -141,6 +141,23 @@ pub fn read_rows(dir: &Path) -> Vec<Row> {
     rows
 }
 
+/// Every `counters-*.json` the sink published under `dir`.
+pub fn counters_files(dir: &Path) -> Vec<serde_json::Value> {
+    fn walk(p: &Path, out: &mut Vec<serde_json::Value>) {
+        for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+            let q = e.path();
+            if q.is_dir() {
+                walk(&q, out);
+            } else if q.file_name().is_some_and(|n| n.to_string_lossy().starts_with("counters-")) {
+                out.push(serde_json::from_str(&std::fs::read_to_string(&q).unwrap()).unwrap());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out);
+    out
+}
+
 pub fn get<'a>(r: &'a Row, k: &str) -> Option<&'a str> {
     r.get(k).unwrap_or_else(|| panic!("no column {k}")).as_deref()
 }

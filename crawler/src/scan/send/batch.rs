@@ -1,6 +1,13 @@
-//! A sender's batch: probes accepted by the send loop are queued, and when the batch goes out
-//! each gets the next send-log slot (carried in its sequence number), its frame is filled from
-//! the family's SYN template, and all of them leave in one `sendmmsg`.
+//! A sender's batch: probes accepted by the send loop are queued, each under a send-log slot
+//! of its own (carried in its sequence number); when the batch goes out their frames are filled
+//! from the family's SYN template and all of them leave in one `sendmmsg`.
+//!
+//! The per-AS and per-/24 limits must hold when frames leave, so nothing waits between a
+//! probe's approval by those limits and its frame's departure: whatever a frame has to wait
+//! for — a send-log slot whose last final attempt still needs its cooldown, the global pacer —
+//! is waited for in [`Batch::ready`], before the limits are asked, and a batch holding
+//! approved probes is sent before such a wait. The pacer goes probe by probe, so a batch fills
+//! within half a millisecond (the pacer sizes it so) and the slot is taken one at a time.
 
 use super::socket::{Transmit, BATCH};
 use super::Shared;
@@ -51,7 +58,13 @@ pub struct Batch<T: Transmit> {
     lens: [usize; BATCH],
     templates: Templates,
     queued: [u64; BATCH],
+    /// The send-log counter each queued probe leaves under.
+    counters: [u64; BATCH],
     nq: usize,
+    /// A counter ready for the next probe: reserved, its slot's last final attempt retired.
+    spare: Option<u64>,
+    /// The pacer has let one more frame go.
+    paced: bool,
     /// Frames per `sendmmsg` now: at most the pacer's, smaller while many replies come back.
     pub size: usize,
     errors: u64,
@@ -59,7 +72,7 @@ pub struct Batch<T: Transmit> {
 
 impl<T: Transmit> Batch<T> {
     pub fn new(tx: T, templates: Templates, size: usize) -> Batch<T> {
-        Batch { tx, frames: Box::new([[0u8; MAX_FRAME]; BATCH]), lens: [0; BATCH], templates, queued: [0; BATCH], nq: 0, size: size.clamp(1, BATCH), errors: 0 }
+        Batch { tx, frames: Box::new([[0u8; MAX_FRAME]; BATCH]), lens: [0; BATCH], templates, queued: [0; BATCH], counters: [0; BATCH], nq: 0, spare: None, paced: false, size: size.clamp(1, BATCH), errors: 0 }
     }
 
     pub fn templates(&self) -> &Templates {
@@ -75,31 +88,57 @@ impl<T: Transmit> Batch<T> {
         &self.tx
     }
 
-    /// Queue probe `p`; true when the batch is full.
+    /// Wait for what the next probe's frame needs — a send-log slot that may be reused, the
+    /// global pacer — before the keyed limits are asked about it. If the slot must wait for a
+    /// probe's cooldown, the probes already approved leave first.
+    #[inline]
+    pub fn ready(&mut self, sh: &Shared, out: &Sender<Observation>) {
+        let st = sh.st;
+        if self.spare.is_none() {
+            let c = st.log.reserve(1);
+            if self.nq > 0 && silence::must_wait(st, c) {
+                self.flush(sh, out);
+            }
+            silence::retire(st, c, sh.stop, out);
+            self.spare = Some(c);
+        }
+        if !self.paced {
+            sh.pacer.wait(1);
+            self.paced = true;
+        }
+    }
+
+    /// Queue probe `p` (approved after [`Batch::ready`]); true when the batch is full.
     #[inline]
     pub fn push(&mut self, p: u64) -> bool {
+        let c = self.spare.take().expect("ready() before push()");
+        self.paced = false;
         self.queued[self.nq] = p;
+        self.counters[self.nq] = c;
         self.nq += 1;
         self.nq >= self.size
     }
 
-    /// Build and send the queued probes, paced; returns how many went out.
+    /// At the end of a pass: the slot reserved for a next probe stays empty (a slot reserved
+    /// in one pass must not carry an attempt of the next, which may be the final one).
+    pub fn release(&mut self, sh: &Shared) {
+        if let Some(c) = self.spare.take() {
+            sh.st.log.clear(c);
+        }
+    }
+
+    /// Build and send the queued probes now; returns how many went out.
     pub fn flush(&mut self, sh: &Shared, out: &Sender<Observation>) -> usize {
         let n = self.nq;
         if n == 0 {
             return 0;
         }
-        sh.pacer.wait(n);
         let st = sh.st;
         let slots = st.ports.slots();
-        let c0 = st.log.reserve(n as u64);
-        for c in c0..c0 + n as u64 {
-            silence::retire(st, c, sh.stop, out);
-        }
         let now = st.elapsed_us();
         let attempt = st.pass.load(Relaxed);
         for j in 0..n {
-            let (p, c) = (self.queued[j], c0 + j as u64);
+            let (p, c) = (self.queued[j], self.counters[j]);
             let t = (p / slots) as usize;
             let ip = st.targets.ip(t);
             let (src, tmpl) = self.templates.of(ip).expect("queued only with a source address");
@@ -115,7 +154,7 @@ impl<T: Transmit> Batch<T> {
         self.nq = 0;
         let failed = self.tx.transmit(&mut self.frames[..n], &self.lens[..n]);
         if failed != 0 {
-            self.unsent(failed, c0, n, sh, out);
+            self.unsent(failed, n, sh, out);
         }
         let sent = n - failed.count_ones() as usize;
         st.c.sent.fetch_add(sent as u64, Relaxed);
@@ -127,11 +166,11 @@ impl<T: Transmit> Batch<T> {
     /// and it gets a row of its own, `unsent` — missing data, not a measurement. An earlier
     /// attempt's probe is simply sent again in the next pass.
     #[cold]
-    fn unsent(&mut self, failed: u64, c0: u64, n: usize, sh: &Shared, out: &Sender<Observation>) {
+    fn unsent(&mut self, failed: u64, n: usize, sh: &Shared, out: &Sender<Observation>) {
         let st = sh.st;
         self.errors += failed.count_ones() as u64;
         for j in (0..n).filter(|j| failed & (1 << j) != 0) {
-            let (p, c) = (self.queued[j], c0 + j as u64);
+            let (p, c) = (self.queued[j], self.counters[j]);
             if !st.log.is_final(c) {
                 continue;
             }

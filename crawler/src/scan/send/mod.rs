@@ -110,6 +110,8 @@ impl<'a, T: Transmit> SendLoop<'a, T> {
             }
             return Outcome::Skipped;
         }
+        // Any wait the frame needs comes first: the limits count it as leaving now.
+        self.batch.ready(&self.sh, &self.out);
         if !self.sh.limits.allow(st.targets.asn[t], ip) {
             return Outcome::Deferred;
         }
@@ -152,6 +154,8 @@ impl<'a, T: Transmit> SendLoop<'a, T> {
     /// Every few seconds: drop idle keyed-limit cells; and (first sender only) record as silent
     /// the final attempts that have waited too long in the send log (`silence::sweep_old`).
     fn housekeeping(&mut self, k: u64) {
+        // Approved probes do not wait through it.
+        self.flush();
         self.sh.limits.housekeeping();
         if k == 0 {
             silence::sweep_old(self.sh.st, &self.out);
@@ -230,6 +234,7 @@ impl<'a, T: Transmit> SendLoop<'a, T> {
             }
         }
         self.flush();
+        self.batch.release(&self.sh);
     }
 }
 
@@ -280,8 +285,12 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
     use std::sync::{Arc, Mutex};
 
-    /// Instead of a socket: the time and destination of every frame.
-    struct Wire(Arc<Mutex<Vec<(f64, Ipv4Addr)>>>, Instant);
+    /// Instead of a socket: the time and destination of every frame; with a state, the hosts
+    /// `answers` picks answer at once (as if the receive loop had seen their replies).
+    struct Wire(Arc<Mutex<Vec<(f64, Ipv4Addr)>>>, Instant, Option<Answers>);
+
+    /// The scan's state and which hosts answer.
+    type Answers = (Arc<ScanState>, fn(&Ipv4Addr) -> bool);
 
     impl Transmit for Wire {
         fn transmit(&mut self, frames: &mut [[u8; MAX_FRAME]], lens: &[usize]) -> u64 {
@@ -289,7 +298,16 @@ mod tests {
             let mut w = self.0.lock().unwrap();
             for f in &frames[..lens.len()] {
                 let d = &f[ETH_LEN + 16..ETH_LEN + 20];
-                w.push((t, Ipv4Addr::new(d[0], d[1], d[2], d[3])));
+                let ip = Ipv4Addr::new(d[0], d[1], d[2], d[3]);
+                w.push((t, ip));
+                if let Some((st, answers)) = &self.2 {
+                    let dport = u16::from_be_bytes([f[ETH_LEN + 22], f[ETH_LEN + 23]]);
+                    let ti = st.targets.find(ip.into()).unwrap();
+                    let slot = (0..st.ports.slots()).find(|s| st.ports.port(st.targets.asn[ti], *s).0 == dport).unwrap();
+                    if answers(&ip) {
+                        st.mark(ti as u64 * st.ports.slots() + slot);
+                    }
+                }
             }
             0
         }
@@ -311,7 +329,7 @@ mod tests {
             let (out, _silent) = crossbeam_channel::unbounded();
             let wire = Arc::new(Mutex::new(Vec::new()));
             let t0 = Instant::now();
-            let mut loops: Vec<SendLoop<Wire>> = (0..senders).map(|_| SendLoop::new(sh, Wire(wire.clone(), t0), Templates::new(&ni), out.clone())).collect();
+            let mut loops: Vec<SendLoop<Wire>> = (0..senders).map(|_| SendLoop::new(sh, Wire(wire.clone(), t0, None), Templates::new(&ni), out.clone())).collect();
             run_passes(&mut loops, &Order::new(4096, 1, 7), &params);
             let wire = wire.lock().unwrap();
             let distinct: std::collections::HashSet<_> = wire.iter().map(|x| x.1).collect();
@@ -337,5 +355,93 @@ mod tests {
             }
             println!("{senders} senders: 4096 probes in {:.2} s, deferred queue peaks {:?}", t0.elapsed().as_secs_f64(), loops.iter().map(|l| l.deferred_peak).collect::<Vec<_>>());
         }
+    }
+
+    /// Run one pass of `list` with `senders` threads into a [`Wire`]: every frame's transmit
+    /// time and destination (sorted by time), and the longest any frame left after its probe
+    /// was let go by the keyed limits (seconds; one port per host, so one approval per address).
+    fn wire_run(list: &[(IpAddr, u32)], params: &Params, senders: usize, log: usize, cooldown_us: u32, answers: fn(&Ipv4Addr) -> bool) -> (Vec<(f64, Ipv4Addr)>, f64) {
+        let ports = Arc::new(PortPlan::new(params, (1, 2)).unwrap());
+        let st = Arc::new(ScanState::new(Arc::new(Targets::from_list(list)), ports, Cookie::new(1, 2), SendLog::new(log), cooldown_us));
+        let block = Blocklist::with_iana(&["198.18.0.0/15".parse().unwrap()]);
+        let (limits, pacer, stop) = (KeyedLimits::new(params.asn_rate, params.net_rate), Pacer::new(params.rate), AtomicBool::new(false));
+        let sh = Shared { st: &st, block: &block, limits: &limits, pacer: &pacer, stop: &stop };
+        let ni = NetInfo { ifname: "lab0".into(), ifindex: 0, mac: [2, 0, 0, 0, 0, 1], src4: Some(Ipv4Addr::new(192, 0, 2, 2)), src6: None, gw4: [2, 0, 0, 0, 0, 2], gw6: [0; 6] };
+        let (out, silent) = crossbeam_channel::unbounded();
+        let wire = Arc::new(Mutex::new(Vec::new()));
+        let t0 = Instant::now();
+        let mut loops: Vec<SendLoop<Wire>> = (0..senders).map(|_| SendLoop::new(sh, Wire(wire.clone(), t0, Some((st.clone(), answers))), Templates::new(&ni), out.clone())).collect();
+        let slots = st.ports.slots();
+        assert_eq!(slots, 1, "one port per host");
+        run_passes(&mut loops, &Order::new(list.len() as u64, slots, 7), params);
+        drop(loops);
+        drop(out);
+        let mut w = std::mem::take(&mut *wire.lock().unwrap());
+        w.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let distinct: std::collections::HashSet<_> = w.iter().map(|x| x.1).collect();
+        assert_eq!((w.len(), distinct.len()), (list.len(), list.len()), "every probe exactly once");
+        // Every probe whose slot was reused was recorded as silent once, none twice.
+        let retired: Vec<_> = silent.try_iter().collect();
+        let once: std::collections::HashSet<_> = retired.iter().map(|o| o.probe).collect();
+        assert_eq!(once.len(), retired.len(), "a probe recorded silent twice");
+        let approved: std::collections::HashMap<IpAddr, f64> = limits.approved.lock().unwrap().iter().map(|(t, ip)| (*ip, t.duration_since(t0).as_secs_f64())).collect();
+        let late = w.iter().map(|(t, ip)| t - approved[&IpAddr::V4(*ip)]).fold(0.0, f64::max);
+        (w, late)
+    }
+
+    /// The busiest 1-s window of each group of frames.
+    fn worst_by<K: std::hash::Hash + Eq>(w: &[(f64, Ipv4Addr)], key: impl Fn(&Ipv4Addr) -> K) -> usize {
+        let mut g: std::collections::HashMap<K, Vec<f64>> = Default::default();
+        for (t, ip) in w {
+            g.entry(key(ip)).or_default().push(*t);
+        }
+        let busiest = |t: &[f64]| {
+            let mut j = 0;
+            (0..t.len())
+                .map(|i| {
+                    while j < t.len() && t[j] < t[i] + 1.0 {
+                        j += 1;
+                    }
+                    j - i
+                })
+                .max()
+                .unwrap_or(0)
+        };
+        g.values().map(|t| busiest(t)).max().unwrap_or(0)
+    }
+
+    #[test]
+    fn keyed_limits_hold_when_frames_leave_with_a_small_send_log() {
+        // 2048 hosts in 16 /24s at 100 pps each, 4 senders, a 1,024-slot send log and a 2-s
+        // cooldown: every send is a final attempt, so reusing a slot waits for its probe's
+        // cooldown (the log caps the pass near 500 pps). A probe let go by the /24 limit must
+        // leave then, not after such a wait, in one clump with probes let go later.
+        let list: Vec<(IpAddr, u32)> = (0..2048u32).map(|i| (Ipv4Addr::new(198, 18, (i % 16) as u8, (i / 16) as u8).into(), 64500)).collect();
+        let params = Params { ports: vec![25], control_ports: vec![], random_ports: 0, reflect_ports: vec![], retries: 0, rate: 0, asn_rate: 0, net_rate: 100, ..Default::default() };
+        let (w, late) = wire_run(&list, &params, 4, 1024, 2_000_000, |_| false);
+        let took = w.last().unwrap().0;
+        let worst = worst_by(&w, |ip| ip.octets()[2]);
+        println!("small send log: 2048 probes from 4 senders in {took:.2} s; a frame left at most {:.1} ms after its /24 let it go; busiest 1-s window of a /24 at transmit: {worst} (limit 100 + burst 5)", late * 1e3);
+        assert!(took > 2.0, "the send log should have held the pass back ({took:.2} s)");
+        // Nothing sleeps between the two; the slack is for a preempted thread on a busy machine.
+        assert!(late < 0.1, "a frame left {:.0} ms after the /24 limit let it go", late * 1e3);
+        assert!(worst <= 105, "{worst} frames to one /24 left within a second at 100 pps");
+    }
+
+    #[test]
+    fn keyed_limits_hold_when_frames_leave_at_high_rates() {
+        // 4 ASes at 20,000 pps each and 200,000 pps globally (paced), 4 senders: each AS's
+        // busiest second at transmit stays within its limit + 5 %, every frame leaves within
+        // milliseconds of its approval.
+        let list: Vec<(IpAddr, u32)> = (0..96_000u32).map(|i| (Ipv4Addr::from(0xc612_0000 + i).into(), 64500 + i % 4)).collect();
+        let params = Params { ports: vec![25], control_ports: vec![], random_ports: 0, reflect_ports: vec![], retries: 0, rate: 200_000, asn_rate: 20_000, net_rate: 0, ..Default::default() };
+        let (w, late) = wire_run(&list, &params, 4, 1 << 17, 1_000_000, |_| false);
+        let asn = |ip: &Ipv4Addr| u32::from(*ip) % 4;
+        let (worst_as, global) = (worst_by(&w, asn), worst_by(&w, |_| 0));
+        println!("high rate: {} probes in {:.2} s; a frame left at most {:.1} ms after approval; busiest 1-s window: an AS {worst_as} (limit 20,000), all {global} (limit 200,000)", w.len(), w.last().unwrap().0, late * 1e3);
+        assert!(late < 0.1, "a frame left {:.0} ms after the AS limit let it go", late * 1e3);
+        assert!(worst_as <= 21_000, "{worst_as} frames to one AS within a second at 20,000 pps");
+        assert!(worst_as >= 18_000, "the AS limit was never reached ({worst_as}): the test would not see a breach");
+        assert!(global <= 210_000, "{global} frames within a second at 200,000 pps");
     }
 }

@@ -22,6 +22,14 @@ pub struct TxSocket {
 
 impl TxSocket {
     pub fn open(ifindex: i32) -> Result<TxSocket> {
+        let mut s = TxSocket::create()?;
+        s.to(ifindex);
+        Ok(s)
+    }
+
+    /// The socket, with no interface yet: opening it is what needs CAP_NET_RAW, so a scan opens
+    /// it before it drops its privileges and reads the plan that says where to send.
+    pub fn create() -> Result<TxSocket> {
         // SAFETY: plain socket(2); the fd is owned immediately.
         let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
         if raw < 0 {
@@ -35,9 +43,13 @@ impl TxSocket {
         }
         let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_ifindex = ifindex;
         addr.sll_halen = 6;
         Ok(TxSocket { fd, addr })
+    }
+
+    /// Send through interface `ifindex`.
+    pub fn to(&mut self, ifindex: i32) {
+        self.addr.sll_ifindex = ifindex;
     }
 }
 
