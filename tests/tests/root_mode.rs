@@ -126,6 +126,8 @@ fn links_the_scan_user_plants_make_a_root_run_neither_chown_nor_write_outside() 
 struct Open {
     path: String,
     pid: i32,
+    // Shown in a failure's Debug output: which program opened the file.
+    #[allow(dead_code)]
     comm: String,
     uids: String,
     cap_prm: u64,

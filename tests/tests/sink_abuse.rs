@@ -255,7 +255,7 @@ fn a_flood_from_1000_addresses_in_one_48_is_held_and_counted() {
 }
 
 /// A tmpfs of 1 MiB in a directory of its own, unmounted when dropped (also on failure).
-struct SmallDisk(PathBuf, tempfile::TempDir);
+struct SmallDisk(PathBuf, #[allow(dead_code)] tempfile::TempDir);
 
 impl SmallDisk {
     fn new() -> SmallDisk {
