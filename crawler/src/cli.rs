@@ -119,8 +119,11 @@ pub struct PlanArgs {
 pub struct ScanArgs {
     #[arg(long)]
     plan: PathBuf,
+    /// A directory, or an object store (`s3://bucket/prefix`: files go up through a local spool).
     #[arg(long)]
     out: PathBuf,
+    #[command(flatten)]
+    store: crawler::output::StoreArgs,
     #[arg(long, default_value = "25,465,587")]
     ports: List<u16>,
     /// Control ports (`none` to disable).
@@ -335,10 +338,12 @@ pub fn run(cmd: Cmd, progress: bool) -> Result<i32> {
         }
         Cmd::Scan(a) => {
             check_lists(&a.lists)?;
-            check_out(&a.out, true)?;
+            let output = crawler::output::Output::parse(&a.out, &a.store)?;
+            check_out(&output.local, true)?;
             let cfg = scan::ScanConfig {
                 plan: a.plan,
-                out: a.out,
+                out: output.local.clone(),
+                store: output.store.is_some().then_some(output),
                 scan: scan::Params {
                     ports: a.ports.0,
                     control_ports: a.control_ports.0,

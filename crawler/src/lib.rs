@@ -9,12 +9,14 @@
 //! - [`probe`]: the packets — SYNs we send, replies we parse (and builders for both);
 //! - [`job`]: `crawler run` — config, vantage self-check, resume state;
 //! - [`net`]: routes and neighbours, asked of the kernel;
+//! - [`output`]: where files go — a directory, or an object store through a local spool;
 //! - [`sink`] and [`egress`]: outbound blocking seen from inside a network (a server we run,
 //!   and the client a vantage runs against it).
 
 pub mod egress;
 pub mod job;
 pub mod net;
+pub mod output;
 pub mod plan;
 pub mod probe;
 pub mod progress;

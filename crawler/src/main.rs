@@ -11,7 +11,9 @@ use std::io::IsTerminal;
 fn main() {
     let args = cli::Cli::parse();
     let progress = !args.quiet && std::io::stderr().is_terminal();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PORT25_LOG").unwrap_or_else(|_| "info".into());
+    // The S3 client's own retry chatter is below warn: the spool says what matters (what is
+    // waiting, the next try) once per attempt.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORT25_LOG").unwrap_or_else(|_| "info,object_store=warn".into());
     if args.log_format == "json" {
         tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init();
     } else {

@@ -346,3 +346,43 @@ fn bad_flags_exit_2_with_a_reason() {
         assert!(err.contains(why), "{args:?}: {err}");
     }
 }
+
+/// `crawler egress --upload`: the run's file goes to the sink inside its pinned TLS, with the
+/// fleet's token; the sink stores it under its `--out`, never records the token, and refuses a
+/// wrong one, a file too large and a file of another vantage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_results_go_to_the_sink_with_the_fleet_token_and_no_other() {
+    let p = free_ports(3, &["127.0.0.1"]);
+    let (control, starttls, implicit) = (p[0], p[1], p[2]);
+    let tokens = tempfile::tempdir().unwrap();
+    let tf = tokens.path().join("tokens");
+    std::fs::write(&tf, "# the lab fleet\nlab-fleet-token-0123456789\n").unwrap();
+    let sink = TestSink::start(&["127.0.0.1"], &p, &[implicit], &["--upload-tokens", tf.to_str().unwrap(), "--max-upload", "64K"]).await;
+    let out = tempfile::tempdir().unwrap();
+    let cfg = egress_config(&egress_args(&["127.0.0.1"], &[starttls, implicit], control, &[implicit], 1, 5.0, &sink.pin, out.path()));
+    let report = egress::measure(&cfg).await;
+    let file = output::write(&cfg, &report).unwrap();
+    let (ports, implicit_tls) = ([starttls, implicit], [implicit]);
+    let route = |pins| egress::upload::Route { sinks: &cfg.sinks, ports: &ports, implicit_tls: &implicit_tls, pins, limit: Duration::from_secs(5) };
+    let pins = report.pins.clone();
+    let wrong_pin = vec!["ab".repeat(32)];
+    // A wrong token: refused, nothing stored.
+    let e = egress::upload::send(&file, "loopback", &report.run_id, "not-the-fleet-token-000", &route(&pins)).await.unwrap_err().to_string();
+    assert!(e.contains("refused by the sink") && e.contains("535"), "{e}");
+    // Without the sink's pin, never sent.
+    let e = egress::upload::send(&file, "loopback", &report.run_id, "lab-fleet-token-0123456789", &route(&wrong_pin)).await.unwrap_err().to_string();
+    assert!(e.contains("not the sink's pinned one"), "{e}");
+    // Another vantage's name on this file: refused after reading it.
+    let e = egress::upload::send(&file, "someone-else", &report.run_id, "lab-fleet-token-0123456789", &route(&pins)).await.unwrap_err().to_string();
+    assert!(e.contains("another vantage"), "{e}");
+    let key = egress::upload::send(&file, "loopback", &report.run_id, "lab-fleet-token-0123456789", &route(&pins)).await.unwrap();
+    assert!(key.starts_with("egress/egress_date=") && key.contains("/vantage=loopback/part-"), "{key}");
+    assert_eq!(std::fs::read(sink.out.path().join(&key)).unwrap(), std::fs::read(&file).unwrap(), "stored byte for byte");
+    let (_, rows, _keep) = sink.stop().await;
+    let ends: Vec<&str> = rows.iter().filter_map(|r| get(r, "end")).collect();
+    assert_eq!(ends.iter().filter(|e| **e == "uploaded").count(), 1, "{ends:?}");
+    assert_eq!(ends.iter().filter(|e| **e == "upload-refused").count(), 2, "{ends:?}");
+    for r in &rows {
+        assert!(!get(r, "client_sent").unwrap_or("").contains("fleet-token"), "a token reached the record: {r:?}");
+    }
+}

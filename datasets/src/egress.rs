@@ -58,6 +58,10 @@ pub mod end {
     pub const TLS_FAILED: &str = "tls-failed";
     /// The sink was stopped while the connection was open.
     pub const SHUTDOWN: &str = "shutdown";
+    /// An egress vantage's results were received and stored (`XUPLOAD`).
+    pub const UPLOADED: &str = "uploaded";
+    /// An upload was refused: a wrong token, too large, not an egress table of its vantage.
+    pub const UPLOAD_REFUSED: &str = "upload-refused";
     pub const ERROR: &str = "error";
 }
 

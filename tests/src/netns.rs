@@ -558,7 +558,9 @@ fn start_sink(ns: &str, n: usize, dir: &Path) -> Result<String> {
 /// Stop the sinks with SIGTERM, so that they publish their last Parquet files, and wait for
 /// them. Returns whether a sink was running.
 pub fn stop_sink(st: &LabState) -> Result<bool> {
-    let pids = |ns: &str| -> Vec<i32> { run("ip", &["netns", "pids", ns], None).unwrap_or_default().split_whitespace().filter_map(|p| p.parse().ok()).collect() };
+    // Only the sinks: other servers may share the namespace (a test's SeaweedFS does).
+    let is_sink = |pid: &i32| std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.split('\0').any(|a| a == "sink"));
+    let pids = |ns: &str| -> Vec<i32> { run("ip", &["netns", "pids", ns], None).unwrap_or_default().split_whitespace().filter_map(|p| p.parse().ok()).filter(is_sink).collect() };
     let mut any = false;
     for ns in [&st.sink, &st.sink2].into_iter().filter(|s| !s.is_empty()) {
         let running = pids(ns);

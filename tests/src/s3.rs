@@ -114,6 +114,39 @@ impl SeaweedFs {
         format!("s3://{BUCKET}/{}", prefix.trim_matches('/'))
     }
 
+    /// Every object under `prefix` (keys relative to the bucket), from the server's own listing.
+    pub fn keys(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            // SigV4 signs the query as sent: every reserved character percent-encoded.
+            let mut url = format!("http://{}/{BUCKET}?list-type=2&prefix={}", self.s3, query_escape(prefix.trim_start_matches('/')));
+            if let Some(t) = &token {
+                url.push_str(&format!("&continuation-token={}", query_escape(t)));
+            }
+            let xml = self.curl(&[&url])?;
+            keys.extend(xml.split("<Key>").skip(1).filter_map(|k| k.split("</Key>").next()).map(String::from));
+            token = xml.split("<NextContinuationToken>").nth(1).and_then(|t| t.split("</NextContinuationToken>").next()).map(String::from);
+            if token.is_none() {
+                break;
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Copy every object under `prefix` into `dir` (same relative paths): what the bucket holds,
+    /// for a test to read as files.
+    pub fn download(&self, prefix: &str, dir: &Path) -> Result<Vec<String>> {
+        let keys = self.keys(prefix)?;
+        for k in &keys {
+            let dest = dir.join(k);
+            std::fs::create_dir_all(dest.parent().expect("a parent"))?;
+            self.curl(&["-o", dest.to_str().expect("utf-8"), &format!("http://{}/{BUCKET}/{}", self.s3, k.split('/').map(query_escape).collect::<Vec<_>>().join("/"))])?;
+        }
+        Ok(keys)
+    }
+
     /// Stop the server (its data stays in its directory): the store goes away.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -136,4 +169,16 @@ impl Drop for SeaweedFs {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

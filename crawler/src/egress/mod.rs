@@ -14,6 +14,7 @@
 pub mod connect;
 pub mod output;
 pub mod session;
+pub mod upload;
 pub mod verdict;
 
 use crate::job::config::ConfigError;
@@ -58,8 +59,16 @@ pub struct EgressArgs {
     /// the sink announces on a control port is used.
     #[arg(long, value_delimiter = ',', num_args = 1..)]
     pub sink_pin: Vec<String>,
+    /// A directory, or an object store (`s3://bucket/prefix`: the file goes up through a spool).
     #[arg(long)]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub store: crate::output::StoreArgs,
+    /// Send the results to the sink (over its pinned TLS) with this fleet token instead of
+    /// keeping them here: a volunteer needs no bucket access. Also read from
+    /// PORT25_UPLOAD_TOKEN (better: not on the command line).
+    #[arg(long, env = "PORT25_UPLOAD_TOKEN", hide_env_values = true)]
+    pub upload: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -343,13 +352,48 @@ fn finalize(rows: &mut [Attempt], public: &BTreeMap<u8, (IpAddr, u16)>, pins: &[
     verdict::series(rows, control);
 }
 
-/// `crawler egress`: measure, write the Parquet file, print the summary.
+/// `crawler egress`: measure, write the Parquet file, print the summary, and put the file in
+/// its store (when `--out` is one).
 pub fn run(a: EgressArgs) -> Result<i32> {
-    let cfg = EgressConfig::from_args(&a)?;
+    let out = crate::output::Output::parse(&a.out, &a.store)?;
+    let mut cfg = EgressConfig::from_args(&a)?;
+    cfg.out = out.local.clone();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let report = rt.block_on(measure(&cfg));
     let path = output::write(&cfg, &report)?;
     print!("{}", output::summary(&cfg, &report));
     println!("rows: {}", path.display());
+    if out.store.is_some() {
+        // Also what earlier runs left in the spool when the store was away.
+        out.finish(out.start())?;
+        println!("uploaded to {}", out.describe());
+    }
+    if let Some(token) = &a.upload {
+        return Ok(send_to_sink(&cfg, &report, token, &rt));
+    }
     Ok(0)
+}
+
+/// Every result file of this vantage still in `--out` (this run's, and any an earlier run could
+/// not send), sent to the sink and removed here once stored; 1 if one could not be sent.
+fn send_to_sink(cfg: &EgressConfig, report: &Report, token: &str, rt: &tokio::runtime::Runtime) -> i32 {
+    let mut code = 0;
+    let files: Vec<(String, u64)> = datasets::store::spool::pending(&cfg.out).into_iter().filter(|(rel, _)| rel.contains(&format!("/vantage={}/", cfg.vantage)) && rel.ends_with(".parquet")).collect();
+    for (rel, _) in files {
+        let path = cfg.out.join(&rel);
+        // part-RUN-xxxxxxxx.parquet: the run it holds.
+        let run = rel.rsplit('/').next().and_then(|n| n.strip_prefix("part-")).and_then(|n| n.split('-').next()).unwrap_or(&report.run_id).to_string();
+        let route = upload::Route { sinks: &cfg.sinks, ports: &cfg.ports, implicit_tls: &cfg.implicit_tls, pins: &report.pins, limit: cfg.timeout };
+        match rt.block_on(upload::send(&path, &cfg.vantage, &run, token, &route)) {
+            Ok(key) => {
+                let _ = std::fs::remove_file(&path);
+                println!("sent to the sink: {rel} (stored as {key})");
+            }
+            Err(e) => {
+                eprintln!("crawler egress: {rel} not sent: {e:#} (kept in {}; the next run sends it)", cfg.out.display());
+                code = 1;
+            }
+        }
+    }
+    code
 }

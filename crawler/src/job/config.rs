@@ -25,11 +25,35 @@ pub struct CrawlConfig {
 pub struct Crawl {
     /// Name of this vantage point (a column of every row).
     pub vantage: String,
-    /// Output directory (hive layout: crawl_date=/crawl_id=).
+    /// Output directory (hive layout: crawl_date=/crawl_id=), or an object store
+    /// (`s3://bucket/prefix`: the files go up through the local `spool`).
     pub out: PathBuf,
     /// Crawl id template; `{date}` (YYYY-MM-DD, UTC) and `{vantage}` are filled in.
     #[serde(default = "default_crawl_id")]
     pub crawl_id: String,
+    /// With an object-store `out`: the local spool (default /var/tmp/port25-spool/BUCKET/PREFIX).
+    #[serde(default)]
+    pub spool: Option<PathBuf>,
+    /// With an object-store `out`: the spool's bound in bytes (default 4 GiB).
+    #[serde(default)]
+    pub spool_max: Option<u64>,
+    /// An S3-compatible endpoint (default: AWS_ENDPOINT_URL, else AWS). Credentials come from
+    /// the environment only, never from this file.
+    #[serde(default)]
+    pub s3_endpoint: Option<String>,
+}
+
+impl CrawlConfig {
+    /// Where the crawl's files go (a directory, or a store through its spool).
+    pub fn output(&self) -> anyhow::Result<crate::output::Output> {
+        let a = crate::output::StoreArgs { spool: self.crawl.spool.clone(), spool_max: self.crawl.spool_max, s3_endpoint: self.crawl.s3_endpoint.clone(), upload_wait: 300.0 };
+        crate::output::Output::parse(&self.crawl.out, &a).map_err(|e| ConfigError(format!("crawl.out: {e}")).into())
+    }
+
+    /// The local directory the crawl writes (`out`, or the spool of an object-store `out`).
+    pub fn local_out(&self) -> PathBuf {
+        self.output().map(|o| o.local).unwrap_or_else(|_| self.crawl.out.clone())
+    }
 }
 
 fn default_crawl_id() -> String {
@@ -130,7 +154,8 @@ impl CrawlConfig {
         name("crawl.vantage", &self.crawl.vantage)?;
         // Any date fills `{date}` with the same safe characters (YYYY-MM-DD).
         name("crawl.crawl_id", &self.crawl_id("2000-01-01"))?;
-        key("crawl.out", !self.crawl.out.as_os_str().is_empty() && (!self.crawl.out.exists() || self.crawl.out.is_dir()), &format!("{} is not a directory", self.crawl.out.display()))?;
+        let local = self.output()?.local;
+        key("crawl.out", !local.as_os_str().is_empty() && (!local.exists() || local.is_dir()), &format!("{} is not a directory", local.display()))?;
         key("inputs.routes", !self.inputs.routes.is_empty(), "needs at least one routing file")?;
         for (k, files) in [
             ("inputs.routes", &self.inputs.routes),

@@ -36,7 +36,8 @@ pub fn run(a: &RunArgs, stop: Arc<AtomicBool>) -> Result<i32> {
         print!("{}", toml::to_string_pretty(&c)?);
         return Ok(0);
     }
-    std::fs::create_dir_all(&c.crawl.out).with_context(|| format!("creating {}", c.crawl.out.display()))?;
+    let output = c.output()?;
+    std::fs::create_dir_all(&output.local).with_context(|| format!("creating {}", output.local.display()))?;
     let (crawl_id, crawl_date) = if a.resume {
         let s = RunState::unfinished(&c, a.shard)?;
         (s.crawl_id, s.crawl_date)
@@ -44,7 +45,7 @@ pub fn run(a: &RunArgs, stop: Arc<AtomicBool>) -> Result<i32> {
         let date = chrono::Utc::now().format("%Y-%m-%d").to_string();
         (c.crawl_id(&date), date)
     };
-    let partition = c.crawl.out.join(format!("crawl_date={crawl_date}")).join(format!("crawl_id={crawl_id}"));
+    let partition = c.local_out().join(format!("crawl_date={crawl_date}")).join(format!("crawl_id={crawl_id}"));
     let seed = c.seed(&crawl_date);
     let plan_path = if privileged() {
         plan_child(&a.config, &crawl_date, &crawl_id, a.progress)?;
@@ -58,7 +59,8 @@ pub fn run(a: &RunArgs, stop: Arc<AtomicBool>) -> Result<i32> {
     let running = RunState { crawl_id: crawl_id.clone(), crawl_date: crawl_date.clone(), status: "running".into() };
     let cfg = ScanConfig {
         plan: plan_path,
-        out: c.crawl.out.clone(),
+        out: output.local.clone(),
+        store: output.store.is_some().then(|| output.clone()),
         scan: c.scan.clone(),
         vantage: c.crawl.vantage.clone(),
         exclude: c.inputs.exclude.clone(),
@@ -149,7 +151,7 @@ fn ensure_plan(c: &CrawlConfig, crawl_date: &str, crawl_id: &str, seed: u64, pro
 
 /// Where the crawl's plan lives: `OUT/_plans/DATE_ID.plan`.
 fn plan_path(c: &CrawlConfig, crawl_date: &str, crawl_id: &str) -> PathBuf {
-    c.crawl.out.join("_plans").join(format!("{crawl_date}_{crawl_id}.plan"))
+    c.local_out().join("_plans").join(format!("{crawl_date}_{crawl_id}.plan"))
 }
 
 /// `.NAME.sha256` beside the plan: hidden, and outside every glob the tools read.
@@ -185,7 +187,7 @@ fn verify_plan(plan: &Path, sidecar: &Path) -> std::result::Result<PlanCheck, St
 
 /// Has any shard of this crawl written files (observations or a manifest) yet?
 fn crawled(c: &CrawlConfig, crawl_date: &str, crawl_id: &str) -> bool {
-    let dir = c.crawl.out.join(format!("crawl_date={crawl_date}")).join(format!("crawl_id={crawl_id}"));
+    let dir = c.local_out().join(format!("crawl_date={crawl_date}")).join(format!("crawl_id={crawl_id}"));
     std::fs::read_dir(dir).map(|rd| rd.flatten().any(|e| {
         let n = e.file_name().to_string_lossy().into_owned();
         (n.starts_with("part-") && n.ends_with(".parquet")) || (n.starts_with("manifest") && n.ends_with(".json"))
@@ -226,7 +228,7 @@ fn plan_child(config: &Path, crawl_date: &str, crawl_id: &str, progress: bool) -
 /// cleared in any case), then build or verify the crawl's plan as `run` would.
 pub fn plan_unprivileged(config: &Path, crawl_date: &str, crawl_id: &str, progress: bool) -> Result<i32> {
     let c = CrawlConfig::load(config)?;
-    crate::net::privs::drop_privileges(&c.scan.user, &Handover::new(&c.crawl.out, ["_plans".into()]))?;
+    crate::net::privs::drop_privileges(&c.scan.user, &Handover::new(&c.local_out(), ["_plans".into()]))?;
     ensure_plan(&c, crawl_date, crawl_id, c.seed(crawl_date), progress)?;
     Ok(0)
 }
@@ -261,8 +263,8 @@ fn self_check(c: &CrawlConfig, a: &RunArgs, crawl_id: &str, partition: &std::pat
     if !r.passed && !c.self_check.override_failure {
         let m = serde_json::json!({"crawl_id": crawl_id, "self_check": r, "exit_status": "self-check-failed"});
         // No scan follows: this process needs its privileges no more, and writes as scan.user.
-        let rel = partition.strip_prefix(&c.crawl.out).unwrap_or(partition).to_path_buf();
-        crate::net::privs::drop_privileges(&c.scan.user, &Handover::new(&c.crawl.out, [rel]))?;
+        let rel = partition.strip_prefix(c.local_out()).unwrap_or(partition).to_path_buf();
+        crate::net::privs::drop_privileges(&c.scan.user, &Handover::new(&c.local_out(), [rel]))?;
         write_atomic(&partition.join(format!("selfcheck-s{}of{}.json", a.shard.0, a.shard.1)), serde_json::to_string_pretty(&m)?)?;
         eprintln!("crawler: self-check failed: {} (set self_check.override_failure = true to crawl anyway)", r.verdict);
         return Ok(None);

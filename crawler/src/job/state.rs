@@ -20,7 +20,7 @@ impl RunState {
     pub fn unfinished(c: &CrawlConfig, shard: (u64, u64)) -> Result<RunState> {
         let p = Self::path(c, shard);
         let t = read_own(&p).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => ConfigError(format!("nothing to resume: no unfinished crawl of vantage {} shard {}/{} in {}", c.crawl.vantage, shard.0, shard.1, c.crawl.out.display())),
+            std::io::ErrorKind::NotFound => ConfigError(format!("nothing to resume: no unfinished crawl of vantage {} shard {}/{} in {}", c.crawl.vantage, shard.0, shard.1, c.local_out().display())),
             _ => ConfigError(format!("{}: {e}", p.display())),
         })?;
         let s: RunState = serde_json::from_str(&t).with_context(|| format!("{}: bad state file", p.display()))?;
@@ -37,7 +37,7 @@ impl RunState {
 
     /// `OUT/.port25-run-VANTAGE-sIofN.json`.
     pub fn path(c: &CrawlConfig, shard: (u64, u64)) -> PathBuf {
-        c.crawl.out.join(format!(".port25-run-{}-s{}of{}.json", c.crawl.vantage, shard.0, shard.1))
+        c.local_out().join(format!(".port25-run-{}-s{}of{}.json", c.crawl.vantage, shard.0, shard.1))
     }
 
     pub fn text(&self) -> Result<String> {

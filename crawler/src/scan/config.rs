@@ -96,6 +96,9 @@ pub struct ScanConfig {
     /// the run-state file, so root never writes into a directory the scan user owns).
     #[serde(skip)]
     pub after_drop: Vec<(PathBuf, String)>,
+    /// An object store behind `out` (`--out s3://…`): `out` is then its local spool.
+    #[serde(skip)]
+    pub store: Option<crate::output::Output>,
 }
 
 /// `--senders`: 0 picks one per core, at most 4, as ZMap does. At high rates the kernel's

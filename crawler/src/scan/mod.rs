@@ -65,6 +65,10 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
     for (path, text) in &cfg.after_drop {
         datasets::publish::write_atomic(path, text)?;
     }
+    // With a store behind `out`, its uploads start now — as the unprivileged user.
+    let spool = cfg.store.as_ref().and_then(|o| o.start());
+    let spool_full: Arc<std::sync::OnceLock<String>> = Default::default();
+    let published = cfg.store.as_ref().map(|o| spool_watch(o, stop.clone(), spool_full.clone()));
 
     // From here on unprivileged: no dataset parser ever runs with privileges.
     let plan = PlanFile::load(cfg)?;
@@ -76,13 +80,14 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
 
     let params = manifest::params(cfg, seed, &plan.sha256, &plan.metadata, senders.len(), &ni, started);
     let kv = manifest::file_metadata(&part, &cfg.vantage, &params);
-    let done = part.prepare(cfg.resume, &plan.targets, &ports)?;
+    let rel_s = rel_str(&part, cfg);
+    let done = part.prepare(cfg.resume, &plan.targets, &ports, cfg.store.as_ref().and_then(|o| o.store.as_ref()).map(|s| (s, rel_s.as_str())))?;
     // This run goes into the shard's history before it probes: killed, it stays there without
     // counters, and the crawl says its losses are unknown.
     let mut history = manifest::history(&part, cfg.resume, done.len())?;
     history.push(manifest::RunRecord { started_at: manifest::rfc3339(started), resumed: cfg.resume, ..Default::default() });
     manifest::save_history(&part, &history)?;
-    let new_recorder = || part.recorder(&cfg.vantage, &plan.targets, &ports, &kv, cfg.scan.rows_per_file);
+    let new_recorder = || part.recorder(&cfg.vantage, &plan.targets, &ports, &kv, cfg.scan.rows_per_file).map(|r| r.on_publish(published.clone()));
     let recorder = new_recorder()?;
 
     let st = Arc::new(new_state(cfg, &plan.targets, &ports));
@@ -122,7 +127,43 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
     let summary = ScanSummary::new(&part, &st, cfg.resume, ending, history);
     manifest::save_history(&part, &summary.runs)?;
     manifest::write(&part, &params, &cfg.manifest_extra, &summary)?;
+    if let Some(o) = &cfg.store {
+        if let Some(msg) = spool_full.get() {
+            // The store is away and the spool is full: nothing more can go up now.
+            anyhow::bail!("{msg}");
+        }
+        if interrupted {
+            // Stopped by hand: a short try; what is left goes up with --resume.
+            if let Some(s) = spool {
+                if let Err(e) = s.finish(Duration::from_secs(10).min(o.upload_wait)) {
+                    tracing::warn!("{e}");
+                }
+            }
+        } else {
+            // The crawl is complete in the store once its manifest is there: all must go up.
+            o.finish(spool)?;
+        }
+    }
     Ok(summary)
+}
+
+/// The partition's path relative to `out` (its key prefix in a store).
+fn rel_str(part: &partition::Partition, cfg: &ScanConfig) -> String {
+    part.dir.strip_prefix(&cfg.out).unwrap_or(&part.dir).to_string_lossy().into_owned()
+}
+
+/// After each published file: when the spool holds more than its bound (the store has been away
+/// too long), stop the crawl as Ctrl-C would — everything probed so far is recorded, in the
+/// spool — and say why.
+fn spool_watch(o: &crate::output::Output, stop: Arc<AtomicBool>, full: Arc<std::sync::OnceLock<String>>) -> Arc<dyn Fn() + Send + Sync> {
+    let (dir, max, name) = (o.local.clone(), o.spool_max, o.describe());
+    Arc::new(move || {
+        let held: u64 = datasets::store::spool::pending(&dir).iter().map(|f| f.1).sum();
+        if held > max && full.get().is_none() {
+            let _ = full.set(format!("the spool holds {held} bytes, more than its {max}: the store {name} has been unreachable too long; the crawl stopped, everything it probed is recorded in the spool, and `--resume` uploads it and finishes the crawl"));
+            stop.store(true, Relaxed);
+        }
+    })
 }
 
 /// The plan as the scan uses it, and what the manifest records of it.

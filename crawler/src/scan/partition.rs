@@ -6,6 +6,7 @@ use super::record::Recorder;
 use super::targets::Targets;
 use super::validate::SPORT_BASE;
 use datasets::schema::obs;
+use datasets::store::Store;
 use datasets::DatasetError;
 use super::ScanConfig;
 use anyhow::{bail, Result};
@@ -55,38 +56,70 @@ impl Partition {
 
     /// Before the scan writes: a new crawl must not land on an earlier run's shard; a resumed
     /// one keeps the files that shard finished (their probes are returned, to be skipped) and
-    /// discards a file a crash left half-written (it never got its final name).
-    pub fn prepare(&self, resume: bool, targets: &Targets, ports: &PortPlan) -> Result<Vec<u64>> {
+    /// discards a file a crash left half-written (it never got its final name). With a store
+    /// (`rel`: the partition's path in it), the files already uploaded count as well.
+    pub fn prepare(&self, resume: bool, targets: &Targets, ports: &PortPlan, store: Option<(&Store, &str)>) -> Result<Vec<u64>> {
+        let remote: Vec<String> = match store {
+            Some((s, rel)) => s.list(rel)?.into_iter().filter_map(|(k, _)| k.rsplit('/').next().map(String::from)).collect(),
+            None => Vec::new(),
+        };
         if resume {
-            return self.recorded(targets, ports);
+            return self.recorded(targets, ports, store.map(|(s, rel)| (s, rel, remote)));
         }
-        let earlier = std::fs::read_dir(&self.dir).map(|rd| rd.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().starts_with(&self.shard_tag))).unwrap_or(false);
-        if earlier || self.manifest_path().exists() {
-            bail!("crawl {} already has shard {}/{} in {} (use --resume, or another crawl id)", self.crawl_id, self.shard.0, self.shard.1, self.dir.display());
+        let local = std::fs::read_dir(&self.dir).map(|rd| rd.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().starts_with(&self.shard_tag))).unwrap_or(false);
+        let manifest = manifest_name(self.shard);
+        if local || self.manifest_path().exists() || remote.iter().any(|n| n.starts_with(&self.shard_tag) || *n == manifest) {
+            let at = match store {
+                Some((s, rel)) => s.name(rel),
+                None => self.dir.display().to_string(),
+            };
+            bail!("crawl {} already has shard {}/{} in {at} (use --resume, or another crawl id)", self.crawl_id, self.shard.0, self.shard.1);
         }
         Ok(Vec::new())
     }
 
-    /// Probe ids already recorded in this shard's complete files.
-    fn recorded(&self, targets: &Targets, ports: &PortPlan) -> Result<Vec<u64>> {
-        use arrow_array::{Array, StringArray, UInt16Array};
+    /// Probe ids already recorded in this shard's complete files — those in the partition, and
+    /// those already in the store (`remote`: their names).
+    fn recorded(&self, targets: &Targets, ports: &PortPlan, remote: Option<(&Store, &str, Vec<String>)>) -> Result<Vec<u64>> {
         let mut out = Vec::new();
-        let Ok(rd) = std::fs::read_dir(&self.dir) else { return Ok(out) };
+        let mut local = std::collections::HashSet::new();
+        if let Ok(rd) = std::fs::read_dir(&self.dir) {
+            for e in rd {
+                let p = e?.path();
+                let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                if name.starts_with(&format!(".{}", self.shard_tag)) && name.ends_with(".inprogress") {
+                    std::fs::remove_file(&p)?;
+                    continue;
+                }
+                if !(name.starts_with(&self.shard_tag) && name.ends_with(".parquet")) {
+                    continue;
+                }
+                let reader = datasets::schema::open_parquet(&p, 65_536)?;
+                self.probes_of(&p, reader, targets, ports, &mut out)?;
+                local.insert(name);
+            }
+        }
+        if let Some((store, rel, names)) = remote {
+            for name in names.iter().filter(|n| n.starts_with(&self.shard_tag) && n.ends_with(".parquet") && !local.contains(*n)) {
+                let key = format!("{}/{name}", rel.trim_end_matches('/'));
+                let p = std::path::PathBuf::from(store.name(&key));
+                let bytes = store.get(&key)?;
+                let reader = datasets::schema::open_parquet_from(&p, bytes, 65_536, None)?;
+                self.probes_of(&p, reader, targets, ports, &mut out)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The probe ids of one complete file of this shard (`p` names it).
+    fn probes_of(&self, p: &std::path::Path, mut reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader, targets: &Targets, ports: &PortPlan, out: &mut Vec<u64>) -> Result<()> {
+        use arrow_array::{Array, StringArray, UInt16Array};
         let slots = ports.slots();
-        for e in rd {
-            let p = e?.path();
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            if name.starts_with(&format!(".{}", self.shard_tag)) && name.ends_with(".inprogress") {
-                std::fs::remove_file(&p)?;
-                continue;
-            }
-            if !(name.starts_with(&self.shard_tag) && name.ends_with(".parquet")) {
-                continue;
-            }
+        let p = p.to_path_buf();
+        {
             // A complete file of this shard that cannot be read is bad input (exit 2), named:
             // resuming over it would probe its rows again or lose them.
             let bad = |why: String| DatasetError::file(&p, format!("{why} (a file of the crawl being resumed; move it away to probe its rows again)"));
-            let mut reader = datasets::schema::open_parquet(&p, 65_536)?;
             while let Some(b) = datasets::schema::guard(&p, || reader.next())? {
                 let b = b.map_err(|e| bad(format!("corrupt crawl file: {e}")))?;
                 let col = |n: &str| b.column_by_name(n).ok_or_else(|| bad(format!("no `{n}` column")));
@@ -106,6 +139,6 @@ impl Partition {
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 }

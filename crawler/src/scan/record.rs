@@ -67,6 +67,8 @@ pub struct Recorder {
     rows_per_file: usize,
     batch: ObsBatch,
     current: Option<(ArrowWriter<AtomicFile>, usize)>,
+    /// Called once a file is published (the spool's uploader and its bound watch this).
+    published: Option<Arc<dyn Fn() + Send + Sync>>,
     seq: u32,
     written: Written,
     // Text of the row being built (no allocation per row).
@@ -90,12 +92,19 @@ impl Recorder {
             rows_per_file,
             batch: ObsBatch::with_capacity(BATCH_ROWS),
             current: None,
+            published: None,
             seq: 0,
             written: Written::default(),
             ip: String::with_capacity(64),
             options: String::with_capacity(64),
             responder: String::with_capacity(64),
         })
+    }
+
+    /// Call `f` after each file is published.
+    pub fn on_publish(mut self, f: Option<Arc<dyn Fn() + Send + Sync>>) -> Recorder {
+        self.published = f;
+        self
     }
 
     pub fn push(&mut self, o: &Observation) -> Result<()> {
@@ -181,6 +190,9 @@ impl Recorder {
             let dest = f.dest().to_path_buf();
             f.commit()?;
             self.written.files.push(dest);
+            if let Some(h) = &self.published {
+                h();
+            }
         }
         Ok(())
     }

@@ -36,6 +36,16 @@ pub struct Ctx {
     pub tx: mpsc::Sender<Msg>,
     pub stop: watch::Receiver<bool>,
     pub counters: Arc<super::counters::Counters>,
+    /// Egress uploads (`--upload-tokens`), if this sink takes them.
+    pub uploads: Option<Arc<Uploads>>,
+}
+
+/// What the sink needs to take egress uploads.
+pub struct Uploads {
+    pub tokens: super::upload::Tokens,
+    pub max_bytes: u64,
+    /// Where they are published (the sink's `--out`, or its spool).
+    pub out: std::path::PathBuf,
 }
 
 struct State {
@@ -47,10 +57,18 @@ struct State {
     sent: Vec<u8>,
     tls_done: bool,
     tls_version: Option<&'static str>,
+    meter: Arc<Meter>,
 }
 
 impl State {
     fn keep(&mut self, line: &[u8]) {
+        // An upload's token never reaches a record.
+        if wire::verb(line).as_deref() == Some("XUPLOAD") {
+            let r = super::upload::redact(line);
+            let room = SENT_KEEP - self.sent.len();
+            self.sent.extend_from_slice(&r[..r.len().min(room)]);
+            return;
+        }
         let room = SENT_KEEP - self.sent.len();
         self.sent.extend_from_slice(&line[..line.len().min(room)]);
     }
@@ -84,7 +102,7 @@ pub async fn handle(ctx: Arc<Ctx>, tcp: TcpStream, client: SocketAddr, local: So
     let accepted_us = now_us();
     let meter = Arc::new(Meter::default());
     let implicit = ctx.implicit_tls.contains(&local.port());
-    let mut st = State { client, local, nonce: format!("{:016x}", rand::random::<u64>()), commands: String::new(), n: 0, sent: Vec::new(), tls_done: false, tls_version: None };
+    let mut st = State { client, local, nonce: format!("{:016x}", rand::random::<u64>()), commands: String::new(), n: 0, sent: Vec::new(), tls_done: false, tls_version: None, meter: meter.clone() };
     let stream = Metered::new(tcp, meter.clone(), ctx.max_in, ctx.max_out);
     let mut stop = ctx.stop.clone();
     let end = tokio::select! {
@@ -241,7 +259,52 @@ async fn dialogue<S: AsyncRead + AsyncWrite + Unpin>(ctx: &Ctx, s: S, st: &mut S
             Some("QUIT") => return bye(ctx, rd.into_inner(), &goodbye, end::GOODBYE).await,
             Some("MAIL" | "RCPT" | "DATA" | "BDAT") => return bye(ctx, rd.into_inner(), "550 5.7.1 this server accepts no mail (a port25 measurement sink)\r\n", end::REFUSED_MAIL).await,
             Some("NOOP" | "RSET") => say(ctx, rd.get_mut(), "250 2.0.0 OK\r\n").await?,
+            Some("XUPLOAD") if ctx.uploads.is_some() => {
+                if !in_tls {
+                    say(ctx, rd.get_mut(), "530 5.7.0 must issue STARTTLS first\r\n").await?;
+                    continue;
+                }
+                let (reply, how) = upload(ctx, &mut rd, st, &line).await?;
+                return bye(ctx, rd.into_inner(), &reply, how).await;
+            }
             other => say(ctx, rd.get_mut(), &wire::unknown_command(other)).await?,
         }
+    }
+}
+
+/// One upload: token and size checked before a byte of it is read, then exactly its bytes,
+/// checked and published off the async threads. Returns the last reply and how it ended.
+async fn upload<S: AsyncRead + AsyncWrite + Unpin>(ctx: &Ctx, rd: &mut BufReader<S>, st: &mut State, line: &[u8]) -> io::Result<(String, &'static str)> {
+    use tokio::io::AsyncReadExt;
+    let up = ctx.uploads.as_ref().expect("checked by the caller");
+    let text = String::from_utf8_lossy(line).into_owned();
+    let r = match super::upload::parse(&text) {
+        Ok(r) => r,
+        Err(reply) => return Ok((reply.to_string(), end::UPLOAD_REFUSED)),
+    };
+    if !up.tokens.accepts(r.token.as_bytes()) {
+        return Ok(("535 5.7.8 upload refused: not a token of this sink\r\n".into(), end::UPLOAD_REFUSED));
+    }
+    if r.bytes == 0 || r.bytes > up.max_bytes {
+        return Ok((format!("552 5.3.4 upload size {}: 1 to {} bytes\r\n", r.bytes, up.max_bytes), end::UPLOAD_REFUSED));
+    }
+    st.meter.allow_in(r.bytes);
+    say(ctx, rd.get_mut(), &format!("354 send {} bytes\r\n", r.bytes)).await?;
+    let mut data = vec![0u8; r.bytes as usize];
+    // The whole file within the connection's lifetime (checked by the caller's timeout), and no
+    // pause longer than the idle timeout.
+    let mut got = 0;
+    while got < data.len() {
+        let n = timeout(ctx.idle, rd.read(&mut data[got..])).await.map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+        if n == 0 {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+        }
+        got += n;
+    }
+    let (out, vantage, run) = (up.out.clone(), r.vantage.to_string(), r.run.to_string());
+    match tokio::task::spawn_blocking(move || super::upload::store(&out, &vantage, &run, data)).await {
+        Ok(Ok(rel)) => Ok((format!("250 2.0.0 stored {rel}\r\n"), end::UPLOADED)),
+        Ok(Err(e)) => Ok((format!("554 5.6.0 upload refused: {}\r\n", format!("{e:#}").replace(['\r', '\n'], " ")), end::UPLOAD_REFUSED)),
+        Err(_) => Ok(("451 4.3.0 upload failed, try later\r\n".into(), end::ERROR)),
     }
 }

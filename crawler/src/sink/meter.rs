@@ -14,6 +14,8 @@ pub struct Meter {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     limit_hit: AtomicBool,
+    /// Input allowed beyond the bound: an accepted upload's size.
+    extra_in: AtomicU64,
 }
 
 impl Meter {
@@ -22,6 +24,10 @@ impl Meter {
     }
     pub fn bytes_out(&self) -> u64 {
         self.bytes_out.load(Ordering::Relaxed)
+    }
+    /// Let `n` more bytes in (an upload the sink accepted, token and size checked).
+    pub fn allow_in(&self, n: u64) {
+        self.extra_in.fetch_add(n, Ordering::Relaxed);
     }
     /// A read or write was refused because its bound was reached.
     pub fn limit_hit(&self) -> bool {
@@ -52,7 +58,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
-        let left = this.max_in.saturating_sub(this.meter.bytes_in());
+        let left = (this.max_in + this.meter.extra_in.load(Ordering::Relaxed)).saturating_sub(this.meter.bytes_in());
         if left == 0 {
             return Poll::Ready(Err(this.meter.over("input")));
         }

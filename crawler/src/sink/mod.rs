@@ -19,6 +19,7 @@ pub mod limits;
 pub mod meter;
 pub mod record;
 pub mod tls;
+pub mod upload;
 pub mod wire;
 
 use crate::job::config::ConfigError;
@@ -58,8 +59,18 @@ pub struct SinkArgs {
     /// The sink's name: in its greeting, its certificate (when made here) and its partition.
     #[arg(long, default_value = "port25-sink")]
     pub name: String,
+    /// A directory, or an object store (`s3://bucket/prefix`: files go up through a local spool).
     #[arg(long)]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub store: crate::output::StoreArgs,
+    /// Take egress vantages' results (`crawler egress --upload TOKEN`): a file of the fleet's
+    /// tokens, one a line (at least 16 characters each). Uploads go under OUT/egress/.
+    #[arg(long)]
+    pub upload_tokens: Option<PathBuf>,
+    /// The largest upload taken, in bytes (K, M, G suffixes).
+    #[arg(long, value_parser = crate::output::parse_size, default_value = "4M")]
+    pub max_upload: u64,
     /// Connections open at once, all clients together.
     #[arg(long, default_value_t = 512)]
     pub max_conns: usize,
@@ -106,6 +117,10 @@ pub struct SinkConfig {
     pub implicit_tls: Vec<u16>,
     pub name: String,
     pub out: PathBuf,
+    /// An object store behind `out` (then its local spool).
+    pub output: Option<crate::output::Output>,
+    /// Egress uploads taken, if any.
+    pub uploads: Option<(upload::Tokens, u64)>,
     pub cert: tls::SinkCert,
     pub bounds: limits::Bounds,
     pub max_disk: u64,
@@ -145,6 +160,7 @@ fn secs(flag: &str, v: f64) -> Result<Duration> {
 impl SinkConfig {
     /// Check the flags and load (or make) the certificate.
     pub fn from_args(a: &SinkArgs) -> Result<SinkConfig> {
+        let output = crate::output::Output::parse(&a.out, &a.store)?;
         let bad = |m: String| -> anyhow::Error { ConfigError(m).into() };
         if !valid_name(&a.name) {
             return Err(bad(format!("--name `{}`: letters, digits, `.`, `-`, `_` only, at most 63", a.name)));
@@ -170,7 +186,12 @@ impl SinkConfig {
             listen,
             implicit_tls: a.implicit_tls_ports.clone(),
             name: a.name.clone(),
-            out: a.out.clone(),
+            out: output.local.clone(),
+            output: output.store.is_some().then_some(output),
+            uploads: match &a.upload_tokens {
+                Some(f) => Some((upload::Tokens::load(f)?, a.max_upload)),
+                None => None,
+            },
             max_out: MAX_OUT_BASE + cert.chain_bytes as u64,
             cert,
             bounds: limits::Bounds { max_conns: a.max_conns, per_client: a.max_per_client, per_net: a.max_per_net, client_rate: (a.client_rate, a.client_burst), net_rate: (a.net_rate, a.net_burst) },
@@ -237,6 +258,8 @@ pub async fn serve(cfg: SinkConfig, listeners: Vec<std::net::TcpListener>, shutd
         ("implicit_tls_ports".to_string(), format!("{:?}", cfg.implicit_tls)),
     ];
     let counters = Arc::new(counters::Counters::default());
+    // With a store behind `out`, each published file goes up in the background.
+    let spool = cfg.output.as_ref().and_then(|o| o.start());
     let budget = budget::Budget::scan(&cfg.out, &cfg.name, cfg.max_disk, cfg.keep_days);
     let (tx, rx) = mpsc::channel::<record::Msg>(4096);
     let recorder = record::spawn(record::Recorder::new(&cfg.out, &cfg.name, cfg.rotate_rows, kv, budget, counters.clone()), rx)?;
@@ -256,6 +279,7 @@ pub async fn serve(cfg: SinkConfig, listeners: Vec<std::net::TcpListener>, shutd
         tx: tx.clone(),
         stop: stop_rx,
         counters: counters.clone(),
+        uploads: cfg.uploads.clone().map(|(tokens, max_bytes)| Arc::new(conn::Uploads { tokens, max_bytes, out: cfg.out.clone() })),
     });
     let mut tasks = Vec::new();
     for l in listeners {
@@ -276,6 +300,12 @@ pub async fn serve(cfg: SinkConfig, listeners: Vec<std::net::TcpListener>, shutd
     drain(&limits, Duration::from_secs(5)).await;
     drop((ctx, tx));
     let w = tokio::task::spawn_blocking(move || recorder.join()).await?.map_err(|_| anyhow::anyhow!("the sink's recorder panicked"))?;
+    if let Some(o) = cfg.output.clone() {
+        // The last files up (or left in the spool, said so: the next start uploads them).
+        if let Err(e) = tokio::task::spawn_blocking(move || o.finish(spool)).await? {
+            tracing::error!("sink: {e:#}");
+        }
+    }
     let mut refused = w.counters;
     // Counted after the recorder's last look (connections refused while it finished).
     refused.add(&counters.take());

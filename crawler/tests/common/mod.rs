@@ -82,7 +82,13 @@ impl TestSink {
     pub async fn stop(self) -> (SinkStats, Vec<Row>, tempfile::TempDir) {
         let _ = self.stop.send(());
         let stats = self.task.await.unwrap().unwrap();
-        let rows = read_rows(self.out.path());
+        // The sink's own table only: files uploaded to it (`egress/…`) are other tables.
+        let mut rows = Vec::new();
+        for d in std::fs::read_dir(self.out.path()).unwrap().flatten() {
+            if d.file_name().to_string_lossy().starts_with("sink_date=") {
+                rows.extend(read_rows(&d.path()));
+            }
+        }
         (stats, rows, self.out)
     }
 }

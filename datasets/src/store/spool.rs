@@ -36,6 +36,8 @@ struct State {
     stats: SpoolStats,
     /// Bytes waiting in the spool (as of the last scan).
     pending: u64,
+    /// Files kept in the spool after their upload (`keep`), by path and size: not sent again.
+    kept: std::collections::HashSet<(String, u64)>,
 }
 
 struct Shared {
@@ -72,8 +74,12 @@ fn is_manifest(rel: &str) -> bool {
 
 /// Upload what is finished, manifests only once their directory has nothing else waiting.
 /// Returns the bytes still waiting.
-fn pass(dir: &Path, store: &Store, shared: &Shared) -> Result<u64, StoreError> {
-    let files = pending(dir);
+fn pass(dir: &Path, store: &Store, shared: &Shared, keep: fn(&str) -> bool) -> Result<u64, StoreError> {
+    let mut files = pending(dir);
+    {
+        let st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        files.retain(|f| !st.kept.contains(f));
+    }
     let mut left: u64 = files.iter().map(|f| f.1).sum();
     for (rel, len) in &files {
         if is_manifest(rel) {
@@ -88,9 +94,13 @@ fn pass(dir: &Path, store: &Store, shared: &Shared) -> Result<u64, StoreError> {
         if !there {
             store.put_file(rel, &local)?;
         }
-        let _ = std::fs::remove_file(&local);
-        left -= len;
         let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        if keep(rel) {
+            st.kept.insert((rel.clone(), *len));
+        } else {
+            let _ = std::fs::remove_file(&local);
+        }
+        left -= len;
         if there {
             st.stats.already_there += 1;
         } else {
@@ -106,6 +116,12 @@ impl Spool {
     /// Start uploading `dir`'s finished files to `store`; the writer may hold up to `max_bytes`
     /// in the spool.
     pub fn start(dir: &Path, store: Store, max_bytes: u64) -> Spool {
+        Spool::start_keeping(dir, store, max_bytes, |_| false)
+    }
+
+    /// [`Spool::start`], keeping the files `keep` names in the spool once uploaded (what the
+    /// writer reads again: a crawl's plan).
+    pub fn start_keeping(dir: &Path, store: Store, max_bytes: u64, keep: fn(&str) -> bool) -> Spool {
         let shared = Arc::new(Shared { state: Mutex::new(State::default()), cv: Condvar::new() });
         let (d, s, sh) = (dir.to_path_buf(), store.clone(), shared.clone());
         let thread = std::thread::Builder::new()
@@ -113,7 +129,7 @@ impl Spool {
             .spawn(move || {
                 let mut backoff = Duration::from_millis(500);
                 loop {
-                    let r = pass(&d, &s, &sh);
+                    let r = pass(&d, &s, &sh, keep);
                     let mut st = sh.state.lock().unwrap_or_else(|p| p.into_inner());
                     let wait = match r {
                         Ok(left) => {
@@ -155,7 +171,7 @@ impl Spool {
 
     /// Err when the spool holds its maximum: the store has been away too long to keep writing.
     pub fn check_room(&self) -> Result<(), StoreError> {
-        let held: u64 = pending(&self.dir).iter().map(|f| f.1).sum();
+        let held: u64 = self.waiting().iter().map(|f| f.1).sum();
         if held <= self.max_bytes {
             return Ok(());
         }
@@ -166,6 +182,12 @@ impl Spool {
             self.max_bytes,
             self.store.describe()
         )))
+    }
+
+    /// Files still to go up (kept ones already up are not).
+    fn waiting(&self) -> Vec<(String, u64)> {
+        let st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        pending(&self.dir).into_iter().filter(|f| !st.kept.contains(f)).collect()
     }
 
     pub fn stats(&self) -> SpoolStats {
@@ -186,7 +208,7 @@ impl Spool {
         while !t.is_finished() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(50));
         }
-        let left = pending(&self.dir);
+        let left = self.waiting();
         if !t.is_finished() || !left.is_empty() {
             let st = self.stats();
             return Err(StoreError(format!(

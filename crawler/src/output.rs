@@ -1,0 +1,123 @@
+//! Where the crawler's files go: a directory, or an object store (`s3://bucket/prefix`) through
+//! a local spool (`datasets::store`). Every writer — `scan`, `run`, `egress`, `sink` — writes
+//! into a local directory exactly as before (files published atomically); with a store, that
+//! directory is the spool, and its finished files go up in the background, under the same
+//! relative paths, manifests last. So the bucket holds the same layout, files and manifests a
+//! disk would, and every guarantee of the files carries over.
+
+use crate::job::config::ConfigError;
+use anyhow::Result;
+use datasets::store::spool::Spool;
+use datasets::store::{Store, StoreOptions};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The spool's default bound: past it, the store has been away too long to keep writing.
+pub const DEFAULT_SPOOL_MAX: u64 = 4 << 30;
+
+/// Flags every writer takes beside `--out`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct StoreArgs {
+    /// With `--out s3://…`: the local directory files wait in until they are uploaded
+    /// (default: /var/tmp/port25-spool/BUCKET/PREFIX).
+    #[arg(long)]
+    pub spool: Option<PathBuf>,
+    /// With `--out s3://…`: the most the spool may hold (bytes; K, M, G suffixes) before the
+    /// writer stops with an error, keeping all it wrote.
+    #[arg(long, value_parser = parse_size)]
+    pub spool_max: Option<u64>,
+    /// An S3-compatible endpoint (e.g. `http://192.0.2.26:8333`); default AWS_ENDPOINT_URL, else AWS.
+    #[arg(long)]
+    pub s3_endpoint: Option<String>,
+    /// Seconds to keep retrying the last uploads at the end before leaving them in the spool.
+    #[arg(long, default_value_t = 300.0)]
+    pub upload_wait: f64,
+}
+
+/// `4G`, `512M`, `100K` or a plain number of bytes.
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>().ok().and_then(|n| n.checked_mul(mult)).filter(|n| *n > 0).ok_or_else(|| format!("`{s}`: a size in bytes (K, M, G suffixes)"))
+}
+
+/// A writer's output: the local directory it writes into, and the store behind it, if any.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// The directory the writer writes (the spool, with a store).
+    pub local: PathBuf,
+    pub store: Option<Store>,
+    pub spool_max: u64,
+    pub upload_wait: Duration,
+}
+
+impl Output {
+    /// `out`: a directory or `s3://bucket/prefix`. A malformed URL is bad input (exit 2).
+    pub fn parse(out: &Path, a: &StoreArgs) -> Result<Output> {
+        let text = out.to_string_lossy();
+        let upload_wait = Duration::from_secs_f64(a.upload_wait.clamp(0.0, 86_400.0));
+        if !datasets::store::is_url(&text) {
+            if a.spool.is_some() || a.spool_max.is_some() {
+                return Err(ConfigError(format!("--spool/--spool-max: only with an object-store --out (s3://…), not {}", out.display())).into());
+            }
+            return Ok(Output { local: out.to_path_buf(), store: None, spool_max: 0, upload_wait });
+        }
+        let store = Store::open(&text, &StoreOptions { endpoint: a.s3_endpoint.clone(), credentials: None }).map_err(|e| ConfigError(e.to_string()))?;
+        let local = a.spool.clone().unwrap_or_else(|| default_spool(store.url()));
+        Ok(Output { local, store: Some(store), spool_max: a.spool_max.unwrap_or(DEFAULT_SPOOL_MAX), upload_wait })
+    }
+
+    /// Where the files end up, for messages.
+    pub fn describe(&self) -> String {
+        match &self.store {
+            Some(s) => format!("{} (via the spool {})", s.describe(), self.local.display()),
+            None => self.local.display().to_string(),
+        }
+    }
+
+    /// Start uploading the spool (nothing to do for a directory). Call it once privileges are
+    /// gone: uploads run as the unprivileged user, like everything after the sockets.
+    pub fn start(&self) -> Option<Spool> {
+        // A crawl's plan is read again (by its shards, on resume): it goes up and stays.
+        self.store.as_ref().map(|s| Spool::start_keeping(&self.local, s.clone(), self.spool_max, |rel| rel.starts_with("_plans/")))
+    }
+
+    /// Upload what is left; an error keeps it in the spool and says so.
+    pub fn finish(&self, spool: Option<Spool>) -> Result<()> {
+        if let Some(s) = spool {
+            s.finish(self.upload_wait)?;
+        }
+        Ok(())
+    }
+}
+
+/// `/var/tmp/port25-spool/BUCKET/PREFIX` for `s3://BUCKET/PREFIX`: one spool per destination,
+/// on a file system that survives a reboot.
+pub fn default_spool(url: &str) -> PathBuf {
+    let rest = url.split_once("://").map_or(url, |x| x.1);
+    let safe: String = rest.chars().map(|c| if c.is_ascii_alphanumeric() || "-_./=".contains(c) { c } else { '_' }).collect();
+    Path::new("/var/tmp/port25-spool").join(safe.trim_matches('/').replace("..", "_"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directories_stay_directories_and_urls_get_a_spool() {
+        let o = Output::parse(Path::new("/data/crawls"), &StoreArgs::default()).unwrap();
+        assert!(o.store.is_none() && o.local == Path::new("/data/crawls"));
+        let o = Output::parse(Path::new("s3://bucket/fleet/v1"), &StoreArgs { s3_endpoint: Some("http://127.0.0.1:9".into()), ..Default::default() }).unwrap();
+        assert_eq!(o.local, Path::new("/var/tmp/port25-spool/bucket/fleet/v1"));
+        assert_eq!(o.spool_max, DEFAULT_SPOOL_MAX);
+        assert!(Output::parse(Path::new("/d"), &StoreArgs { spool_max: Some(1), ..Default::default() }).is_err());
+        assert!(Output::parse(Path::new("s3://"), &StoreArgs::default()).is_err());
+        assert_eq!((parse_size("4G"), parse_size("512k"), parse_size("0"), parse_size("x")), (Ok(4 << 30), Ok(512 << 10), Err("`0`: a size in bytes (K, M, G suffixes)".into()), Err("`x`: a size in bytes (K, M, G suffixes)".into())));
+        assert_eq!(default_spool("s3://b/../x"), Path::new("/var/tmp/port25-spool/b/_/x"));
+    }
+}
