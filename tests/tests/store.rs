@@ -96,3 +96,41 @@ fn the_spool_carries_a_writer_through_an_outage_of_the_store() {
     println!("spool through an outage: {} files uploaded ({} bytes), {} failed attempts retried, {} already there; full after file 4 at 3,000 bytes", stats.files, stats.bytes, stats.failures, stats.already_there);
     assert_eq!(stats.files + stats.already_there, 7, "every file once: 6 parts and the manifest");
 }
+
+/// Readers that need files (the analysis) read a copy of a prefix, kept in step with the
+/// bucket: a second look fetches nothing, a new object is fetched alone, a rewritten one again,
+/// one gone from the bucket leaves the copy, and an object never leaves its prefix.
+#[test]
+fn a_mirror_fetches_only_what_changed() {
+    if !require_tool("store", "weed") || !require_tool("store", "curl") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let s3 = server(&d.path().join("weed"), 28533);
+    let st = store(&s3, "data");
+    for i in 0..20u8 {
+        st.put_bytes(&format!("crawl_date=2026-12-01/crawl_id=a/part-{i:02}.parquet"), vec![i; 5000 + i as usize]).unwrap();
+    }
+    st.put_bytes("crawl_date=2026-12-01/crawl_id=a/manifest.json", b"{\"n\":1}".to_vec()).unwrap();
+    st.put_bytes("crawl_date=2026-12-02/crawl_id=b/part-00.parquet", vec![7; 100]).unwrap();
+    let cache = d.path().join("cache");
+    let (dir, s) = st.mirror("crawl_date=2026-12-01", &cache).unwrap();
+    assert_eq!(dir, cache.join("crawl_date=2026-12-01"));
+    assert_eq!((s.fetched, s.kept, s.removed), (21, 0, 0), "{s}");
+    assert_eq!(std::fs::read(dir.join("crawl_id=a/part-03.parquet")).unwrap(), vec![3; 5003]);
+    assert!(!cache.join("crawl_date=2026-12-02").exists(), "only the prefix asked for");
+    let (_, s) = st.mirror("crawl_date=2026-12-01", &cache).unwrap();
+    assert_eq!((s.fetched, s.kept), (0, 21), "{s}");
+    // A resumed crawl rewrites its manifest; a part is deleted; a stray temporary is left over.
+    std::thread::sleep(Duration::from_millis(1100));
+    st.put_bytes("crawl_date=2026-12-01/crawl_id=a/manifest.json", b"{\"n\":2}".to_vec()).unwrap();
+    st.delete("crawl_date=2026-12-01/crawl_id=a/part-19.parquet").unwrap();
+    std::fs::write(dir.join("crawl_id=a/.fetch-stray"), b"half").unwrap();
+    let (_, s) = st.mirror("crawl_date=2026-12-01", &cache).unwrap();
+    assert_eq!((s.fetched, s.kept, s.removed), (1, 19, 2), "{s}");
+    assert_eq!(std::fs::read(dir.join("crawl_id=a/manifest.json")).unwrap(), b"{\"n\":2}");
+    // A local store is its own copy.
+    let local = Store::open(cache.to_str().unwrap(), &StoreOptions::default()).unwrap();
+    assert_eq!(local.mirror("crawl_date=2026-12-01", &d.path().join("unused")).unwrap().0, dir);
+    println!("mirror: 21 objects fetched, then none, then the one rewritten; a deleted object and a stray temporary removed");
+}

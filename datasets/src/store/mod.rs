@@ -17,6 +17,7 @@
 //! `object_store` is asynchronous; everything here blocks, on a runtime of its own (run on a
 //! thread of its own when the caller is itself inside a Tokio runtime, as the sink is).
 
+pub mod mirror;
 pub mod spool;
 
 use crate::DatasetError;
