@@ -129,13 +129,16 @@ impl Spool {
             .spawn(move || {
                 let mut backoff = Duration::from_millis(500);
                 loop {
+                    // Done only after a whole pass that began once the writer had finished: a
+                    // pass already under way when it stops may not have seen its last files.
+                    let stopping = sh.state.lock().unwrap_or_else(|p| p.into_inner()).stop;
                     let r = pass(&d, &s, &sh, keep);
                     let mut st = sh.state.lock().unwrap_or_else(|p| p.into_inner());
                     let wait = match r {
                         Ok(left) => {
                             st.pending = left;
                             backoff = Duration::from_millis(500);
-                            if st.stop && left == 0 {
+                            if stopping && left == 0 {
                                 return;
                             }
                             Duration::from_millis(200)
@@ -149,9 +152,6 @@ impl Spool {
                             w
                         }
                     };
-                    if st.stop && st.pending == 0 {
-                        return;
-                    }
                     if !st.kicked {
                         st = sh.cv.wait_timeout(st, wait).unwrap_or_else(|p| p.into_inner()).0;
                     }
@@ -237,6 +237,25 @@ impl Drop for Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The writer's last files land while a pass is under way (its listing already taken):
+    /// `finish` still uploads them — it waits for a pass begun after it was called.
+    #[test]
+    fn files_published_just_before_finish_go_up() {
+        for round in 0..40 {
+            let d = tempfile::tempdir().unwrap();
+            let (spool, dest) = (d.path().join("spool"), d.path().join("dest"));
+            std::fs::create_dir_all(&spool).unwrap();
+            let s = Spool::start(&spool, Store::dir(&dest), 1 << 30);
+            for i in 0..30 {
+                crate::publish::write_atomic(&spool.join(format!("part-{i:02}.parquet")), vec![0u8; 20_000]).unwrap();
+                s.kick();
+            }
+            crate::publish::write_atomic(&spool.join("manifest.json"), b"{}").unwrap();
+            s.finish(Duration::from_secs(10)).unwrap_or_else(|e| panic!("round {round}: {e}"));
+            assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 31, "round {round}");
+        }
+    }
 
     #[test]
     fn finished_files_go_up_manifests_last_and_the_spool_empties() {
