@@ -10,6 +10,7 @@ mod compare;
 mod documented;
 mod egress;
 mod manifest;
+mod place;
 mod vantages;
 mod report;
 mod trend;
@@ -34,9 +35,17 @@ struct Cli {
 
 #[derive(Args, Clone)]
 struct Common {
-    /// Crawl data directory (the crawler's --out).
+    /// Crawl data: the crawler's --out, a directory or a bucket (`s3://bucket/prefix`).
     #[arg(long)]
     data: PathBuf,
+    /// With a bucket: the local copy the analysis reads, kept in step with the bucket (only
+    /// the crawls a command covers are fetched; default /var/tmp/port25-cache/BUCKET/PREFIX).
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// An S3-compatible endpoint (default: AWS_ENDPOINT_URL, else AWS); credentials from the
+    /// environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) only.
+    #[arg(long)]
+    s3_endpoint: Option<String>,
     /// Routing data, to map ICMP responders to ASes (same formats as `crawler plan`).
     #[arg(long, required = true, num_args = 1..)]
     routes: Vec<PathBuf>,
@@ -54,6 +63,7 @@ struct Common {
     block_lower: f64,
     #[arg(long, default_value_t = 0.1)]
     open_upper: f64,
+    /// The reports' directory, or a bucket prefix (written locally, then uploaded).
     #[arg(long)]
     out: PathBuf,
     /// Print nothing but errors.
@@ -342,6 +352,12 @@ fn ensure_dir(p: &Path) -> Result<()> {
 fn run(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Report { c, crawl, no_trend, egress, vantage, policies, no_policies } => {
+            // A bucket's data is read from a local copy; reports bound for one are staged.
+            let out = place::Out::new(&c.out, &c.s3_endpoint)?;
+            let need = if no_trend { place::Need::Pick(&crawl) } else { place::Need::All };
+            let data = place::crawls(&c.data, c.cache.as_deref(), &c.s3_endpoint, need, c.quiet)?;
+            let egress = egress.iter().map(|e| place::egress(e, c.cache.as_deref(), &c.s3_endpoint, c.quiet)).collect::<Result<Vec<_>>>()?;
+            let c = Common { data, out: out.local.clone(), ..c };
             check_out(&c.out)?;
             let inp = inputs(&c)?;
             let policies = load_policies(&policies, no_policies)?;
@@ -385,6 +401,8 @@ fn run(cmd: Cmd) -> Result<()> {
                 vantages: metas,
             };
             report::write_reports(&c.out, &meta, &providers, &asns, trend.as_ref(), egress_view.as_ref(), vantages_view.as_ref(), documented.as_deref())?;
+            let shown = out.describe();
+            out.publish()?;
             if !c.quiet {
                 println!("crawl {} ({}), vantage {}: {} rows, {} hosts — inbound 25 (SYN scan) beside outbound 25, 465, 587 (source-port reflection: stateless egress filters only)", meta.crawl_id, meta.crawl_date, meta.vantage, hosts.rows, hosts.hosts.len());
                 println!("samples: {}", meta.completeness.sampling_line());
@@ -416,12 +434,15 @@ fn run(cmd: Cmd) -> Result<()> {
                         println!("INCOMPLETE CRAWL ({}): {p}", m.vantage);
                     }
                 }
-                println!("reports in {}", c.out.display());
+                println!("reports in {shown}");
             }
             // Millions of small allocations: the OS frees them faster at exit than we would.
             std::mem::forget(hosts);
         }
         Cmd::Trend { c } => {
+            let out = place::Out::new(&c.out, &c.s3_endpoint)?;
+            let data = place::crawls(&c.data, c.cache.as_deref(), &c.s3_endpoint, place::Need::All, c.quiet)?;
+            let c = Common { data, out: out.local.clone(), ..c };
             check_out(&c.out)?;
             let inp = inputs(&c)?;
             let all = load::crawls(&c.data)?;
@@ -432,6 +453,7 @@ fn run(cmd: Cmd) -> Result<()> {
             ensure_dir(&c.out)?;
             report::write_csv(&c.out.join("trend.csv"), &t.rows)?;
             datasets::publish::write_atomic(&c.out.join("changes.json"), serde_json::to_string_pretty(&t.changes)?)?;
+            out.publish()?;
             if !c.quiet {
                 println!("{} crawls, {} provider rows", t.crawls.len(), t.rows.len());
                 for ch in &t.changes {

@@ -184,6 +184,32 @@ fn crawls_egress_and_the_sink_meet_in_one_bucket() {
     }
     println!("DuckDB 1.4.4 + httpfs on the bucket: the replies-per-port recipe, providers.sql and outbound.sql give the rows they give on disk ({:.1} s for all six)", t0.elapsed().as_secs_f64());
 
+    // The analysis reads the bucket (a copy it keeps in step) and writes its reports there:
+    // the same reports as from the same files on disk; a second run fetches nothing.
+    let analysis_s3 = |out: &str| {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &lab.state.vantage]).arg(analysis()).args(["report", "--data", "s3://port25/crawls", "--cache"]).arg(lab.path("cache"));
+        c.arg("--routes").args(ds.routes()).args(["--orgs", &ds.f("lab.as-org2info.jsonl"), "--categories", &ds.f("lab_categorized_ases.csv"), "--policies", &ds.f(port25_lab::export::LAB_POLICIES), "--out", out]);
+        c.envs(s3.env());
+        let t0 = Instant::now();
+        let o = ok(c.output().unwrap(), "analysis report on the bucket");
+        (String::from_utf8_lossy(&o.stderr).into_owned(), t0.elapsed().as_secs_f64())
+    };
+    let (said, t_a_bucket) = analysis_s3("s3://port25/reports/latest");
+    assert!(said.contains("2 object(s) fetched"), "{said}");
+    let t0 = Instant::now();
+    demo::report(&ds, &got.join("crawls"), &lab.path("report-disk"), &[]).unwrap();
+    let t_a_disk = t0.elapsed().as_secs_f64();
+    let (said, _) = analysis_s3("s3://port25/reports/again");
+    assert!(said.contains("0 object(s) fetched") && said.contains("2 already here"), "{said}");
+    let reports = lab.path("report-bucket");
+    let keys = s3.download("reports/latest/", &reports).unwrap();
+    assert!(keys.iter().any(|k| k.ends_with("report.html")), "{keys:?}");
+    for f in ["providers.csv", "asns.csv"] {
+        assert_eq!(std::fs::read_to_string(reports.join("reports/latest").join(f)).unwrap(), std::fs::read_to_string(lab.path("report-disk").join(f)).unwrap(), "{f}: the bucket's report differs from the disk's");
+    }
+    println!("analysis report from the bucket: {:.1} s (copy fetched), {:.1} s on disk (ratio {:.2}); {} report objects uploaded; a second run fetched nothing", t_a_bucket, t_a_disk, t_a_bucket / t_a_disk, keys.len());
+
     // 2. The store goes away mid-crawl and comes back: the crawl completes, every probe once.
     let sp = spool("spool-b");
     let mut child = crawler_in(&lab.state.vantage, &s3, false, &scan_args(&ds, plan_s, "s3://port25/outage", &sp, "outage", &["--rate", "4000", "--rows-per-file", "4000"]).iter().map(|s| s.as_str()).collect::<Vec<_>>()).spawn().unwrap();
@@ -279,6 +305,13 @@ fn crawls_egress_and_the_sink_meet_in_one_bucket() {
     assert!(keys.iter().any(|k| k.starts_with("sink/sink_date=")), "the sink's own records: {keys:?}");
     assert!(!keys.iter().any(|k| k.contains(&format!("vantage={}/", wrong.vantage.name))), "the refused upload landed: {keys:?}");
     println!("sink into the bucket: {} objects; {}'s results uploaded through it with the fleet token, {}'s refused (535) and kept", keys.len(), good.vantage.name, wrong.vantage.name);
+    // The report reads the egress results the sink put in the bucket.
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", &lab.state.vantage]).arg(analysis()).args(["report", "--data", "s3://port25/crawls", "--egress", "s3://port25/sink/egress", "--cache"]).arg(lab.path("cache"));
+    c.arg("--routes").args(ds.routes()).args(["--orgs", &ds.f("lab.as-org2info.jsonl"), "--out"]).arg(lab.path("report-egress")).envs(s3.env());
+    let o = ok(c.output().unwrap(), "analysis report with egress from the bucket");
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(said.contains("egress: 1 runs"), "{said}");
     drop(s3);
     assert!(lab.down().is_empty());
 }
