@@ -30,6 +30,10 @@ pub struct Completeness {
     /// How the plan drew IPv4 and IPv6 targets (`random`, `hitlist`; empty: not recorded).
     pub sampling_v4: String,
     pub sampling_v6: String,
+    /// Targets the shards probed (0: not recorded): how many hosts to expect, so the analysis
+    /// sizes its tables once. Not part of the reports.
+    #[serde(skip)]
+    pub targets: u64,
 }
 
 /// Thresholds on lost data (shares).
@@ -86,6 +90,7 @@ pub fn check(manifests: &[PathBuf], limits: Limits) -> Result<Completeness> {
         c.frames_received += count(s, "frames_received");
         c.receive_drops += count(s, "receive_drops");
         c.unlogged += count(s, "unlogged");
+        c.targets += count(s, "targets");
         c.unsent += s["rows_by_reply"].get("unsent").and_then(|x| x.as_u64()).unwrap_or(0);
     }
     if manifests.is_empty() {
