@@ -116,13 +116,18 @@ struct HostLine {
 /// Hosts per record batch of `hosts.parquet`.
 const HOST_BATCH: usize = 65_536;
 
-type HostChunk = (Arc<Vec<String>>, Vec<HostLine>);
+/// What the writer's thread is handed: hosts (with the crawl's strings), or the word to publish.
+enum ToWriter {
+    Hosts(Arc<Vec<String>>, Vec<HostLine>),
+    Publish,
+}
 
 /// `hosts.parquet` (per-host states), written as a scan hands out hosts: a thread of its own
 /// builds the columns and compresses them while the scan goes on. Nothing is published until
-/// [`HostsWriter::finish`].
+/// [`HostsWriter::finish`]; dropped before (the scan failed), the file is left unwritten and
+/// its temporary file removed.
 pub struct HostsWriter {
-    tx: Option<SyncSender<HostChunk>>,
+    tx: Option<SyncSender<ToWriter>>,
     chunk: Vec<HostLine>,
     thread: Option<std::thread::JoinHandle<Result<u64>>>,
 }
@@ -151,13 +156,20 @@ fn host_schema() -> Arc<Schema> {
 impl HostsWriter {
     pub fn create(path: &Path) -> Result<HostsWriter> {
         let f = AtomicFile::create(path)?;
-        let (tx, rx) = sync_channel::<HostChunk>(2);
+        let (tx, rx) = sync_channel::<ToWriter>(2);
         let thread = std::thread::spawn(move || -> Result<u64> {
             let schema = host_schema();
             let props = parquet::file::properties::WriterProperties::builder().set_compression(parquet::basic::Compression::ZSTD(Default::default())).build();
             let mut w = parquet::arrow::ArrowWriter::try_new(f, schema.clone(), Some(props))?;
             let (mut n, mut ip) = (0u64, String::new());
-            for (strings, chunk) in rx {
+            for msg in rx {
+                let (strings, chunk) = match msg {
+                    ToWriter::Hosts(s, c) => (s, c),
+                    ToWriter::Publish => {
+                        w.into_inner()?.commit()?;
+                        return Ok(n);
+                    }
+                };
                 n += chunk.len() as u64;
                 let text = |s: Result<PortState, Exclusion>| s.map_or_else(|e| e.as_str(), |s| s.as_str());
                 let st = |i: usize| -> ArrayRef { Arc::new(StringArray::from_iter_values(chunk.iter().map(|r| r.state[i].as_str()))) };
@@ -185,8 +197,8 @@ impl HostsWriter {
                 ];
                 w.write(&RecordBatch::try_new(schema.clone(), cols)?)?;
             }
-            w.into_inner()?.commit()?;
-            Ok(n)
+            // Abandoned: the temporary file goes with the writer.
+            anyhow::bail!("hosts.parquet abandoned")
         });
         Ok(HostsWriter { tx: Some(tx), chunk: Vec::with_capacity(HOST_BATCH), thread: Some(thread) })
     }
@@ -213,7 +225,7 @@ impl HostsWriter {
 
     fn send(&mut self, strings: &Arc<Vec<String>>) -> Result<()> {
         let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(HOST_BATCH));
-        if self.tx.as_ref().expect("not finished").send((strings.clone(), chunk)).is_err() {
+        if self.tx.as_ref().expect("not finished").send(ToWriter::Hosts(strings.clone(), chunk)).is_err() {
             // The writer stopped on an error: that error is the one to report.
             self.tx = None;
             return Err(self.join().err().unwrap_or_else(|| anyhow::anyhow!("the hosts.parquet writer stopped")));
@@ -230,8 +242,23 @@ impl HostsWriter {
         if !self.chunk.is_empty() {
             self.send(strings)?;
         }
-        self.tx = None;
+        if let Some(tx) = self.tx.take() {
+            if tx.send(ToWriter::Publish).is_err() {
+                return Err(self.join().err().unwrap_or_else(|| anyhow::anyhow!("the hosts.parquet writer stopped")));
+            }
+        }
         self.join()
+    }
+}
+
+impl Drop for HostsWriter {
+    /// Unfinished: the thread is told nothing more is coming and waited for, so its temporary
+    /// file is gone before the process exits.
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
