@@ -170,6 +170,8 @@ impl Findings {
 struct Group {
     hosts: u64,
     times: Vec<i64>,
+    /// Where each of `times` was added to its family's times (their `ids`), for `Clock`.
+    ids: Vec<u32>,
     /// Times of answers that were not first-try answers, and the latest answer of each host.
     later: Vec<i64>,
 }
@@ -178,7 +180,14 @@ impl Group {
     fn absorb(&mut self, o: &Group) {
         self.hosts += o.hosts;
         self.times.extend_from_slice(&o.times);
+        self.ids.extend_from_slice(&o.ids);
         self.later.extend_from_slice(&o.later);
+    }
+    /// The group's first-try times, sorted, with their ids.
+    fn sorted(&self) -> Vec<(i64, u32)> {
+        let mut v: Vec<(i64, u32)> = self.times.iter().copied().zip(self.ids.iter().copied()).collect();
+        v.sort_unstable();
+        v
     }
     /// The first answer of any kind after `t`.
     fn next_answer(&self, t: i64) -> Option<i64> {
@@ -204,11 +213,11 @@ fn longest_gap(g: &Group, clock: &Clock) -> Option<Gap> {
     if a < MIN_ANSWERED || clock.len() == 0 {
         return None;
     }
-    let mut times = g.times.clone();
-    times.sort_unstable();
+    let sorted = g.sorted();
+    let times: Vec<i64> = sorted.iter().map(|x| x.0).collect();
     // The clock at the network's i-th answer: the share of the others' answering hosts probed
     // by then.
-    let u: Vec<f64> = times.iter().map(|t| clock.at(*t) as f64 / clock.len() as f64).collect();
+    let u: Vec<f64> = clock.at(&sorted).into_iter().map(|n| n as f64 / clock.len() as f64).collect();
     // Two candidates: the gap from the last answer to the end (chance (1 − g)^A), and the
     // longest gap between two answers (at most (A − 1)(1 − g)^A, a union bound over the A − 1
     // spacings); the smaller chance is taken, doubled for having looked at both.
@@ -223,31 +232,75 @@ fn longest_gap(g: &Group, clock: &Clock) -> Option<Gap> {
     Some(Gap { chance: (2.0 * chance).min(1.0), from: u[at], to: if at + 1 < a { u[at + 1] } else { 1.0 }, since_us, until_us: g.next_answer(since_us), len })
 }
 
-/// A clock: the family's first-try answer times (sorted) without those of the network tested
-/// (a part of them, sorted). Counted, never copied: a copy of the family's times per network
-/// tested was quadratic in the crawl (thousands of networks × millions of answers).
-struct Clock<'a> {
-    all: &'a [i64],
-    minus: Vec<i64>,
+/// The order of a family's first-try times: the times sorted, and for each time (by its id,
+/// the order it was added in) how many of the family's times are at or before it.
+struct Family {
+    sorted: Vec<i64>,
+    rank: Vec<u32>,
+}
+
+impl Family {
+    fn of(g: &Group) -> Family {
+        let mut order: Vec<(i64, u32)> = g.times.iter().copied().zip(0..).collect();
+        order.sort_unstable();
+        let mut rank = vec![0u32; order.len()];
+        let mut upper = order.len();
+        for i in (0..order.len()).rev() {
+            if i + 1 < order.len() && order[i + 1].0 != order[i].0 {
+                upper = i + 1;
+            }
+            rank[order[i].1 as usize] = upper as u32;
+        }
+        Family { sorted: order.into_iter().map(|x| x.0).collect(), rank }
+    }
+}
+
+/// A clock: a family's first-try answer times without those of the network tested (`minus`, a
+/// part of them) — or another family's, whole. Counted, never copied, and never searched per
+/// answer: the network's own times are family times, so where each stands in the family is
+/// known from its id (a copy of the family's times per network tested, each searched per
+/// answer, was quadratic in the crawl: thousands of networks × millions of answers).
+enum Clock<'a> {
+    /// Another family's times.
+    Of(&'a [i64]),
+    Without { family: &'a Family, minus: Vec<i64> },
 }
 
 impl<'a> Clock<'a> {
-    /// The whole of `all` (another family's clock).
-    fn of(all: &'a [i64]) -> Clock<'a> {
-        Clock { all, minus: Vec::new() }
+    fn of(other: &'a Family) -> Clock<'a> {
+        Clock::Of(&other.sorted)
     }
     /// `family` without the times of `g`.
-    fn without(family: &'a [i64], g: &Group) -> Clock<'a> {
+    fn without(family: &'a Family, g: &Group) -> Clock<'a> {
         let mut minus = g.times.clone();
         minus.sort_unstable();
-        Clock { all: family, minus }
+        Clock::Without { family, minus }
     }
     fn len(&self) -> usize {
-        self.all.len() - self.minus.len()
+        match self {
+            Clock::Of(all) => all.len(),
+            Clock::Without { family, minus } => family.sorted.len() - minus.len(),
+        }
     }
-    /// Times on the clock at or before `t`.
-    fn at(&self, t: i64) -> usize {
-        self.all.partition_point(|x| *x <= t) - self.minus.partition_point(|x| *x <= t)
+    /// For each of `times` (sorted, with their ids), the times on the clock at or before it.
+    fn at(&self, times: &[(i64, u32)]) -> Vec<usize> {
+        // Both sides sorted: one walk along each.
+        let upto = |all: &[i64]| -> Vec<usize> {
+            let mut j = 0;
+            times
+                .iter()
+                .map(|(t, _)| {
+                    while j < all.len() && all[j] <= *t {
+                        j += 1;
+                    }
+                    j
+                })
+                .collect()
+        };
+        match self {
+            Clock::Of(all) => upto(all),
+            Clock::Without { family, minus } => times.iter().zip(upto(minus)).map(|((_, id), m)| family.rank[*id as usize] as usize - m).collect(),
+        }
     }
 }
 
@@ -268,6 +321,8 @@ impl Evidence {
         let f = &mut self.family[h.v6 as usize];
         if h.answered_first_try_at != i64::MAX {
             g.times.push(h.answered_first_try_at);
+            g.ids.push(f.times.len() as u32);
+            f.ids.push(f.times.len() as u32);
             f.times.push(h.answered_first_try_at);
         }
         // Answers after the host's first-try ones: its retries' (always), and its last answer
@@ -288,15 +343,13 @@ impl Evidence {
 }
 
 /// Bans and family outages from the per-AS groups and the families' clocks.
-fn detect_groups(per_as: HashMap<(u32, bool), Group>, mut family: [Group; 2], org_of: &dyn Fn(u32) -> String) -> Findings {
-    for f in family.iter_mut() {
-        f.times.sort_unstable();
-    }
+fn detect_groups(per_as: HashMap<(u32, bool), Group>, family: [Group; 2], org_of: &dyn Fn(u32) -> String) -> Findings {
+    let order = [Family::of(&family[0]), Family::of(&family[1])];
     let mut found = Findings::default();
     // A family's outage, on the other family's clock.
     for v6 in [false, true] {
-        let (me, other) = (&family[v6 as usize], &family[!v6 as usize]);
-        let Some(gap) = longest_gap(me, &Clock::of(&other.times)) else { continue };
+        let me = &family[v6 as usize];
+        let Some(gap) = longest_gap(me, &Clock::of(&order[!v6 as usize])) else { continue };
         // The networks that had answered before the gap, and those of them silent through it.
         let end = gap.until_us.unwrap_or(i64::MAX);
         let before: Vec<&Group> = per_as.iter().filter(|((_, f), g)| *f == v6 && g.times.iter().any(|t| *t <= gap.since_us)).map(|(_, g)| g).collect();
@@ -323,7 +376,7 @@ fn detect_groups(per_as: HashMap<(u32, bool), Group>, mut family: [Group; 2], or
             return None; // the family's silence is the vantage's own: no network is banned for it
         }
         // The clock: the same family's other networks' first-try answers.
-        let gap = longest_gap(g, &Clock::without(&family[v6 as usize].times, g))?;
+        let gap = longest_gap(g, &Clock::without(&order[v6 as usize], g))?;
         let threshold = thresholds[v6 as usize];
         let long = gap.until_us.is_none_or(|u| u - gap.since_us >= MIN_BAN_US);
         (gap.chance < threshold && g.hosts as f64 * gap.len >= MIN_SILENT_IN_GAP && long).then(|| Ban {
@@ -360,7 +413,7 @@ fn detect_groups(per_as: HashMap<(u32, bool), Group>, mut family: [Group; 2], or
             }
         }
         let confirmed = !all_banned
-            && longest_gap(&rest, &Clock::without(&family[v6 as usize].times, &all)).is_some_and(|r| {
+            && longest_gap(&rest, &Clock::without(&order[v6 as usize], &all)).is_some_and(|r| {
                 // The other ASes' longest silence, unlikely by chance, over most of a banned AS's.
                 r.chance < CONFIRM_ALPHA && banned.iter().any(|b| (r.to.min(b.to) - r.from.max(b.from)) >= 0.5 * (b.to - b.from))
             });

@@ -304,8 +304,9 @@ pub struct Batch<'a> {
 
 impl<'a> Batch<'a> {
     /// The batch's columns, checked, and its dictionaries turned into codes (`strings` interns
-    /// prefixes and responders).
-    pub fn new(f: &'a Path, b: &'a RecordBatch, codes: &'a mut Codes, strings: &mut Interner) -> Result<Batch<'a>> {
+    /// prefixes and responders; shared by the decoding threads, locked once a batch).
+    pub fn new(f: &'a Path, b: &'a RecordBatch, codes: &'a mut Codes, strings: &std::sync::Mutex<Interner>) -> Result<Batch<'a>> {
+        let mut strings = strings.lock().unwrap_or_else(|e| e.into_inner());
         let text = |name: &str| -> Result<Text<'a>> { Text::of(f, b, name)?.ok_or_else(|| DatasetError::file(f, format!("no `{name}` column (not a port25 crawl file?)")).into()) };
         let (prefix, role, reply, resp) = (text(obs::PREFIX)?, text(obs::PORT_ROLE)?, text(obs::REPLY)?, text(obs::ICMP_RESPONDER)?);
         let [d0, d1, d2, d3] = &mut codes.dicts;

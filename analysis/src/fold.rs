@@ -20,55 +20,59 @@ fn hash(a: u128) -> u64 {
     x ^ (x >> 33)
 }
 
+/// A host: its address beside its accumulator, so finding a host and folding into it touch
+/// the same memory.
+struct Slot {
+    addr: u128,
+    acc: HostAcc,
+}
+
 pub struct HostTable {
     index: HashTable<u32>,
-    addrs: Vec<u128>,
-    accs: Vec<HostAcc>,
+    slots: Vec<Slot>,
     /// (net, host) pairs when the hosts are handed out grouped by net.
     order: Vec<(u64, u32)>,
 }
 
 impl HostTable {
     pub fn with_capacity(hosts: usize) -> HostTable {
-        HostTable { index: HashTable::with_capacity(hosts), addrs: Vec::with_capacity(hosts), accs: Vec::with_capacity(hosts), order: Vec::new() }
+        HostTable { index: HashTable::with_capacity(hosts), slots: Vec::with_capacity(hosts), order: Vec::new() }
     }
 
     pub fn len(&self) -> usize {
-        self.accs.len()
+        self.slots.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.accs.is_empty()
+        self.slots.is_empty()
     }
 
     /// Fold one row into its host's accumulator (created at the host's first row, from it).
     #[inline]
     pub fn fold(&mut self, r: &Rec) {
         let h = hash(r.addr);
-        let HostTable { index, addrs, accs, .. } = self;
-        let i = match index.find(h, |i| addrs[*i as usize] == r.addr) {
+        let HostTable { index, slots, .. } = self;
+        let i = match index.find(h, |i| slots[*i as usize].addr == r.addr) {
             Some(i) => *i as usize,
             None => {
-                let i = accs.len();
-                addrs.push(r.addr);
-                accs.push(HostAcc::new(r.asn, r.prefix, r.v6));
-                index.insert_unique(h, i as u32, |j| hash(addrs[*j as usize]));
+                let i = slots.len();
+                slots.push(Slot { addr: r.addr, acc: HostAcc::new(r.asn, r.prefix, r.v6) });
+                index.insert_unique(h, i as u32, |j| hash(slots[*j as usize].addr));
                 i
             }
         };
-        r.apply(&mut accs[i]);
+        r.apply(&mut slots[i].acc);
     }
 
     /// Every host, grouped by net (/24, /64; within a net in first-seen order), and the table
     /// emptied (its memory kept for the next partition). Stops at the first error.
     pub fn drain_by_net(&mut self, mut f: impl FnMut(u128, &HostAcc) -> anyhow::Result<()>) -> anyhow::Result<()> {
         self.order.clear();
-        self.order.extend(self.accs.iter().zip(&self.addrs).enumerate().map(|(i, (h, a))| (net_of(*a, h.v6), i as u32)));
+        self.order.extend(self.slots.iter().enumerate().map(|(i, s)| (net_of(s.addr, s.acc.v6), i as u32)));
         self.order.sort_unstable();
-        let r = self.order.iter().try_for_each(|(_, i)| f(self.addrs[*i as usize], &self.accs[*i as usize]));
+        let r = self.order.iter().try_for_each(|(_, i)| f(self.slots[*i as usize].addr, &self.slots[*i as usize].acc));
         self.index.clear();
-        self.addrs.clear();
-        self.accs.clear();
+        self.slots.clear();
         r
     }
 }

@@ -9,7 +9,6 @@ use crate::fold::HostTable;
 use crate::infer::HostAcc;
 use crate::spill::{self, Spill, TempDir};
 use anyhow::{bail, Context, Result};
-use arrow_array::RecordBatch;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -119,9 +118,73 @@ enum Sink {
     Spill(Spill, TempDir),
 }
 
+/// A decoded batch's rows, as the decoding thread hands them to the scanning thread: records
+/// for the one table, or records already encoded per partition.
+enum Rows {
+    Recs(Vec<Rec>),
+    Parts(Vec<Vec<u8>>),
+}
+
+/// From a decoding thread, per file in order: its batches, then its end.
+enum Decoded {
+    Batch { vantage: Option<String>, rows: u64, out: Rows },
+    EndOfFile,
+}
+
+/// Threads decoding Parquet into records (two cores: two of them, the scanning thread folding
+/// beside them; they take the files in turns, and the scanning thread takes their batches in
+/// file order, so every host's rows keep the crawl's order).
+const DECODERS: usize = 2;
+/// Batches a decoding thread may have ready ahead of the scanning thread.
+const AHEAD: usize = 2;
+
+/// Decode files `k, k + n, k + 2n, ...` into `tx`; emptied buffers come back on `back`.
+fn decode_files(files: &[PathBuf], first: usize, n: usize, parts: usize, strings: &std::sync::Mutex<Interner>, tx: std::sync::mpsc::SyncSender<Result<Decoded>>, back: std::sync::mpsc::Receiver<Rows>) {
+    let mut codes = Codes::default();
+    let mut r = Rec::default();
+    for k in (first..files.len()).step_by(n) {
+        let f = &files[k];
+        let one = |codes: &mut Codes, r: &mut Rec| -> Result<bool> {
+            let file = std::fs::File::open(f).map_err(|e| datasets::DatasetError::io(f, e))?;
+            let (vantage, mut reader) = decode::open(f, file)?;
+            let mut vantage = Some(vantage);
+            while let Some(batch) = datasets::schema::guard(f, || reader.next())? {
+                let batch = batch.map_err(|e| datasets::DatasetError::file(f, format!("corrupt crawl file: {e}")))?;
+                let b = decode::Batch::new(f, &batch, codes, strings)?;
+                let mut out = match back.try_recv() {
+                    Ok(o) => o,
+                    Err(_) if parts == 1 => Rows::Recs(Vec::with_capacity(decode::BATCH_ROWS)),
+                    Err(_) => Rows::Parts(vec![Vec::new(); parts]),
+                };
+                for i in 0..b.rows {
+                    if !b.rec(i, r)? {
+                        continue;
+                    }
+                    match &mut out {
+                        Rows::Recs(v) => v.push(*r),
+                        Rows::Parts(p) => spill::encode(r, &mut p[spill::partition(r.net(), parts)]),
+                    }
+                }
+                if tx.send(Ok(Decoded::Batch { vantage: vantage.take(), rows: b.rows as u64, out })).is_err() {
+                    return Ok(false); // the scan stopped
+                }
+            }
+            Ok(tx.send(Ok(Decoded::EndOfFile)).is_ok())
+        };
+        match one(&mut codes, &mut r) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                let _ = tx.send(Err(e.context(format!("reading {}", f.display()))));
+                return;
+            }
+        }
+    }
+}
+
 /// Scan a crawl's files: every host, complete, to `on_host` (grouped by net), with at most
-/// `opts.partition_hosts` hosts in memory. Two stages on two cores: a reader thread decodes
-/// Parquet, this thread folds (or partitions) rows.
+/// `opts.partition_hosts` hosts in memory. Decoding threads turn Parquet into records; this
+/// thread folds them (or writes them to their partitions, then folds each partition).
 pub fn scan(files: &[PathBuf], opts: &ScanOptions, on_host: &mut OnHost) -> Result<Scanned> {
     // Hosts expected: the manifests', else a row per host and port of the crawler's smallest
     // default probe set (8: before reflection).
@@ -138,39 +201,50 @@ pub fn scan(files: &[PathBuf], opts: &ScanOptions, on_host: &mut OnHost) -> Resu
         Sink::Spill(Spill::create(&dir, parts)?, dir)
     };
     let mut s = Scanned { partitions: parts, ..Default::default() };
-    let mut strings = Interner::default();
-    let mut codes = Codes::default();
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(usize, String, RecordBatch)>>(4);
-    let files_owned = files.to_vec();
-    let reader = std::thread::spawn(move || {
-        for (k, f) in files_owned.iter().enumerate() {
-            if let Err(e) = read_file(k, f, &tx) {
-                let _ = tx.send(Err(e.context(format!("reading {}", f.display()))));
-                return;
+    let strings = std::sync::Mutex::new(Interner::default());
+    let t0 = std::time::Instant::now();
+    std::thread::scope(|sc| -> Result<()> {
+        // Declared in here: on an early return they are dropped before the threads are joined,
+        // so a decoding thread waiting to hand over a batch stops instead of waiting forever.
+        let n = DECODERS.min(files.len()).max(1);
+        let mut rxs = Vec::new();
+        let mut backs = Vec::new();
+        for first in 0..n {
+            let (tx, rx) = std::sync::mpsc::sync_channel(AHEAD);
+            let (back_tx, back_rx) = std::sync::mpsc::channel();
+            let strings = &strings;
+            sc.spawn(move || decode_files(files, first, n, parts, strings, tx, back_rx));
+            rxs.push(rx);
+            backs.push(back_tx);
+        }
+        for k in 0..files.len() {
+            loop {
+                let d = rxs[k % n].recv().map_err(|_| anyhow::anyhow!("a decoding thread stopped"))??;
+                let Decoded::Batch { vantage, rows, mut out } = d else { break };
+                if let Some(v) = vantage.filter(|_| s.vantage.is_empty()) {
+                    s.vantage = v;
+                }
+                s.rows += rows;
+                match (&mut sink, &mut out) {
+                    (Sink::Table(t), Rows::Recs(v)) => {
+                        v.iter().for_each(|r| t.fold(r));
+                        v.clear();
+                    }
+                    (Sink::Spill(sp, _), Rows::Parts(p)) => {
+                        for (i, b) in p.iter_mut().enumerate() {
+                            sp.append(i, b)?;
+                            b.clear();
+                        }
+                    }
+                    _ => unreachable!("the decoders make what the sink takes"),
+                }
+                let _ = backs[k % n].send(out);
             }
         }
-    });
-    let mut r = Rec::default();
-    for item in rx {
-        let (k, vantage, batch) = item?;
-        let f = &files[k];
-        if s.vantage.is_empty() {
-            s.vantage = vantage;
-        }
-        let b = decode::Batch::new(f, &batch, &mut codes, &mut strings).with_context(|| format!("reading {}", f.display()))?;
-        s.rows += b.rows as u64;
-        for i in 0..b.rows {
-            if !b.rec(i, &mut r).with_context(|| format!("reading {}", f.display()))? {
-                continue;
-            }
-            match &mut sink {
-                Sink::Table(t) => t.fold(&r),
-                Sink::Spill(sp, _) => sp.push(spill::partition(r.net(), parts), &r)?,
-            }
-        }
-    }
-    reader.join().map_err(|_| anyhow::anyhow!("reader thread panicked"))?;
-    s.strings = Arc::new(strings.list);
+        Ok(())
+    })?;
+    tracing::debug!("decoded {} rows in {:.2} s", s.rows, t0.elapsed().as_secs_f64());
+    s.strings = Arc::new(strings.into_inner().unwrap_or_else(|e| e.into_inner()).list);
     let strings = s.strings.clone();
     let mut emit = |t: &mut HostTable, s: &mut Scanned| -> Result<()> {
         s.hosts += t.len() as u64;
@@ -179,10 +253,10 @@ pub fn scan(files: &[PathBuf], opts: &ScanOptions, on_host: &mut OnHost) -> Resu
     match sink {
         Sink::Table(mut t) => emit(&mut t, &mut s)?,
         Sink::Spill(sp, dir) => {
-            s.spilled_bytes = sp.bytes;
             let paths = sp.finish()?;
             s.spilled_bytes = paths.iter().map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum();
             let mut t = HostTable::with_capacity(per_part);
+            let mut r = Rec::default();
             for p in &paths {
                 let mut rd = spill::Reader::open(p)?;
                 while rd.next(&mut r)? {
@@ -205,10 +279,10 @@ pub fn scan(files: &[PathBuf], opts: &ScanOptions, on_host: &mut OnHost) -> Resu
 pub fn scan_from<R: parquet::file::reader::ChunkReader + 'static>(f: &Path, source: R, on_host: &mut OnHost) -> Result<Scanned> {
     let (vantage, mut reader) = decode::open(f, source)?;
     let mut s = Scanned { vantage, partitions: 1, ..Default::default() };
-    let (mut strings, mut codes, mut t, mut r) = (Interner::default(), Codes::default(), HostTable::with_capacity(0), Rec::default());
+    let (strings, mut codes, mut t, mut r) = (std::sync::Mutex::new(Interner::default()), Codes::default(), HostTable::with_capacity(0), Rec::default());
     while let Some(batch) = datasets::schema::guard(f, || reader.next())? {
         let batch = batch.map_err(|e| datasets::DatasetError::file(f, format!("corrupt crawl file: {e}")))?;
-        let b = decode::Batch::new(f, &batch, &mut codes, &mut strings)?;
+        let b = decode::Batch::new(f, &batch, &mut codes, &strings)?;
         s.rows += b.rows as u64;
         for i in 0..b.rows {
             if b.rec(i, &mut r)? {
@@ -216,7 +290,7 @@ pub fn scan_from<R: parquet::file::reader::ChunkReader + 'static>(f: &Path, sour
             }
         }
     }
-    s.strings = Arc::new(strings.list);
+    s.strings = Arc::new(strings.into_inner().unwrap_or_else(|e| e.into_inner()).list);
     s.hosts = t.len() as u64;
     let strings = s.strings.clone();
     t.drain_by_net(|a, h| on_host(&strings, a, h))?;
@@ -226,16 +300,4 @@ pub fn scan_from<R: parquet::file::reader::ChunkReader + 'static>(f: &Path, sour
 /// [`scan_from`] without a use for the hosts: what the fuzz targets call.
 pub fn load_from<R: parquet::file::reader::ChunkReader + 'static>(f: &Path, source: R) -> Result<Scanned> {
     scan_from(f, source, &mut |_, _, _| Ok(()))
-}
-
-fn read_file(k: usize, f: &Path, tx: &std::sync::mpsc::SyncSender<Result<(usize, String, RecordBatch)>>) -> Result<()> {
-    let file = std::fs::File::open(f).map_err(|e| datasets::DatasetError::io(f, e))?;
-    let (vantage, mut reader) = decode::open(f, file)?;
-    while let Some(batch) = datasets::schema::guard(f, || reader.next())? {
-        let batch = batch.map_err(|e| datasets::DatasetError::file(f, format!("corrupt crawl file: {e}")))?;
-        if tx.send(Ok((k, vantage.clone(), batch))).is_err() {
-            return Ok(());
-        }
-    }
-    Ok(())
 }

@@ -212,8 +212,10 @@ fn analyse(crawl: &load::Crawl, inp: &Inputs, c: &Common, comp: &manifest::Compl
     // Bans first: an AS banned on its own stays out of its organization's tallies — tallied
     // again without it (a second pass over the crawl, only when a ban calls for it).
     let bans = evidence.detect(&|a| inp.orgs.org_of(a).0);
+    tracing::debug!("ban test done at {:.2} s", t0.elapsed().as_secs_f64());
     let affected = tally.affected(&bans);
     let (by_as, mut by_org) = tally.finish();
+    tracing::debug!("tallies done at {:.2} s", t0.elapsed().as_secs_f64());
     if !affected.is_empty() {
         let mut redo = aggregate::Tally::redo(&inp.orgs, &inp.routes, &keep, &bans, affected.clone());
         load::scan(&crawl.files, &opts, &mut |_, addr, h| {

@@ -21,8 +21,6 @@ use std::path::{Path, PathBuf};
 const WRITE_BUF: usize = 256 * 1024;
 /// Bytes read at once when a partition is folded.
 const READ_BUF: usize = 4 << 20;
-/// The longest record: header, IPv6 address, asn, prefix, ports, reply details, two times.
-const MAX_REC: usize = 1 + 16 + 4 + 4 + 2 + 2 + 7 + 16;
 
 /// A directory for one analysis' temporary files, removed with everything in it when dropped.
 pub struct TempDir {
@@ -69,7 +67,7 @@ impl Spill {
     pub fn create(dir: &TempDir, parts: usize) -> Result<Spill> {
         let paths: Vec<PathBuf> = (0..parts).map(|p| dir.path().join(format!("rows-{p:04}.part"))).collect();
         let files = paths.iter().map(|p| File::create(p).with_context(|| format!("creating the temporary file {}", p.display()))).collect::<Result<Vec<_>>>()?;
-        Ok(Spill { paths, files, bufs: (0..parts).map(|_| Vec::with_capacity(WRITE_BUF + MAX_REC)).collect(), bytes: 0 })
+        Ok(Spill { paths, files, bufs: (0..parts).map(|_| Vec::with_capacity(2 * WRITE_BUF)).collect(), bytes: 0 })
     }
 
     #[inline]
@@ -77,6 +75,15 @@ impl Spill {
         let b = &mut self.bufs[part];
         encode(r, b);
         if b.len() >= WRITE_BUF {
+            self.flush(part)?;
+        }
+        Ok(())
+    }
+
+    /// Records already encoded (by a decoding thread), appended to partition `part`.
+    pub fn append(&mut self, part: usize, records: &[u8]) -> Result<()> {
+        self.bufs[part].extend_from_slice(records);
+        if self.bufs[part].len() >= WRITE_BUF {
             self.flush(part)?;
         }
         Ok(())
