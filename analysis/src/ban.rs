@@ -310,20 +310,17 @@ impl<'a> Clock<'a> {
 #[derive(Default)]
 pub struct Evidence {
     per_as: HashMap<(u32, bool), Group>,
-    family: [Group; 2],
 }
 
 impl Evidence {
-    /// One host of a reported AS.
+    /// One host of a reported AS. (Held per answering host for the whole crawl: its first-try
+    /// time and at most two later answers, nothing else; the families' clocks are put together
+    /// from these when the test runs, after the scan.)
     pub fn add(&mut self, h: &HostAcc) {
         let g = self.per_as.entry((h.asn, h.v6)).or_default();
         g.hosts += 1;
-        let f = &mut self.family[h.v6 as usize];
         if h.answered_first_try_at != i64::MAX {
             g.times.push(h.answered_first_try_at);
-            g.ids.push(f.times.len() as u32);
-            f.ids.push(f.times.len() as u32);
-            f.times.push(h.answered_first_try_at);
         }
         // Answers after the host's first-try ones: its retries' (always), and its last answer
         // when it came well after its first-try probes (a host's probes go out within seconds).
@@ -337,7 +334,19 @@ impl Evidence {
 
     /// Bans and family outages of the crawl; `org_of` names an AS's organization.
     pub fn detect(self, org_of: &dyn Fn(u32) -> String) -> Findings {
-        let Evidence { per_as, family } = self;
+        let Evidence { mut per_as } = self;
+        // Each family's first-try times, every network's one after the other; each network's
+        // times learn where they stand among them (their ids).
+        let mut family: [Group; 2] = Default::default();
+        for ((_, v6), g) in per_as.iter_mut() {
+            let f = &mut family[*v6 as usize];
+            let first = f.times.len() as u32;
+            g.ids = (first..first + g.times.len() as u32).collect();
+            f.times.extend_from_slice(&g.times);
+        }
+        for f in family.iter_mut() {
+            f.ids = (0..f.times.len() as u32).collect();
+        }
         detect_groups(per_as, family, org_of)
     }
 }

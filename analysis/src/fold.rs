@@ -36,7 +36,7 @@ pub struct HostTable {
 
 impl HostTable {
     pub fn with_capacity(hosts: usize) -> HostTable {
-        HostTable { index: HashTable::with_capacity(hosts), slots: Vec::with_capacity(hosts), order: Vec::new() }
+        HostTable { index: HashTable::with_capacity(hosts), slots: Vec::with_capacity(hosts), order: Vec::with_capacity(hosts) }
     }
 
     pub fn len(&self) -> usize {
