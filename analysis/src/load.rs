@@ -192,8 +192,12 @@ pub fn scan(files: &[PathBuf], opts: &ScanOptions, on_host: &mut OnHost) -> Resu
         Some(h) => h,
         None => rows_in(files)?.div_ceil(8),
     };
-    let parts = hosts.div_ceil(opts.partition_hosts.max(1)).max(1) as usize;
-    let per_part = (hosts.div_ceil(parts as u64) + hosts.div_ceil(parts as u64) / 16).min(opts.partition_hosts) as usize;
+    let budget = opts.partition_hosts.max(2);
+    // Partitioned, two partitions are in memory at once — one folded while the other's hosts
+    // are handed out — so each holds half the budget.
+    let parts = if hosts <= budget { 1 } else { hosts.div_ceil(budget / 2) as usize };
+    let cap = if parts == 1 { budget } else { budget / 2 };
+    let per_part = (hosts.div_ceil(parts as u64) + hosts.div_ceil(parts as u64) / 16).min(cap) as usize;
     let mut sink = if parts == 1 {
         Sink::Table(HostTable::with_capacity(per_part))
     } else {
@@ -255,25 +259,45 @@ pub fn scan(files: &[PathBuf], opts: &ScanOptions, on_host: &mut OnHost) -> Resu
         Sink::Spill(sp, dir) => {
             let paths = sp.finish()?;
             s.spilled_bytes = paths.iter().map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum();
-            let mut t = HostTable::with_capacity(per_part);
-            let mut r = Rec::default();
-            let (mut folding, mut emitting) = (0.0, 0.0);
-            for p in &paths {
-                let t1 = std::time::Instant::now();
-                let mut rd = spill::Reader::open(p)?;
-                while rd.next(&mut r)? {
-                    t.fold(&r);
+            // One thread folds the next partition while this one hands out the last one's hosts.
+            let t1 = std::time::Instant::now();
+            let folding = std::sync::Mutex::new(0.0f64);
+            std::thread::scope(|sc| -> Result<()> {
+                // Declared in here: an early return drops them, and the folding thread stops.
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Result<HostTable>>(0);
+                let (back_tx, back_rx) = std::sync::mpsc::channel::<HostTable>();
+                let (paths, folding) = (&paths, &folding);
+                sc.spawn(move || {
+                    let mut r = Rec::default();
+                    for p in paths {
+                        let t0 = std::time::Instant::now();
+                        let mut t = back_rx.try_recv().unwrap_or_else(|_| HostTable::with_capacity(per_part));
+                        let folded = (|| -> Result<HostTable> {
+                            let mut rd = spill::Reader::open(p)?;
+                            while rd.next(&mut r)? {
+                                t.fold(&r);
+                            }
+                            Ok(t)
+                        })();
+                        // Gone as soon as it is folded: the disk (or page cache) holds one
+                        // crawl's rows at most, and less and less.
+                        let _ = std::fs::remove_file(p);
+                        *folding.lock().unwrap() += t0.elapsed().as_secs_f64();
+                        let stop = folded.is_err();
+                        if tx.send(folded).is_err() || stop {
+                            return;
+                        }
+                    }
+                });
+                for _ in paths {
+                    let mut t = rx.recv().map_err(|_| anyhow::anyhow!("the folding thread stopped"))??;
+                    emit(&mut t, &mut s)?;
+                    let _ = back_tx.send(t);
                 }
-                drop(rd);
-                // Gone as soon as it is folded: the disk (or page cache) holds one crawl's rows
-                // at most, and less and less.
-                let _ = std::fs::remove_file(p);
-                let t2 = std::time::Instant::now();
-                emit(&mut t, &mut s)?;
-                folding += (t2 - t1).as_secs_f64();
-                emitting += t2.elapsed().as_secs_f64();
-            }
-            tracing::debug!("partitions folded in {folding:.2} s, their hosts handed out in {emitting:.2} s");
+                Ok(())
+            })?;
+            let folding = *folding.lock().unwrap();
+            tracing::debug!("partitions folded ({folding:.2} s) and their hosts handed out in {:.2} s", t1.elapsed().as_secs_f64());
             drop(dir);
         }
     }
