@@ -6,8 +6,8 @@
 //! each of their organizations): routing cannot say which one operates it.
 
 use crate::ban::Findings;
+use analysis::decode::net_of;
 use crate::infer::{hops, Direction, Exclusion, HostAcc, PortState, MAIL_PORTS};
-use crate::load::{numeric, Hosts};
 use datasets::categories::Categories;
 use datasets::orgs::Orgs;
 use datasets::routes::RouteTable;
@@ -60,8 +60,10 @@ pub struct Counts {
     pub prefixes: HashSet<u32>,
     /// ICMP responder (interned) → filtered hosts it answered for.
     pub responders: BTreeMap<u32, u64>,
-    /// Per /24 (IPv6: /64) of informative hosts: (filtered, reachable).
-    pub nets: HashMap<u128, (u32, u32)>,
+    /// Filtered hosts in a /24 (IPv6: /64) with a reachable informative host of the group:
+    /// host firewalls rather than one filter. Counted net by net as the hosts come (a scan
+    /// hands them out grouped by net), so no per-net table is kept.
+    pub beside: u64,
     pub asns: BTreeSet<u32>,
     /// Candidate forged RSTs (a TTL none of the host's own flows came with) by the hop
     /// distance they came from (counted from each TTL's initial value, so hosts of any
@@ -73,11 +75,16 @@ pub struct Counts {
 }
 
 impl Counts {
-    /// Tally one host (its AS is recorded when the group is created, not per host).
-    fn add(&mut self, key: u128, h: &HostAcc, i: usize, dir: Direction) {
+    /// Tally one host whose verdict for `MAIL_PORTS[i]` in direction `dir` is `cls` (its AS is
+    /// recorded when the group is created, not per host). For an informative host: is it
+    /// filtered, is it reachable (what its net counts toward `beside`).
+    fn add(&mut self, h: &HostAcc, i: usize, dir: Direction, cls: Result<PortState, Exclusion>) -> Option<(bool, bool)> {
         self.hosts += 1;
-        match dir.classify(h, i) {
-            Err(e) => self.excluded[e.index()] += 1,
+        match cls {
+            Err(e) => {
+                self.excluded[e.index()] += 1;
+                None
+            }
             Ok(st) => {
                 self.informative += 1;
                 self.prefixes.insert(h.prefix);
@@ -85,11 +92,8 @@ impl Counts {
                 for (d, n) in h.ref_hops() {
                     *self.ref_hops.entry(d).or_default() += n as u64;
                 }
-                let net = if h.v6 { key >> 64 } else { key >> 8 };
-                let e = self.nets.entry(net).or_default();
                 if st.filtered() {
                     self.filtered += 1;
-                    e.0 += 1;
                     if let Some(o) = dir.reply(h, i) {
                         if o.responder != u32::MAX {
                             *self.responders.entry(o.responder).or_default() += 1;
@@ -98,8 +102,9 @@ impl Counts {
                             *self.rst_hops.entry(hops(o.ttl)).or_default() += 1;
                         }
                     }
-                } else if st.reachable() {
-                    e.1 += 1;
+                    Some((true, false))
+                } else {
+                    Some((false, st.reachable()))
                 }
             }
         }
@@ -156,6 +161,7 @@ pub struct Row {
 pub struct Context<'a> {
     pub routes: &'a RouteTable,
     pub orgs: &'a Orgs,
+    pub siblings: &'a Siblings,
     pub categories: &'a Categories,
     pub strings: &'a [String],
     pub th: &'a Thresholds,
@@ -228,7 +234,7 @@ fn finish(k: RowKey, c: &Counts, cx: &Context) -> Row {
         (mechanism, location, evidence) = (String::new(), String::new(), b.evidence());
     } else if asn.is_none() && !cx.bans.bans.is_empty() {
         // An organization's numbers leave out its ASes banned on their own.
-        let left: Vec<String> = cx.orgs.siblings(&org).into_iter().filter(|a| cx.bans.as_banned(*a, v6)).map(|a| format!("AS{a}")).collect();
+        let left: Vec<String> = cx.siblings.of(&org).iter().filter(|a| cx.bans.as_banned(**a, v6)).map(|a| format!("AS{a}")).collect();
         if !left.is_empty() {
             evidence.push_str(&format!("{}{} left out: vantage-banned by that AS alone", if evidence.is_empty() { "" } else { "; " }, left.join(", ")));
         }
@@ -290,7 +296,7 @@ pub fn rst_split(c: &Counts) -> (Option<(i16, u64)>, u64) {
 /// Where ICMP errors came from: (in the provider or a sibling, another routed AS, unrouted —
 /// an IXP LAN or private space, which names no network).
 fn responder_classes(c: &Counts, org: &str, cx: &Context) -> (u64, u64, u64) {
-    let siblings: BTreeSet<u32> = cx.orgs.siblings(org).into_iter().chain(c.asns.iter().copied()).collect();
+    let siblings: BTreeSet<u32> = cx.siblings.of(org).iter().copied().chain(c.asns.iter().copied()).collect();
     let (mut inside, mut other, mut unrouted) = (0, 0, 0);
     for (r, n) in &c.responders {
         let ip: Option<IpAddr> = cx.strings[*r as usize].parse().ok();
@@ -316,7 +322,7 @@ fn explain(c: &Counts, states: &[u64; PortState::N], filtered: u64, org: &str, c
     // answering for themselves), is that filter, not a silent drop or a mix.
     let from_routers: u64 = c.responders.values().filter(|n| **n >= 2).sum();
     // Filtered hosts beside reachable ones in the same /24 are host firewalls, not one filter.
-    let beside: u64 = c.nets.values().filter(|(_, r)| *r > 0).map(|(f, _)| *f as u64).sum();
+    let beside = c.beside;
     let rate_limited = icmp_kinds.iter().find(|k| {
         let icmp = states[k.index()];
         icmp >= 3 && icmp + states[PortState::Silent.index()] == filtered && share(icmp) < th.dominant && from_routers == c.responders.values().sum::<u64>() && share(beside) < 0.5
@@ -362,71 +368,241 @@ fn explain(c: &Counts, states: &[u64; PortState::N], filtered: u64, org: &str, c
 pub type GroupKey = (String, bool, u16, Direction); // (org id or "AS<n>", v6, port, direction)
 pub type AsKey = (u32, bool, u16, Direction);
 
-/// Tally every host into its AS and its organization, per mail port and direction. A host in a
-/// prefix several ASes originate (MOAS, AS-sets) counts toward each of them, and once toward
-/// each organization among them.
-pub fn tally(hosts: &Hosts, orgs: &Orgs, routes: &RouteTable, keep: &dyn Fn(u32) -> bool, bans: &Findings) -> (BTreeMap<AsKey, Counts>, BTreeMap<GroupKey, Counts>) {
-    let mut by_as: HashMap<AsKey, Counts> = HashMap::new();
-    // Organizations as small ids while tallying (no string per host, port and direction).
-    let mut by_org: HashMap<(u32, bool, u16, Direction), Counts> = HashMap::new();
-    let (mut org_ids, mut org_names): (HashMap<String, u32>, Vec<String>) = Default::default();
-    let mut org_of: HashMap<u32, u32> = HashMap::new();
-    let mut org = |asn: u32| -> u32 {
-        *org_of.entry(asn).or_insert_with(|| {
+/// An organization's ASes (AS2Org siblings), looked up by organization: `Orgs::siblings` scans
+/// every AS, once per provider row was quadratic in the number of ASes.
+#[derive(Default)]
+pub struct Siblings(HashMap<String, Vec<u32>>);
+
+impl Siblings {
+    pub fn of_orgs(orgs: &Orgs) -> Siblings {
+        let mut m: HashMap<String, Vec<u32>> = HashMap::new();
+        for (a, o) in &orgs.asn_org {
+            m.entry(o.clone()).or_default().push(*a);
+        }
+        m.values_mut().for_each(|v| v.sort_unstable());
+        Siblings(m)
+    }
+    /// The organization's ASes, sorted (as `Orgs::siblings`).
+    pub fn of(&self, org: &str) -> &[u32] {
+        self.0.get(org).map_or(&[], |v| v.as_slice())
+    }
+}
+
+/// A group's slot per mail port and direction (`i * 2 + direction`); `NONE`: not yet made.
+const NONE: u32 = u32::MAX;
+fn slot(i: usize, dir: Direction) -> usize {
+    i * 2 + (dir == Direction::Outbound) as usize
+}
+
+/// Tallies of a crawl's hosts per AS and per organization, per family, mail port and
+/// direction, host by host as a scan hands them out — hosts of one net after the other, so a
+/// net's hosts are counted toward `beside` when the next net begins. A host in a prefix several
+/// ASes originate (MOAS, AS-sets) counts toward each of them, and once toward each
+/// organization among them.
+///
+/// An AS banned on its own is left out of its organization's numbers (`ban`), and bans are
+/// known only once every host is in. So the organizations are tallied with every AS, and an
+/// organization with an AS banned on its own — rare — is tallied again afterwards
+/// ([`Tally::redo`]), leaving that AS out.
+pub struct Tally<'a> {
+    orgs: &'a Orgs,
+    routes: &'a RouteTable,
+    keep: &'a dyn Fn(u32) -> bool,
+    /// Most routing tables have few multi-origin prefixes, and some none: hosts are looked up
+    /// only when there are.
+    moas: bool,
+    counts: Vec<Counts>,
+    /// Group ids per (AS, IPv6?) and per (organization id, IPv6?), by `slot`.
+    as_groups: HashMap<(u32, bool), [u32; 6]>,
+    org_groups: HashMap<(u32, bool), [u32; 6]>,
+    /// Organizations as small ids while tallying (no string per host, port and direction).
+    org_ids: HashMap<String, u32>,
+    org_names: Vec<String>,
+    org_of: HashMap<u32, u32>,
+    /// The net whose hosts are being tallied, and per group its hosts (group, filtered,
+    /// reachable).
+    net: Option<u64>,
+    run: Vec<(u32, u32, u32)>,
+    /// A second tally after bans: only these organizations, without their ASes banned alone.
+    redo: Option<(&'a Findings, BTreeSet<String>)>,
+    origins: Vec<(u32, u32)>,
+    host_orgs: Vec<u32>,
+}
+
+impl<'a> Tally<'a> {
+    pub fn new(orgs: &'a Orgs, routes: &'a RouteTable, keep: &'a dyn Fn(u32) -> bool) -> Tally<'a> {
+        Tally {
+            orgs,
+            routes,
+            keep,
+            moas: routes.prefixes().any(|(_, o)| o.others.is_some()),
+            counts: Vec::new(),
+            as_groups: HashMap::new(),
+            org_groups: HashMap::new(),
+            org_ids: HashMap::new(),
+            org_names: Vec::new(),
+            org_of: HashMap::new(),
+            net: None,
+            run: Vec::new(),
+            redo: None,
+            origins: Vec::with_capacity(4),
+            host_orgs: Vec::with_capacity(4),
+        }
+    }
+
+    /// Organizations whose tally an AS banned on its own changes: it is left out of them.
+    pub fn affected(&self, bans: &Findings) -> BTreeSet<String> {
+        self.as_groups.keys().filter(|(a, v6)| bans.as_banned(*a, *v6) && !bans.bans.contains_key(&(self.orgs.org_of(*a).0, *v6))).map(|(a, _)| self.orgs.org_of(*a).0).collect()
+    }
+
+    /// A tally of `orgs` only, leaving out their ASes banned on their own (`bans`): hosts of
+    /// the crawl go through it again, and [`Tally::replace`] puts its groups in place.
+    pub fn redo(orgs: &'a Orgs, routes: &'a RouteTable, keep: &'a dyn Fn(u32) -> bool, bans: &'a Findings, affected: BTreeSet<String>) -> Tally<'a> {
+        Tally { redo: Some((bans, affected)), ..Tally::new(orgs, routes, keep) }
+    }
+
+    fn org(&mut self, asn: u32) -> u32 {
+        let (orgs, ids, names) = (self.orgs, &mut self.org_ids, &mut self.org_names);
+        *self.org_of.entry(asn).or_insert_with(|| {
             let name = orgs.org_of(asn).0;
-            *org_ids.entry_ref(&name).or_insert_with(|| {
-                org_names.push(name.clone());
-                org_names.len() as u32 - 1
+            *ids.entry_ref(&name).or_insert_with(|| {
+                names.push(name.clone());
+                names.len() as u32 - 1
             })
         })
-    };
-    // Most routing tables have few multi-origin prefixes, and some none: look hosts up only
-    // when there are.
-    let moas = routes.prefixes().any(|(_, o)| o.others.is_some());
-    let (mut origins, mut host_orgs): (Vec<(u32, u32)>, Vec<u32>) = (Vec::with_capacity(4), Vec::with_capacity(4));
-    for (ip, h) in &hosts.hosts {
-        if !keep(h.asn) {
-            continue;
+    }
+
+    /// Count the finished net's hosts toward `beside`.
+    fn end_net(&mut self) {
+        for (g, f, r) in self.run.drain(..) {
+            if r > 0 {
+                self.counts[g as usize].beside += f as u64;
+            }
         }
-        let key = numeric(ip).unwrap_or(0);
+    }
+
+    fn group(counts: &mut Vec<Counts>, ids: &mut [u32; 6], s: usize, asn: Option<u32>) -> u32 {
+        if ids[s] == NONE {
+            ids[s] = counts.len() as u32;
+            counts.push(Counts { asns: asn.into_iter().collect(), ..Default::default() });
+        }
+        ids[s]
+    }
+
+    fn count(&mut self, g: u32, h: &HostAcc, i: usize, dir: Direction, cls: Result<PortState, Exclusion>) {
+        if let Some((filtered, reachable)) = self.counts[g as usize].add(h, i, dir, cls) {
+            let e = match self.run.iter_mut().find(|e| e.0 == g) {
+                Some(e) => e,
+                None => {
+                    self.run.push((g, 0, 0));
+                    self.run.last_mut().unwrap()
+                }
+            };
+            e.1 += filtered as u32;
+            e.2 += reachable as u32;
+        }
+    }
+
+    /// One host (`key`: its address, IPv4 mapped). Hosts of one /24 (/64) come one after the
+    /// other.
+    pub fn add(&mut self, key: u128, h: &HostAcc) {
+        if !(self.keep)(h.asn) {
+            return;
+        }
+        let net = net_of(key, h.v6);
+        if self.net != Some(net) {
+            self.end_net();
+            self.net = Some(net);
+        }
+        let mut origins = std::mem::take(&mut self.origins);
+        let mut host_orgs = std::mem::take(&mut self.host_orgs);
         origins.clear();
-        origins.push((h.asn, org(h.asn)));
-        if moas {
+        let o = self.org(h.asn);
+        origins.push((h.asn, o));
+        if self.moas {
             let addr = if h.v6 { IpAddr::V6(key.into()) } else { IpAddr::V4((key as u32).into()) };
-            if let Some((_, o)) = routes.lookup(addr) {
-                for a in o.others.iter().flatten().copied().filter(|a| *a != h.asn && keep(*a)) {
-                    origins.push((a, org(a)));
+            if let Some((_, r)) = self.routes.lookup(addr) {
+                for a in r.others.iter().flatten().copied().filter(|a| *a != h.asn && (self.keep)(*a)) {
+                    let o = self.org(a);
+                    origins.push((a, o));
                 }
             }
         }
         host_orgs.clear();
-        // An AS banned on its own stays out of its organization's numbers (its silence is the
-        // detector's, and the organization's other ASes did not show the ban).
-        host_orgs.extend(origins.iter().filter(|o| !bans.as_banned(o.0, h.v6) || bans.bans.contains_key(&(orgs.org_of(o.0).0, h.v6))).map(|o| o.1));
+        match &self.redo {
+            // An AS banned on its own stays out of its organization's numbers (its silence is
+            // the detector's, and the organization's other ASes did not show the ban).
+            Some((bans, only)) => host_orgs.extend(
+                origins
+                    .iter()
+                    .filter(|o| only.contains(&self.org_names[o.1 as usize]))
+                    .filter(|o| !bans.as_banned(o.0, h.v6) || bans.bans.contains_key(&(self.org_names[o.1 as usize].clone(), h.v6)))
+                    .map(|o| o.1),
+            ),
+            None => host_orgs.extend(origins.iter().map(|o| o.1)),
+        }
         host_orgs.sort_unstable();
         host_orgs.dedup();
-        for (i, port) in MAIL_PORTS.iter().enumerate() {
+        for i in 0..MAIL_PORTS.len() {
             for dir in Direction::ALL {
                 if !dir.probed(h, i) {
                     continue;
                 }
-                for (a, _) in &origins {
-                    by_as.entry((*a, h.v6, *port, dir)).or_insert_with(|| Counts { asns: BTreeSet::from([*a]), ..Default::default() }).add(key, h, i, dir);
+                let cls = dir.classify(h, i);
+                let s = slot(i, dir);
+                if self.redo.is_none() {
+                    for (a, _) in &origins {
+                        let ids = self.as_groups.entry((*a, h.v6)).or_insert([NONE; 6]);
+                        let g = Self::group(&mut self.counts, ids, s, Some(*a));
+                        self.count(g, h, i, dir, cls);
+                    }
                 }
                 for o in &host_orgs {
-                    let c = by_org.entry((*o, h.v6, *port, dir)).or_default();
+                    let ids = self.org_groups.entry((*o, h.v6)).or_insert([NONE; 6]);
+                    let g = Self::group(&mut self.counts, ids, s, None);
+                    let c = &mut self.counts[g as usize];
                     for (a, ao) in &origins {
                         if ao == o && !c.asns.contains(a) {
                             c.asns.insert(*a);
                         }
                     }
-                    c.add(key, h, i, dir);
+                    self.count(g, h, i, dir, cls);
                 }
             }
         }
+        self.origins = origins;
+        self.host_orgs = host_orgs;
     }
-    let by_org = by_org.into_iter().map(|((o, v6, port, dir), c)| ((org_names[o as usize].clone(), v6, port, dir), c)).collect();
-    (by_as.into_iter().collect(), by_org)
+
+    /// The tallies, per AS and per organization.
+    pub fn finish(mut self) -> (BTreeMap<AsKey, Counts>, BTreeMap<GroupKey, Counts>) {
+        self.end_net();
+        let mut counts: Vec<Option<Counts>> = self.counts.into_iter().map(Some).collect();
+        let mut by_as = BTreeMap::new();
+        let mut by_org = BTreeMap::new();
+        for dir in Direction::ALL {
+            for (i, port) in MAIL_PORTS.iter().enumerate() {
+                let s = slot(i, dir);
+                for ((a, v6), ids) in &self.as_groups {
+                    if let Some(c) = (ids[s] != NONE).then(|| counts[ids[s] as usize].take()).flatten() {
+                        by_as.insert((*a, *v6, *port, dir), c);
+                    }
+                }
+                for ((o, v6), ids) in &self.org_groups {
+                    if let Some(c) = (ids[s] != NONE).then(|| counts[ids[s] as usize].take()).flatten() {
+                        by_org.insert((self.org_names[*o as usize].clone(), *v6, *port, dir), c);
+                    }
+                }
+            }
+        }
+        (by_as, by_org)
+    }
+
+    /// Put a [`Tally::redo`]'s organizations in place of theirs in `by_org`.
+    pub fn replace(redo: BTreeMap<GroupKey, Counts>, affected: &BTreeSet<String>, by_org: &mut BTreeMap<GroupKey, Counts>) {
+        by_org.retain(|k, _| !affected.contains(&k.0));
+        by_org.extend(redo);
+    }
 }
 
 pub fn rows(by_as: &BTreeMap<AsKey, Counts>, by_org: &BTreeMap<GroupKey, Counts>, cx: &Context) -> (Vec<Row>, Vec<Row>) {
@@ -479,16 +655,6 @@ const BLIND_MIN_PROVIDERS: usize = 3;
 /// ... and more than this share of them silent at once.
 const BLIND_SHARE: f64 = 0.5;
 
-/// A host line for `hosts.parquet`.
-pub struct HostRow<'a> {
-    pub ip: &'a str,
-    pub h: &'a HostAcc,
-}
-
-pub fn host_rows(hosts: &Hosts) -> impl Iterator<Item = HostRow<'_>> + '_ {
-    hosts.hosts.iter().map(|(k, h)| HostRow { ip: k, h })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -505,7 +671,8 @@ mod tests {
     fn silence_and_one_icmp_kind_is_an_icmp_filter_under_a_rate_limit() {
         let (routes, orgs, categories, th, bans) = (routes(), Orgs::default(), Categories::default(), Thresholds::default(), Findings::default());
         let strings = vec!["198.18.0.1".to_string()];
-        let cx = Context { routes: &routes, orgs: &orgs, categories: &categories, strings: &strings, th: &th, bans: &bans, vantage: "v" };
+        let siblings = Siblings::default();
+        let cx = Context { routes: &routes, orgs: &orgs, siblings: &siblings, categories: &categories, strings: &strings, th: &th, bans: &bans, vantage: "v" };
         let mut c = Counts { filtered: 50, informative: 50, asns: BTreeSet::from([64500]), ..Default::default() };
         c.states[PortState::Silent.index()] = 41;
         c.states[PortState::IcmpProhibited.index()] = 9;
@@ -533,7 +700,7 @@ mod tests {
         c.responders = BTreeMap::from([(0, 9)]);
         let strings = vec!["198.18.0.1".to_string()];
         let cx = Context { strings: &strings, ..cx };
-        c.nets = (0..41u128).map(|n| (n, (1, 3))).collect();
+        c.beside = 41;
         let (m, l, _) = explain(&c, &c.states, 50, "AS64500", &cx);
         assert_eq!((m.as_str(), l.as_str()), ("silent-drop", "host-firewalls"));
     }

@@ -32,7 +32,7 @@
 //! organization is banned only when its hosts outside the banned ASes show the gap too; an
 //! AS's ban otherwise stays that AS's, and the organization's numbers leave its hosts out.
 
-use crate::load::Hosts;
+use crate::infer::HostAcc;
 use hashbrown::HashMap;
 use serde::Serialize;
 
@@ -170,6 +170,8 @@ impl Findings {
 struct Group {
     hosts: u64,
     times: Vec<i64>,
+    /// Where each of `times` was added to its family's times (their `ids`), for `Clock`.
+    ids: Vec<u32>,
     /// Times of answers that were not first-try answers, and the latest answer of each host.
     later: Vec<i64>,
 }
@@ -178,7 +180,14 @@ impl Group {
     fn absorb(&mut self, o: &Group) {
         self.hosts += o.hosts;
         self.times.extend_from_slice(&o.times);
+        self.ids.extend_from_slice(&o.ids);
         self.later.extend_from_slice(&o.later);
+    }
+    /// The group's first-try times, sorted, with their ids.
+    fn sorted(&self) -> Vec<(i64, u32)> {
+        let mut v: Vec<(i64, u32)> = self.times.iter().copied().zip(self.ids.iter().copied()).collect();
+        v.sort_unstable();
+        v
     }
     /// The first answer of any kind after `t`.
     fn next_answer(&self, t: i64) -> Option<i64> {
@@ -199,16 +208,16 @@ struct Gap {
     len: f64,
 }
 
-fn longest_gap(g: &Group, clock: &[i64]) -> Option<Gap> {
+fn longest_gap(g: &Group, clock: &Clock) -> Option<Gap> {
     let a = g.times.len();
-    if a < MIN_ANSWERED || clock.is_empty() {
+    if a < MIN_ANSWERED || clock.len() == 0 {
         return None;
     }
-    let mut times = g.times.clone();
-    times.sort_unstable();
+    let sorted = g.sorted();
+    let times: Vec<i64> = sorted.iter().map(|x| x.0).collect();
     // The clock at the network's i-th answer: the share of the others' answering hosts probed
     // by then.
-    let u: Vec<f64> = times.iter().map(|t| clock.partition_point(|x| *x <= *t) as f64 / clock.len() as f64).collect();
+    let u: Vec<f64> = clock.at(&sorted).into_iter().map(|n| n as f64 / clock.len() as f64).collect();
     // Two candidates: the gap from the last answer to the end (chance (1 − g)^A), and the
     // longest gap between two answers (at most (A − 1)(1 − g)^A, a union bound over the A − 1
     // spacings); the smaller chance is taken, doubled for having looked at both.
@@ -223,34 +232,95 @@ fn longest_gap(g: &Group, clock: &[i64]) -> Option<Gap> {
     Some(Gap { chance: (2.0 * chance).min(1.0), from: u[at], to: if at + 1 < a { u[at + 1] } else { 1.0 }, since_us, until_us: g.next_answer(since_us), len })
 }
 
-/// The family's first-try answer times (sorted) without those of `g`: its clock.
-fn others(family: &[i64], g: &Group) -> Vec<i64> {
-    let mut mine = g.times.clone();
-    mine.sort_unstable();
-    let mut out = Vec::with_capacity(family.len().saturating_sub(mine.len()));
-    let mut j = 0;
-    for t in family {
-        if j < mine.len() && mine[j] == *t {
-            j += 1;
-        } else {
-            out.push(*t);
-        }
-    }
-    out
+/// The order of a family's first-try times: the times sorted, and for each time (by its id,
+/// the order it was added in) how many of the family's times are at or before it.
+struct Family {
+    sorted: Vec<i64>,
+    rank: Vec<u32>,
 }
 
-/// Bans and family outages of one crawl; `org_of` names an AS's organization, `keep` selects
-/// the ASes reported.
-pub fn detect(hosts: &Hosts, org_of: &dyn Fn(u32) -> String, keep: &dyn Fn(u32) -> bool) -> Findings {
-    let mut per_as: HashMap<(u32, bool), Group> = HashMap::new();
-    let mut family: [Group; 2] = Default::default();
-    for h in hosts.hosts.values().filter(|h| keep(h.asn)) {
-        let g = per_as.entry((h.asn, h.v6)).or_default();
+impl Family {
+    fn of(g: &Group) -> Family {
+        let mut order: Vec<(i64, u32)> = g.times.iter().copied().zip(0..).collect();
+        order.sort_unstable();
+        let mut rank = vec![0u32; order.len()];
+        let mut upper = order.len();
+        for i in (0..order.len()).rev() {
+            if i + 1 < order.len() && order[i + 1].0 != order[i].0 {
+                upper = i + 1;
+            }
+            rank[order[i].1 as usize] = upper as u32;
+        }
+        Family { sorted: order.into_iter().map(|x| x.0).collect(), rank }
+    }
+}
+
+/// A clock: a family's first-try answer times without those of the network tested (`minus`, a
+/// part of them) — or another family's, whole. Counted, never copied, and never searched per
+/// answer: the network's own times are family times, so where each stands in the family is
+/// known from its id (a copy of the family's times per network tested, each searched per
+/// answer, was quadratic in the crawl: thousands of networks × millions of answers).
+enum Clock<'a> {
+    /// Another family's times.
+    Of(&'a [i64]),
+    Without { family: &'a Family, minus: Vec<i64> },
+}
+
+impl<'a> Clock<'a> {
+    fn of(other: &'a Family) -> Clock<'a> {
+        Clock::Of(&other.sorted)
+    }
+    /// `family` without the times of `g`.
+    fn without(family: &'a Family, g: &Group) -> Clock<'a> {
+        let mut minus = g.times.clone();
+        minus.sort_unstable();
+        Clock::Without { family, minus }
+    }
+    fn len(&self) -> usize {
+        match self {
+            Clock::Of(all) => all.len(),
+            Clock::Without { family, minus } => family.sorted.len() - minus.len(),
+        }
+    }
+    /// For each of `times` (sorted, with their ids), the times on the clock at or before it.
+    fn at(&self, times: &[(i64, u32)]) -> Vec<usize> {
+        // Both sides sorted: one walk along each.
+        let upto = |all: &[i64]| -> Vec<usize> {
+            let mut j = 0;
+            times
+                .iter()
+                .map(|(t, _)| {
+                    while j < all.len() && all[j] <= *t {
+                        j += 1;
+                    }
+                    j
+                })
+                .collect()
+        };
+        match self {
+            Clock::Of(all) => upto(all),
+            Clock::Without { family, minus } => times.iter().zip(upto(minus)).map(|((_, id), m)| family.rank[*id as usize] as usize - m).collect(),
+        }
+    }
+}
+
+/// What the ban test needs of a crawl's hosts, gathered host by host as a scan hands them
+/// out (in any order): per AS and family, its host count, its hosts' first-try answer times
+/// and their later answers; per family, every first-try answer time (the clock).
+#[derive(Default)]
+pub struct Evidence {
+    per_as: HashMap<(u32, bool), Group>,
+}
+
+impl Evidence {
+    /// One host of a reported AS. (Held per answering host for the whole crawl: its first-try
+    /// time and at most two later answers, nothing else; the families' clocks are put together
+    /// from these when the test runs, after the scan.)
+    pub fn add(&mut self, h: &HostAcc) {
+        let g = self.per_as.entry((h.asn, h.v6)).or_default();
         g.hosts += 1;
-        let f = &mut family[h.v6 as usize];
         if h.answered_first_try_at != i64::MAX {
             g.times.push(h.answered_first_try_at);
-            f.times.push(h.answered_first_try_at);
         }
         // Answers after the host's first-try ones: its retries' (always), and its last answer
         // when it came well after its first-try probes (a host's probes go out within seconds).
@@ -261,14 +331,34 @@ pub fn detect(hosts: &Hosts, org_of: &dyn Fn(u32) -> String, keep: &dyn Fn(u32) 
             g.later.push(h.last_reply);
         }
     }
-    for f in family.iter_mut() {
-        f.times.sort_unstable();
+
+    /// Bans and family outages of the crawl; `org_of` names an AS's organization.
+    pub fn detect(self, org_of: &dyn Fn(u32) -> String) -> Findings {
+        let Evidence { mut per_as } = self;
+        // Each family's first-try times, every network's one after the other; each network's
+        // times learn where they stand among them (their ids).
+        let mut family: [Group; 2] = Default::default();
+        for ((_, v6), g) in per_as.iter_mut() {
+            let f = &mut family[*v6 as usize];
+            let first = f.times.len() as u32;
+            g.ids = (first..first + g.times.len() as u32).collect();
+            f.times.extend_from_slice(&g.times);
+        }
+        for f in family.iter_mut() {
+            f.ids = (0..f.times.len() as u32).collect();
+        }
+        detect_groups(per_as, family, org_of)
     }
+}
+
+/// Bans and family outages from the per-AS groups and the families' clocks.
+fn detect_groups(per_as: HashMap<(u32, bool), Group>, family: [Group; 2], org_of: &dyn Fn(u32) -> String) -> Findings {
+    let order = [Family::of(&family[0]), Family::of(&family[1])];
     let mut found = Findings::default();
     // A family's outage, on the other family's clock.
     for v6 in [false, true] {
-        let (me, other) = (&family[v6 as usize], &family[!v6 as usize]);
-        let Some(gap) = longest_gap(me, &other.times) else { continue };
+        let me = &family[v6 as usize];
+        let Some(gap) = longest_gap(me, &Clock::of(&order[!v6 as usize])) else { continue };
         // The networks that had answered before the gap, and those of them silent through it.
         let end = gap.until_us.unwrap_or(i64::MAX);
         let before: Vec<&Group> = per_as.iter().filter(|((_, f), g)| *f == v6 && g.times.iter().any(|t| *t <= gap.since_us)).map(|(_, g)| g).collect();
@@ -295,7 +385,7 @@ pub fn detect(hosts: &Hosts, org_of: &dyn Fn(u32) -> String, keep: &dyn Fn(u32) 
             return None; // the family's silence is the vantage's own: no network is banned for it
         }
         // The clock: the same family's other networks' first-try answers.
-        let gap = longest_gap(g, &others(&family[v6 as usize].times, g))?;
+        let gap = longest_gap(g, &Clock::without(&order[v6 as usize], g))?;
         let threshold = thresholds[v6 as usize];
         let long = gap.until_us.is_none_or(|u| u - gap.since_us >= MIN_BAN_US);
         (gap.chance < threshold && g.hosts as f64 * gap.len >= MIN_SILENT_IN_GAP && long).then(|| Ban {
@@ -332,7 +422,7 @@ pub fn detect(hosts: &Hosts, org_of: &dyn Fn(u32) -> String, keep: &dyn Fn(u32) 
             }
         }
         let confirmed = !all_banned
-            && longest_gap(&rest, &others(&family[v6 as usize].times, &all)).is_some_and(|r| {
+            && longest_gap(&rest, &Clock::without(&order[v6 as usize], &all)).is_some_and(|r| {
                 // The other ASes' longest silence, unlikely by chance, over most of a banned AS's.
                 r.chance < CONFIRM_ALPHA && banned.iter().any(|b| (r.to.min(b.to) - r.from.max(b.from)) >= 0.5 * (b.to - b.from))
             });
@@ -362,15 +452,13 @@ pub fn of_org<'a>(bans: &'a HashMap<(String, bool), Ban>, org: &str, v6: bool) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::infer::HostAcc;
-    use crate::load::{Hosts, Interner};
 
     /// `n` hosts of AS 64500 (and, every third, of AS 64501) probed a second apart, between
     /// `n` hosts of AS 64999 that all answer (the rest of the crawl, which is the clock);
     /// `answers(i)`: after how long host `i` of AS 64500/64501 answered (µs), if it did, and at
     /// which attempt.
-    fn crawl(n: u32, answers: impl Fn(u32) -> Option<(i64, u8)>) -> Hosts {
-        let mut h = Hosts { hosts: Default::default(), strings: Interner::default(), vantage: "v".into(), rows: 0 };
+    fn crawl(n: u32, answers: impl Fn(u32) -> Option<(i64, u8)>) -> Vec<HostAcc> {
+        let mut h = Vec::new();
         for i in 0..2 * n {
             let asn = if i % 2 == 1 { 64999 } else if (i / 2) % 3 == 2 { 64501 } else { 64500 };
             let mut acc = HostAcc::new(asn, 0, false);
@@ -380,14 +468,20 @@ mod tests {
                 let at = sent + if attempt > 1 { 3_600_000_000 } else { 0 }; // retries: a later pass
                 acc.add_times(Some(at), Some(attempt), Some(at + d));
             }
-            h.hosts.insert(format!("198.18.{}.{}", i / 200, i % 200 + 1).into(), acc);
+            h.push(acc);
         }
         h
     }
 
+    fn evidence(hosts: &[HostAcc]) -> Evidence {
+        let mut e = Evidence::default();
+        hosts.iter().for_each(|h| e.add(h));
+        e
+    }
+
     /// AS 64500 and AS 64501 are one organization.
-    fn bans(h: &Hosts) -> HashMap<(String, bool), Ban> {
-        detect(h, &|a| if a == 64999 { "ORG-OTHER".into() } else { "ORG-X".into() }, &|_| true).bans
+    fn bans(h: &[HostAcc]) -> HashMap<(String, bool), Ban> {
+        evidence(h).detect(&|a| if a == 64999 { "ORG-OTHER".into() } else { "ORG-X".into() }).bans
     }
 
     fn key(k: &str) -> (String, bool) {
@@ -436,7 +530,7 @@ mod tests {
         let with_retries = |after: i64| {
             let mut h = crawl(150, |i| (i < 60).then_some((50_000, 1)));
             for asn in [64500, 64501] {
-                let late = h.hosts.values_mut().find(|a| a.asn == asn && a.answered_first_try_at == i64::MAX).unwrap();
+                let late = h.iter_mut().find(|a| a.asn == asn && a.answered_first_try_at == i64::MAX).unwrap();
                 late.add_times(Some(last_first + after - 500_000), Some(2), Some(last_first + after));
             }
             h
@@ -464,7 +558,7 @@ mod tests {
     fn a_family_that_goes_dark_everywhere_is_the_vantages_outage_not_bans() {
         // IPv4: 4 networks answering all along (the clock). IPv6: 4 networks answering until
         // the middle of the pass, then none of them — the vantage's IPv6 path failed.
-        let mut h = Hosts { hosts: Default::default(), strings: Interner::default(), vantage: "v".into(), rows: 0 };
+        let mut h = Vec::new();
         for i in 0..800u32 {
             let v6 = i % 2 == 1;
             let asn = 64500 + (i / 2) % 4;
@@ -473,10 +567,9 @@ mod tests {
             if !v6 || i < 400 {
                 acc.add_times(Some(sent), Some(1), Some(sent + 50_000));
             }
-            let ip = if v6 { format!("2001:db8:100::{i:x}") } else { format!("198.18.{}.{}", i / 200, i % 200) };
-            h.hosts.insert(ip.into(), acc);
+            h.push(acc);
         }
-        let f = detect(&h, &|a| format!("AS{a}"), &|_| true);
+        let f = evidence(&h).detect(&|a| format!("AS{a}"));
         let o = f.outage(true).expect("an IPv6 outage");
         assert_eq!((o.groups, o.groups_silent, o.until_us), (4, 4, None), "{o:?}");
         assert!((o.from - 0.5).abs() < 0.02 && o.evidence().contains("ipv6 path went dark"), "{}", o.evidence());

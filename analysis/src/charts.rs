@@ -124,6 +124,12 @@ pub fn lines_from(rows: &[Row], pick: &[(&str, &str, u16)]) -> Vec<Line> {
     let mut names: Vec<String> = rows.iter().filter(|r| r.informative > 0 && r.method != "egress").map(|r| r.provider.clone()).collect();
     names.sort();
     names.dedup();
+    // Each (provider, direction, family, port)'s first row with a verdict, found by key (a scan
+    // of the rows per provider was quadratic in the number of providers).
+    let mut first: hashbrown::HashMap<(&str, &str, &str, u16), &Row> = hashbrown::HashMap::new();
+    for r in rows.iter().filter(|r| r.method != "egress" && r.verdict != "insufficient") {
+        first.entry((r.provider.as_str(), r.direction, r.family, r.port)).or_insert(r);
+    }
     names
         .into_iter()
         .map(|name| Line {
@@ -131,10 +137,8 @@ pub fn lines_from(rows: &[Row], pick: &[(&str, &str, u16)]) -> Vec<Line> {
             points: pick
                 .iter()
                 .map(|(dir, fam, port)| {
-                    rows.iter()
-                        // Rates of hosts only: the vantages inside are too few for an interval.
-                        .find(|r| r.provider == name && r.direction == *dir && r.method != "egress" && r.family == *fam && r.port == *port && r.verdict != "insufficient")
-                        .and_then(|r| Some((r.rate?, r.ci_low?, r.ci_high?)))
+                    // Rates of hosts only: the vantages inside are too few for an interval.
+                    first.get(&(name.as_str(), *dir, *fam, *port)).and_then(|r| Some((r.rate?, r.ci_low?, r.ci_high?)))
                 })
                 .collect(),
         })

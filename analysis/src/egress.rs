@@ -439,7 +439,8 @@ mod tests {
         routes.insert("203.0.113.0/24".parse().unwrap(), origin(64500));
         routes.insert("198.51.100.0/24".parse().unwrap(), origin(64999));
         let (orgs, categories, th) = (Orgs::default(), Categories::default(), Thresholds::default());
-        let cx = Context { routes: &routes, orgs: &orgs, categories: &categories, strings: &[], th: &th, bans: &Default::default(), vantage: "inside" };
+        let siblings = crate::aggregate::Siblings::of_orgs(&orgs);
+        let cx = Context { routes: &routes, orgs: &orgs, siblings: &siblings, categories: &categories, strings: &[], th: &th, bans: &Default::default(), vantage: "inside" };
         let same = [series_of("a", 64500, "blocked", "icmp-prohibited", &["203.0.113.1"]), series_of("b", 64500, "blocked", "icmp-prohibited", &["203.0.113.1"])];
         let r = &provider_rows(&same, &cx)[0];
         assert_eq!((r.verdict, r.mechanism.as_str(), r.location.as_str(), r.informative, r.filtered), ("blocks", "icmp-prohibited", "in-provider", 2, 2));

@@ -33,7 +33,7 @@ const NO_REPLY: ReplyObs = ReplyObs { reply: NOT_PROBED, ttl: 0, icmp_type: 0, i
 /// reflection probe's twin (the crawler sends 3 controls + 2 random ports by default).
 const EPHEMERAL_KEPT: usize = 8;
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReplyObs {
     /// 0 none, 1 synack, 2 rst, 3 icmp ([`NOT_PROBED`] in slots never filled)
     pub reply: u8,
@@ -176,26 +176,65 @@ pub fn icmp_state(v6: bool, t: u8, c: u8) -> PortState {
     }
 }
 
-/// Everything a host's rows say, folded in any order (so shards and files merge freely).
+/// A row's `port_role`, as the fold tells them apart: control and random ports, reflection
+/// probes, and the rest (`target`, `mail`: the mail ports, by their port number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Role {
+    Other = 0,
+    Control = 1,
+    Random = 2,
+    Reflect = 3,
+}
+
+impl Role {
+    pub fn of(role: &str) -> Role {
+        match role {
+            "control" => Role::Control,
+            "random" => Role::Random,
+            "reflect" => Role::Reflect,
+            _ => Role::Other,
+        }
+    }
+    pub fn from_bits(b: u8) -> Role {
+        match b & 3 {
+            1 => Role::Control,
+            2 => Role::Random,
+            3 => Role::Reflect,
+            _ => Role::Other,
+        }
+    }
+}
+
+/// Everything a host's rows say, folded row by row in the crawl's order (rows of one host keep
+/// their order whichever way the crawl is read: `fold` and `spill` preserve it). Kept compact —
+/// a crawl of millions of hosts holds one of these per host of a partition (`fold`) — so
+/// unprobed replies are [`NOT_PROBED`] rather than `Option`s, and parallel arrays replace
+/// tuples (no padding).
 #[derive(Debug, Clone)]
 pub struct HostAcc {
     pub asn: u32,
     pub prefix: u32,
     pub v6: bool,
-    pub mail: [Option<ReplyObs>; 3],
-    /// TTLs of the host's own replies — one per flow: control ports, RSTs from random ports,
-    /// SYN-ACKs on mail ports — up to 4 distinct, with how many flows arrived with each. Per-flow
-    /// load balancing (ECMP) over paths of unequal length gives one host several.
-    pub ref_ttls: [(u8, u16); 4],
     pub control_answered: bool,
     pub random_rst: bool,
     pub random_synack: bool,
+    /// Replies on 25, 465, 587 (`reply == NOT_PROBED`: not probed).
+    pub mail: [ReplyObs; 3],
     /// Reflection probes from the mail ports' source ports, then from the neutral control.
     pub reflect: [ReplyObs; 4],
-    /// Their destination port (the twin's).
+    /// TTLs of the host's own replies — one per flow: control ports, RSTs from random ports,
+    /// SYN-ACKs on mail ports — up to 4 distinct (`ref_ttl`), with how many flows arrived with
+    /// each (`ref_n`; 0: slot unused). Per-flow load balancing (ECMP) over paths of unequal
+    /// length gives one host several.
+    pub ref_ttl: [u8; 4],
+    pub ref_n: [u16; 4],
+    /// The reflection probes' destination port (the twin's).
     pub reflect_dport: u16,
-    /// (port, reply, ttl) of ephemeral-source probes to control and random ports.
-    pub ephemeral: [(u16, u8, u8); EPHEMERAL_KEPT],
+    /// Ports and replies of ephemeral-source probes to control and random ports
+    /// (`NOT_PROBED`: slot unused), to find a reflection probe's twin.
+    pub ephemeral_port: [u16; EPHEMERAL_KEPT],
+    pub ephemeral_reply: [u8; EPHEMERAL_KEPT],
     /// When a probe of the host that was answered at its first attempt went out, and when the
     /// host last answered anything (µs; `i64::MAX` / 0 when none): the evidence of a scan ban,
     /// which silences every host probed after it. (A silent row's `sent_at` is its *last*
@@ -213,14 +252,16 @@ impl HostAcc {
             asn,
             prefix,
             v6,
-            mail: [None; 3],
-            ref_ttls: [(0, 0); 4],
             control_answered: false,
             random_rst: false,
             random_synack: false,
+            mail: [NO_REPLY; 3],
             reflect: [NO_REPLY; 4],
+            ref_ttl: [0; 4],
+            ref_n: [0; 4],
             reflect_dport: 0,
-            ephemeral: [(0, NOT_PROBED, 0); EPHEMERAL_KEPT],
+            ephemeral_port: [0; EPHEMERAL_KEPT],
+            ephemeral_reply: [NOT_PROBED; EPHEMERAL_KEPT],
             answered_first_try_at: i64::MAX,
             last_reply: 0,
             first_retry_reply: i64::MAX,
@@ -247,11 +288,10 @@ impl HostAcc {
     /// Keep a control or random port's reply, for reflection twins. Past `EPHEMERAL_KEPT`
     /// ports only the twin's destination (once known) is kept.
     fn keep_ephemeral(&mut self, port: u16, o: &ReplyObs) {
-        let e = (port, o.reply, o.ttl);
-        if let Some(s) = self.ephemeral.iter_mut().find(|s| s.1 == NOT_PROBED) {
-            *s = e;
+        if let Some(s) = self.ephemeral_reply.iter().position(|r| *r == NOT_PROBED) {
+            (self.ephemeral_port[s], self.ephemeral_reply[s]) = (port, o.reply);
         } else if port == self.reflect_dport {
-            self.ephemeral[EPHEMERAL_KEPT - 1] = e;
+            (self.ephemeral_port[EPHEMERAL_KEPT - 1], self.ephemeral_reply[EPHEMERAL_KEPT - 1]) = (port, o.reply);
         }
     }
 
@@ -263,27 +303,27 @@ impl HostAcc {
     }
 
     fn add_ttl(&mut self, ttl: u8) {
-        for s in self.ref_ttls.iter_mut() {
-            if s.1 == 0 || s.0 == ttl {
-                s.0 = ttl;
-                s.1 = s.1.saturating_add(1);
+        for s in 0..4 {
+            if self.ref_n[s] == 0 || self.ref_ttl[s] == ttl {
+                self.ref_ttl[s] = ttl;
+                self.ref_n[s] = self.ref_n[s].saturating_add(1);
                 return;
             }
         }
     }
 
     /// A row of the host: its port, role, our source port and what came back.
-    pub fn add(&mut self, port: u16, role: &str, sport: u16, o: &ReplyObs) {
+    pub fn add(&mut self, port: u16, role: Role, sport: u16, o: &ReplyObs) {
         match role {
-            "control" => {
+            Role::Control => {
                 self.keep_ephemeral(port, o);
                 if o.reply == 1 || o.reply == 2 {
                     self.control_answered = true;
                     self.add_ttl(o.ttl);
                 }
             }
-            "reflect" => self.add_reflect(sport, port, o),
-            "random" => {
+            Role::Reflect => self.add_reflect(sport, port, o),
+            Role::Random => {
                 self.keep_ephemeral(port, o);
                 match o.reply {
                     1 => self.random_synack = true,
@@ -294,9 +334,9 @@ impl HostAcc {
                     _ => {}
                 }
             }
-            _ => {
+            Role::Other => {
                 if let Some(i) = MAIL_PORTS.iter().position(|p| *p == port) {
-                    self.mail[i] = Some(*o);
+                    self.mail[i] = *o;
                     // A SYN-ACK is the host's own (answer-everything hosts are left out).
                     if o.reply == 1 {
                         self.add_ttl(o.ttl);
@@ -306,25 +346,30 @@ impl HostAcc {
         }
     }
 
-    /// The reflection probes' twin: (port, reply, ttl) of the probe to the same destination
-    /// port from an ephemeral source, if it was probed.
-    pub fn twin(&self) -> Option<(u16, u8, u8)> {
-        self.ephemeral.iter().find(|e| e.1 != NOT_PROBED && e.0 == self.reflect_dport).copied()
+    /// The reply to the mail port `MAIL_PORTS[i]`, if it was probed.
+    pub fn mail(&self, i: usize) -> Option<ReplyObs> {
+        Some(self.mail[i]).filter(|o| o.reply != NOT_PROBED)
+    }
+
+    /// The reflection probes' twin: (port, reply) of the probe to the same destination port
+    /// from an ephemeral source, if it was probed.
+    pub fn twin(&self) -> Option<(u16, u8)> {
+        (0..EPHEMERAL_KEPT).find(|s| self.ephemeral_reply[*s] != NOT_PROBED && self.ephemeral_port[*s] == self.reflect_dport).map(|s| (self.ephemeral_port[s], self.ephemeral_reply[s]))
     }
 
     /// The TTL most of the host's own replies arrive with.
     pub fn host_ttl(&self) -> Option<u8> {
-        self.ref_ttls.iter().filter(|s| s.1 > 0).max_by_key(|s| s.1).map(|s| s.0)
+        (0..4).filter(|s| self.ref_n[*s] > 0).max_by_key(|s| self.ref_n[*s]).map(|s| self.ref_ttl[s])
     }
 
     /// How many of the host's own replies (flows) its reference TTLs rest on.
     pub fn ref_flows(&self) -> u32 {
-        self.ref_ttls.iter().map(|s| s.1 as u32).sum()
+        self.ref_n.iter().map(|n| *n as u32).sum()
     }
 
     /// The hop distances of the host's own replies, with how many flows gave each.
     pub fn ref_hops(&self) -> impl Iterator<Item = (i16, u16)> + '_ {
-        self.ref_ttls.iter().filter(|s| s.1 > 0).map(|s| (hops(s.0), s.1))
+        (0..4).filter(|s| self.ref_n[*s] > 0).map(|s| (hops(self.ref_ttl[s]), self.ref_n[s]))
     }
 
     /// A RST with `ttl` seen from this host. With a TTL one of the host's own replies arrived
@@ -333,7 +378,7 @@ impl HostAcc {
     /// flows took (ECMP): `RstInjected` is only a candidate, which the provider's other hosts
     /// confirm or not (`aggregate`). Fewer than two flows of the host's own prove nothing.
     pub fn rst_state(&self, ttl: u8, reached: PortState) -> PortState {
-        if self.ref_ttls.iter().any(|s| s.1 > 0 && s.0 == ttl) {
+        if (0..4).any(|s| self.ref_n[s] > 0 && self.ref_ttl[s] == ttl) {
             reached
         } else if self.ref_flows() >= 2 {
             PortState::RstInjected
@@ -343,7 +388,7 @@ impl HostAcc {
     }
 
     pub fn state(&self, i: usize) -> PortState {
-        let Some(o) = self.mail[i] else { return PortState::NotProbed };
+        let Some(o) = self.mail(i) else { return PortState::NotProbed };
         match o.reply {
             1 => PortState::Open,
             2 => self.rst_state(o.ttl, PortState::Closed),
@@ -388,7 +433,7 @@ fn excluded(h: &HostAcc) -> Option<Exclusion> {
         return Some(Exclusion::AllPortsResponder);
     }
     // A RST alone does not show the host is alive: a middlebox may have forged it.
-    let any_tcp = h.control_answered || h.random_rst || h.mail.iter().flatten().any(|o| o.reply == 1);
+    let any_tcp = h.control_answered || h.random_rst || h.mail.iter().any(|o| o.reply == 1);
     // ICMP unreachable on every port is a dead (or unrouted) address; on some ports of a host
     // that answers TCP on others, it is a filter (`classify`).
     (!any_tcp).then_some(Exclusion::Dead)
@@ -456,7 +501,7 @@ impl Direction {
     /// Was the host probed for mail port `MAIL_PORTS[i]` in this direction?
     pub fn probed(self, h: &HostAcc, i: usize) -> bool {
         match self {
-            Direction::Inbound => h.mail[i].is_some(),
+            Direction::Inbound => h.mail(i).is_some(),
             Direction::Outbound => h.reflect[i].reply != NOT_PROBED,
         }
     }
@@ -469,7 +514,7 @@ impl Direction {
     /// The reply the host's state rests on.
     pub fn reply(self, h: &HostAcc, i: usize) -> Option<ReplyObs> {
         match self {
-            Direction::Inbound => h.mail[i],
+            Direction::Inbound => h.mail(i),
             Direction::Outbound => Some(h.reflect[i]).filter(|r| r.reply != NOT_PROBED),
         }
     }
@@ -502,26 +547,26 @@ mod tests {
     }
     fn host() -> HostAcc {
         let mut h = HostAcc::new(1, 0, false);
-        h.add(80, "control", 33000, &o(1, 62));
-        h.add(443, "control", 33000, &o(2, 62));
-        h.add(40000, "random", 33000, &o(2, 62));
+        h.add(80, Role::Control, 33000, &o(1, 62));
+        h.add(443, Role::Control, 33000, &o(2, 62));
+        h.add(40000, Role::Random, 33000, &o(2, 62));
         h
     }
     #[test]
     fn ttl_tells_injected_from_host_rst() {
         let mut h = host();
-        h.add(25, "target", 33000, &o(2, 63));
+        h.add(25, Role::Other, 33000, &o(2, 63));
         assert_eq!(classify(&h, 0), Ok(PortState::RstInjected));
         let mut h = host();
-        h.add(25, "target", 33000, &o(2, 62));
+        h.add(25, Role::Other, 33000, &o(2, 62));
         assert_eq!(classify(&h, 0), Ok(PortState::Closed));
     }
     #[test]
     fn lone_rst_proves_nothing() {
         // A dead host behind a RST-injecting border: no reply of its own, a RST on 25.
         let mut d = HostAcc::new(1, 0, false);
-        d.add(25, "target", 33000, &o(2, 63));
-        d.add(80, "control", 33000, &o(0, 0));
+        d.add(25, Role::Other, 33000, &o(2, 63));
+        d.add(80, Role::Control, 33000, &o(0, 0));
         assert_eq!(classify(&d, 0), Err(Exclusion::Dead));
         assert_eq!(d.state(0), PortState::Unverified);
     }
@@ -529,32 +574,32 @@ mod tests {
     #[test]
     fn silence_counts_only_on_informative_hosts() {
         let mut h = host();
-        h.add(25, "target", 33000, &o(0, 0));
+        h.add(25, Role::Other, 33000, &o(0, 0));
         assert_eq!(classify(&h, 0), Ok(PortState::Silent));
         let mut dead = HostAcc::new(1, 0, false);
-        dead.add(25, "target", 33000, &o(0, 0));
-        dead.add(80, "control", 33000, &o(0, 0));
+        dead.add(25, Role::Other, 33000, &o(0, 0));
+        dead.add(80, Role::Control, 33000, &o(0, 0));
         assert_eq!(classify(&dead, 0), Err(Exclusion::Dead));
         // Alive on 80 but no closed-port RST: a default-drop firewall; silence on 25 means nothing.
         let mut fw = HostAcc::new(1, 0, false);
-        fw.add(80, "control", 33000, &o(1, 62));
-        fw.add(40000, "random", 33000, &o(0, 0));
-        fw.add(25, "target", 33000, &o(0, 0));
+        fw.add(80, Role::Control, 33000, &o(1, 62));
+        fw.add(40000, Role::Random, 33000, &o(0, 0));
+        fw.add(25, Role::Other, 33000, &o(0, 0));
         assert_eq!(classify(&fw, 0), Err(Exclusion::Uninformative));
         let mut all = host();
-        all.add(41000, "random", 33000, &o(1, 62));
-        all.add(25, "target", 33000, &o(1, 62));
+        all.add(41000, Role::Random, 33000, &o(1, 62));
+        all.add(25, Role::Other, 33000, &o(1, 62));
         assert_eq!(classify(&all, 0), Err(Exclusion::AllPortsResponder));
     }
     #[test]
     fn icmp_codes() {
         let mut h = host();
-        h.add(25, "target", 33000, &ReplyObs { reply: 3, ttl: 63, icmp_type: 3, icmp_code: 13, responder: 0 });
+        h.add(25, Role::Other, 33000, &ReplyObs { reply: 3, ttl: 63, icmp_type: 3, icmp_code: 13, responder: 0 });
         assert_eq!(classify(&h, 0), Ok(PortState::IcmpProhibited));
         let mut h6 = HostAcc::new(1, 0, true);
-        h6.add(80, "control", 33000, &o(1, 62));
-        h6.add(40000, "random", 33000, &o(2, 62));
-        h6.add(25, "target", 33000, &ReplyObs { reply: 3, ttl: 63, icmp_type: 1, icmp_code: 4, responder: 0 });
+        h6.add(80, Role::Control, 33000, &o(1, 62));
+        h6.add(40000, Role::Random, 33000, &o(2, 62));
+        h6.add(25, Role::Other, 33000, &ReplyObs { reply: 3, ttl: 63, icmp_type: 1, icmp_code: 4, responder: 0 });
         assert_eq!(classify(&h6, 0), Ok(PortState::IcmpPortUnreachable));
     }
 
@@ -577,28 +622,28 @@ mod tests {
         ];
         for (v6, t, c, want) in cases {
             let mut h = HostAcc::new(1, 0, v6);
-            h.add(80, "control", 33000, &o(1, 62));
-            h.add(40000, "random", 33000, &o(2, 62));
-            h.add(25, "target", 33000, &icmp(t, c));
+            h.add(80, Role::Control, 33000, &o(1, 62));
+            h.add(40000, Role::Random, 33000, &o(2, 62));
+            h.add(25, Role::Other, 33000, &icmp(t, c));
             let got = classify(&h, 0);
             assert_eq!(got, Ok(want), "v6={v6} {t}/{c}");
             assert!(want.filtered(), "{t}/{c}");
             // Reflection: the same error for the reflected probe is a filter too.
             let mut r = host();
             r.v6 = v6;
-            r.add(40000, "reflect", 25, &icmp(t, c));
-            r.add(40000, "reflect", 2525, &o(2, 62));
+            r.add(40000, Role::Reflect, 25, &icmp(t, c));
+            r.add(40000, Role::Reflect, 2525, &o(2, 62));
             assert_eq!(classify_outbound(&r, 0), Ok(want), "reflect v6={v6} {t}/{c}");
         }
         // Unreachable on every port: a dead address, not a filter.
         let mut d = HostAcc::new(1, 0, false);
         for p in [25, 80, 443] {
-            d.add(p, if p == 25 { "target" } else { "control" }, 33000, &icmp(3, 1));
+            d.add(p, if p == 25 { Role::Other } else { Role::Control }, 33000, &icmp(3, 1));
         }
         assert_eq!(classify(&d, 0), Err(Exclusion::Dead));
         // Time exceeded says nothing about the port.
         let mut te = host();
-        te.add(25, "target", 33000, &icmp(11, 0));
+        te.add(25, Role::Other, 33000, &icmp(11, 0));
         assert_eq!(classify(&te, 0), Err(Exclusion::Uninformative));
     }
 
@@ -606,23 +651,23 @@ mod tests {
     fn a_rst_over_another_ecmp_path_is_only_a_candidate_and_needs_two_own_flows() {
         // The host's own flows came over two paths (62 and 61): a RST on 25 at either is its own.
         let mut h = host();
-        h.add(22, "control", 33000, &o(2, 61));
-        h.add(25, "target", 33000, &o(2, 61));
+        h.add(22, Role::Control, 33000, &o(2, 61));
+        h.add(25, Role::Other, 33000, &o(2, 61));
         assert_eq!(classify(&h, 0), Ok(PortState::Closed));
         // At a TTL none of its flows came with: a candidate (the provider decides).
         let mut h = host();
-        h.add(25, "target", 33000, &o(2, 63));
+        h.add(25, Role::Other, 33000, &o(2, 63));
         assert_eq!(classify(&h, 0), Ok(PortState::RstInjected));
         // One flow of its own proves nothing either way.
         let mut one = HostAcc::new(1, 0, false);
-        one.add(80, "control", 33000, &o(1, 62));
-        one.add(25, "target", 33000, &o(2, 63));
+        one.add(80, Role::Control, 33000, &o(1, 62));
+        one.add(25, Role::Other, 33000, &o(2, 63));
         assert_eq!(one.state(0), PortState::Unverified);
         // Reflection: the reflected RST over the other path than its twin's still passes.
         let mut r = host();
-        r.add(22, "control", 33000, &o(2, 61));
-        r.add(40000, "reflect", 25, &o(2, 61));
-        r.add(40000, "reflect", 2525, &o(2, 62));
+        r.add(22, Role::Control, 33000, &o(2, 61));
+        r.add(40000, Role::Reflect, 25, &o(2, 61));
+        r.add(40000, Role::Reflect, 2525, &o(2, 62));
         assert_eq!(classify_outbound(&r, 0), Ok(PortState::Passes));
     }
 
@@ -632,9 +677,9 @@ mod tests {
         // ports 25, 465, 587 and the neutral 2525.
         let with = |r25: ReplyObs, r2525: ReplyObs| {
             let mut h = host();
-            h.add(40000, "reflect", 25, &r25);
-            h.add(40000, "reflect", 465, &o(2, 62));
-            h.add(40000, "reflect", 2525, &r2525);
+            h.add(40000, Role::Reflect, 25, &r25);
+            h.add(40000, Role::Reflect, 465, &o(2, 62));
+            h.add(40000, Role::Reflect, 2525, &r2525);
             h
         };
         assert_eq!(classify_outbound(&with(o(2, 62), o(2, 62)), 0), Ok(PortState::Passes));
@@ -648,15 +693,15 @@ mod tests {
         assert_eq!(classify_outbound(&with(o(2, 62), o(2, 62)), 2), Err(Exclusion::Uninformative));
         // The twin silent: silence of the reflection means nothing.
         let mut h = HostAcc::new(1, 0, false);
-        h.add(80, "control", 33000, &o(1, 62));
-        h.add(40000, "random", 33001, &o(0, 0));
-        h.add(40000, "reflect", 25, &o(0, 0));
+        h.add(80, Role::Control, 33000, &o(1, 62));
+        h.add(40000, Role::Random, 33001, &o(0, 0));
+        h.add(40000, Role::Reflect, 25, &o(0, 0));
         assert_eq!(classify_outbound(&h, 0), Err(Exclusion::Uninformative));
         // Rows in any order: the reflection before its twin.
         let mut h = HostAcc::new(1, 0, false);
-        h.add(40000, "reflect", 25, &o(0, 0));
-        h.add(80, "control", 33000, &o(1, 62));
-        h.add(40000, "random", 33001, &o(2, 62));
+        h.add(40000, Role::Reflect, 25, &o(0, 0));
+        h.add(80, Role::Control, 33000, &o(1, 62));
+        h.add(40000, Role::Random, 33001, &o(2, 62));
         assert_eq!(classify_outbound(&h, 0), Ok(PortState::Silent));
     }
 }

@@ -1,16 +1,17 @@
-//! Finding a crawl's files in the hive layout and streaming them, batch by batch, into
-//! per-host accumulators (only the columns inference needs are decoded).
+//! Finding a crawl's files in the hive layout, and scanning them into per-host accumulators
+//! with memory bounded by `--partition-hosts`, not by the crawl: rows are decoded once
+//! (`decode`), folded per host (`fold`) — directly when the crawl's hosts fit, else through
+//! hash partitions in temporary files (`spill`), one partition at a time — and each host,
+//! once complete, is handed to the caller and dropped. No host state outlives its partition.
 
-use crate::infer::{HostAcc, ReplyObs};
+use crate::decode::{self, Codes, Interner, Rec};
+use crate::fold::HostTable;
+use crate::infer::HostAcc;
+use crate::spill::{self, Spill, TempDir};
 use anyhow::{bail, Context, Result};
-use arrow_array::{Array, RecordBatch, StringArray, TimestampMicrosecondArray, UInt16Array, UInt32Array, UInt8Array};
-use datasets::schema::obs;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ProjectionMask;
-use hashbrown::HashMap;
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// One crawl in the data directory (all shards of it).
 #[derive(Debug, Clone)]
@@ -62,186 +63,271 @@ pub fn pick(all: &[Crawl], which: &str) -> Result<Vec<Crawl>> {
     all.iter().find(|c| c.id == which).cloned().map(|c| vec![c]).with_context(|| format!("no crawl with id {which}"))
 }
 
-/// Interned strings (prefixes, ICMP responders): hosts keep small ids.
-#[derive(Default)]
-pub struct Interner {
-    pub map: HashMap<String, u32>,
-    pub list: Vec<String>,
+/// How a crawl is scanned.
+#[derive(Debug, Clone)]
+pub struct ScanOptions {
+    /// Where the partitions' temporary files go (a directory of their own is made inside).
+    pub tmp: PathBuf,
+    /// Hosts held in memory at once; a crawl with more is hash-partitioned.
+    pub partition_hosts: u64,
+    /// How many hosts the crawl has, if known (the manifests' `targets`); else its rows say.
+    pub hosts_hint: Option<u64>,
 }
 
-impl Interner {
-    pub fn id(&mut self, s: &str) -> u32 {
-        if let Some(i) = self.map.get(s) {
-            return *i;
-        }
-        self.list.push(s.to_string());
-        self.map.insert(s.to_string(), self.list.len() as u32 - 1);
-        self.list.len() as u32 - 1
-    }
-}
+/// Default `--partition-hosts`: ~140 bytes a host in the fold's table, ~300 MB at most.
+pub const PARTITION_HOSTS: u64 = 2_000_000;
 
-pub struct Hosts {
-    /// Keyed by the address as written in the crawl (no parsing per row).
-    pub hosts: HashMap<Box<str>, HostAcc>,
-    pub strings: Interner,
+/// What a scan saw, besides the hosts handed out.
+#[derive(Debug, Clone, Default)]
+pub struct Scanned {
     pub vantage: String,
     pub rows: u64,
+    pub hosts: u64,
+    /// Interned prefixes and ICMP responders (`HostAcc::prefix`, `ReplyObs::responder`).
+    pub strings: Arc<Vec<String>>,
+    /// Partitions the rows were split into (1: none, nothing written to disk), and the bytes
+    /// written to their temporary files.
+    pub partitions: usize,
+    pub spilled_bytes: u64,
 }
+
+/// A host, complete, as handed out by a scan: the crawl's strings, its address (IPv4 mapped)
+/// and its accumulator. Hosts come grouped by /24 (IPv6: /64): every host of a net one after
+/// the other.
+pub type OnHost<'a> = dyn FnMut(&Arc<Vec<String>>, u128, &HostAcc) -> Result<()> + 'a;
 
 /// A host's address as a number (v4 mapped into v6), for /24 and /64 grouping.
 pub fn numeric(ip: &str) -> Option<u128> {
-    Some(match ip.parse::<IpAddr>().ok()? {
-        IpAddr::V4(a) => u128::from(a.to_ipv6_mapped()),
-        IpAddr::V6(a) => u128::from(a),
-    })
+    decode::parse_addr(ip).map(|a| a.0)
 }
 
-const COLS: &[&str] = &[obs::IP, obs::IP_VERSION, obs::ASN, obs::PREFIX, obs::PORT, obs::PORT_ROLE, obs::REPLY, obs::REPLY_TTL, obs::ICMP_TYPE, obs::ICMP_CODE, obs::ICMP_RESPONDER];
-/// Columns a crawl may lack: crawls from before source-port reflection have no `src_port` (and
-/// no reflection rows, which are all it is needed for); without the times, no ban is detected.
-const OPTIONAL_COLS: &[&str] = &[obs::SRC_PORT, obs::SENT_AT, obs::ATTEMPTS, obs::RECEIVED_AT];
+/// Rows in the crawl's files (their footers say).
+fn rows_in(files: &[PathBuf]) -> Result<u64> {
+    let mut n = 0u64;
+    for f in files {
+        let file = std::fs::File::open(f).map_err(|e| datasets::DatasetError::io(f, e))?;
+        let r = parquet::file::serialized_reader::SerializedFileReader::new(file).map_err(|e| datasets::DatasetError::file(f, format!("not a complete Parquet file (truncated or still being written?): {e}")))?;
+        n += parquet::file::reader::FileReader::metadata(&r).file_metadata().num_rows().max(0) as u64;
+    }
+    Ok(n)
+}
 
-/// Stream every row of `files` into per-host accumulators. Two stages on two cores: a reader
-/// thread decodes Parquet (only the needed columns), this thread folds rows into hosts.
-pub fn load_hosts(files: &[PathBuf]) -> Result<Hosts> {
-    let mut h = Hosts { hosts: HashMap::new(), strings: Interner::default(), vantage: String::new(), rows: 0 };
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(PathBuf, String, RecordBatch)>>(4);
-    let files_owned = files.to_vec();
-    let reader = std::thread::spawn(move || {
-        for f in files_owned {
-            if let Err(e) = read_file(&f, &tx) {
+/// Where each row goes: the one in-memory table, or a partition file.
+enum Sink {
+    Table(HostTable),
+    Spill(Spill, TempDir),
+}
+
+/// A decoded batch's rows, as the decoding thread hands them to the scanning thread: records
+/// for the one table, or records already encoded per partition.
+enum Rows {
+    Recs(Vec<Rec>),
+    Parts(Vec<Vec<u8>>),
+}
+
+/// From a decoding thread, per file in order: its batches, then its end.
+enum Decoded {
+    Batch { vantage: Option<String>, rows: u64, out: Rows },
+    EndOfFile,
+}
+
+/// Threads decoding Parquet into records (two cores: two of them, the scanning thread folding
+/// beside them; they take the files in turns, and the scanning thread takes their batches in
+/// file order, so every host's rows keep the crawl's order).
+const DECODERS: usize = 2;
+/// Batches a decoding thread may have ready ahead of the scanning thread.
+const AHEAD: usize = 2;
+
+/// Decode files `k, k + n, k + 2n, ...` into `tx`; emptied buffers come back on `back`.
+fn decode_files(files: &[PathBuf], first: usize, n: usize, parts: usize, strings: &std::sync::Mutex<Interner>, tx: std::sync::mpsc::SyncSender<Result<Decoded>>, back: std::sync::mpsc::Receiver<Rows>) {
+    let mut codes = Codes::default();
+    let mut r = Rec::default();
+    for k in (first..files.len()).step_by(n) {
+        let f = &files[k];
+        let one = |codes: &mut Codes, r: &mut Rec| -> Result<bool> {
+            let file = std::fs::File::open(f).map_err(|e| datasets::DatasetError::io(f, e))?;
+            let (vantage, mut reader) = decode::open(f, file)?;
+            let mut vantage = Some(vantage);
+            while let Some(batch) = datasets::schema::guard(f, || reader.next())? {
+                let batch = batch.map_err(|e| datasets::DatasetError::file(f, format!("corrupt crawl file: {e}")))?;
+                let b = decode::Batch::new(f, &batch, codes, strings)?;
+                let mut out = match back.try_recv() {
+                    Ok(o) => o,
+                    Err(_) if parts == 1 => Rows::Recs(Vec::with_capacity(decode::BATCH_ROWS)),
+                    Err(_) => Rows::Parts(vec![Vec::new(); parts]),
+                };
+                for i in 0..b.rows {
+                    if !b.rec(i, r)? {
+                        continue;
+                    }
+                    match &mut out {
+                        Rows::Recs(v) => v.push(*r),
+                        Rows::Parts(p) => spill::encode(r, &mut p[spill::partition(r.net(), parts)]),
+                    }
+                }
+                if tx.send(Ok(Decoded::Batch { vantage: vantage.take(), rows: b.rows as u64, out })).is_err() {
+                    return Ok(false); // the scan stopped
+                }
+            }
+            Ok(tx.send(Ok(Decoded::EndOfFile)).is_ok())
+        };
+        match one(&mut codes, &mut r) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
                 let _ = tx.send(Err(e.context(format!("reading {}", f.display()))));
                 return;
             }
         }
-    });
-    for item in rx {
-        let (f, vantage, batch) = item?;
-        if h.vantage.is_empty() {
-            h.vantage = vantage;
-        }
-        fold_batch(&f, &batch, &mut h).with_context(|| format!("reading {}", f.display()))?;
     }
-    reader.join().map_err(|_| anyhow::anyhow!("reader thread panicked"))?;
-    Ok(h)
 }
 
-/// One crawl file read from any Parquet source (the fuzz targets give bytes in memory) into
-/// per-host accumulators, on this thread; `f` names it in errors.
-pub fn load_from<R: parquet::file::reader::ChunkReader + 'static>(f: &Path, source: R) -> Result<Hosts> {
-    let mut h = Hosts { hosts: HashMap::new(), strings: Interner::default(), vantage: String::new(), rows: 0 };
-    let (vantage, reader) = open_crawl_file(f, source)?;
-    h.vantage = vantage;
-    let mut reader = reader;
-    while let Some(batch) = datasets::schema::guard(f, || reader.next())? {
-        let batch = batch.map_err(|e| datasets::DatasetError::file(f, format!("corrupt crawl file: {e}")))?;
-        fold_batch(f, &batch, &mut h)?;
-    }
-    Ok(h)
-}
-
-fn read_file(f: &Path, tx: &std::sync::mpsc::SyncSender<Result<(PathBuf, String, RecordBatch)>>) -> Result<()> {
-    let file = std::fs::File::open(f).map_err(|e| datasets::DatasetError::io(f, e))?;
-    let (vantage, mut reader) = open_crawl_file(f, file)?;
-    while let Some(batch) = datasets::schema::guard(f, || reader.next())? {
-        let batch = batch.map_err(|e| datasets::DatasetError::file(f, format!("corrupt crawl file: {e}")))?;
-        if tx.send(Ok((f.to_path_buf(), vantage.clone(), batch))).is_err() {
-            return Ok(());
-        }
-    }
-    Ok(())
-}
-
-/// The vantage a crawl file names, and a reader of the columns inference needs. Whatever is
-/// wrong with the file is bad input (exit 2), named.
-fn open_crawl_file<R: parquet::file::reader::ChunkReader + 'static>(f: &Path, source: R) -> Result<(String, parquet::arrow::arrow_reader::ParquetRecordBatchReader)> {
-    let len = source.len();
-    let b = ParquetRecordBatchReaderBuilder::try_new(source).map_err(|e| datasets::DatasetError::file(f, format!("not a complete Parquet file (truncated or still being written?): {e}")))?;
-    datasets::schema::check_footer(f, b.metadata(), len)?;
-    // The vantage is constant per file: the crawler puts it in the key-value metadata.
-    let vantage = b
-        .metadata()
-        .file_metadata()
-        .key_value_metadata()
-        .and_then(|kv| kv.iter().find(|k| k.key == "port25.vantage").and_then(|k| k.value.clone()))
-        .unwrap_or_else(|| "unknown".into());
-    let schema = b.parquet_schema();
-    let mut idx: Vec<usize> = COLS
-        .iter()
-        .map(|c| schema.columns().iter().position(|x| x.name() == *c).ok_or_else(|| datasets::DatasetError::file(f, format!("no `{c}` column (not a port25 crawl file?)"))))
-        .collect::<std::result::Result<_, _>>()?;
-    idx.extend(OPTIONAL_COLS.iter().filter_map(|c| schema.columns().iter().position(|x| x.name() == *c)));
-    let mask = ProjectionMask::leaves(schema, idx);
-    let reader = b.with_projection(mask).with_batch_size(65_536).build().map_err(|e| datasets::DatasetError::file(f, format!("corrupt crawl file: {e}")))?;
-    Ok((vantage, reader))
-}
-
-macro_rules! col {
-    ($b:expr, $name:expr, $ty:ty, $f:expr) => {
-        $b.column_by_name($name)
-            .ok_or_else(|| datasets::DatasetError::file($f, format!("no `{}` column (not a port25 crawl file?)", $name)))?
-            .as_any()
-            .downcast_ref::<$ty>()
-            .ok_or_else(|| datasets::DatasetError::file($f, format!("column `{}` has the wrong type (not a port25 crawl file?)", $name)))?
+/// Scan a crawl's files: every host, complete, to `on_host` (grouped by net), with at most
+/// `opts.partition_hosts` hosts in memory. Decoding threads turn Parquet into records; this
+/// thread folds them (or writes them to their partitions, then folds each partition).
+pub fn scan(files: &[PathBuf], opts: &ScanOptions, on_host: &mut OnHost) -> Result<Scanned> {
+    // Hosts expected: the manifests', else a row per host and port of the crawler's smallest
+    // default probe set (8: before reflection).
+    let hosts = match opts.hosts_hint {
+        Some(h) => h,
+        None => rows_in(files)?.div_ceil(8),
     };
-}
-
-fn fold_batch(f: &Path, batch: &RecordBatch, h: &mut Hosts) -> Result<()> {
-    {
-        let ip = col!(batch, obs::IP, StringArray, f);
-        let ver = col!(batch, obs::IP_VERSION, UInt8Array, f);
-        let asn = col!(batch, obs::ASN, UInt32Array, f);
-        let prefix = col!(batch, obs::PREFIX, StringArray, f);
-        let port = col!(batch, obs::PORT, UInt16Array, f);
-        let role = col!(batch, obs::PORT_ROLE, StringArray, f);
-        let reply = col!(batch, obs::REPLY, StringArray, f);
-        let ttl = col!(batch, obs::REPLY_TTL, UInt8Array, f);
-        let ity = col!(batch, obs::ICMP_TYPE, UInt8Array, f);
-        let icode = col!(batch, obs::ICMP_CODE, UInt8Array, f);
-        let resp = col!(batch, obs::ICMP_RESPONDER, StringArray, f);
-        // Optional columns: absent is fine (older crawls); present with another type is not.
-        fn optional<'a, T: 'static>(f: &Path, b: &'a RecordBatch, name: &str) -> Result<Option<&'a T>> {
-            match b.column_by_name(name) {
-                None => Ok(None),
-                Some(c) => c.as_any().downcast_ref::<T>().map(Some).ok_or_else(|| datasets::DatasetError::file(f, format!("column `{name}` has type {}", c.data_type())).into()),
+    let budget = opts.partition_hosts.max(2);
+    // Partitioned, two partitions are in memory at once — one folded while the other's hosts
+    // are handed out — so each holds half the budget.
+    let parts = if hosts <= budget { 1 } else { hosts.div_ceil(budget / 2) as usize };
+    let cap = if parts == 1 { budget } else { budget / 2 };
+    let per_part = (hosts.div_ceil(parts as u64) + hosts.div_ceil(parts as u64) / 16).min(cap) as usize;
+    let mut sink = if parts == 1 {
+        Sink::Table(HostTable::with_capacity(per_part))
+    } else {
+        let dir = TempDir::new(&opts.tmp)?;
+        Sink::Spill(Spill::create(&dir, parts)?, dir)
+    };
+    let mut s = Scanned { partitions: parts, ..Default::default() };
+    let strings = std::sync::Mutex::new(Interner::default());
+    let t0 = std::time::Instant::now();
+    std::thread::scope(|sc| -> Result<()> {
+        // Declared in here: on an early return they are dropped before the threads are joined,
+        // so a decoding thread waiting to hand over a batch stops instead of waiting forever.
+        let n = DECODERS.min(files.len()).max(1);
+        let mut rxs = Vec::new();
+        let mut backs = Vec::new();
+        for first in 0..n {
+            let (tx, rx) = std::sync::mpsc::sync_channel(AHEAD);
+            let (back_tx, back_rx) = std::sync::mpsc::channel();
+            let strings = &strings;
+            sc.spawn(move || decode_files(files, first, n, parts, strings, tx, back_rx));
+            rxs.push(rx);
+            backs.push(back_tx);
+        }
+        for k in 0..files.len() {
+            loop {
+                let d = rxs[k % n].recv().map_err(|_| anyhow::anyhow!("a decoding thread stopped"))??;
+                let Decoded::Batch { vantage, rows, mut out } = d else { break };
+                if let Some(v) = vantage.filter(|_| s.vantage.is_empty()) {
+                    s.vantage = v;
+                }
+                s.rows += rows;
+                match (&mut sink, &mut out) {
+                    (Sink::Table(t), Rows::Recs(v)) => {
+                        v.iter().for_each(|r| t.fold(r));
+                        v.clear();
+                    }
+                    (Sink::Spill(sp, _), Rows::Parts(p)) => {
+                        for (i, b) in p.iter_mut().enumerate() {
+                            sp.append(i, b)?;
+                            b.clear();
+                        }
+                    }
+                    _ => unreachable!("the decoders make what the sink takes"),
+                }
+                let _ = backs[k % n].send(out);
             }
         }
-        let sport = optional::<UInt16Array>(f, batch, obs::SRC_PORT)?;
-        let sent = optional::<TimestampMicrosecondArray>(f, batch, obs::SENT_AT)?;
-        let tries = optional::<UInt8Array>(f, batch, obs::ATTEMPTS)?;
-        let recv = optional::<TimestampMicrosecondArray>(f, batch, obs::RECEIVED_AT)?;
-        if h.hosts.capacity() == 0 {
-            // A crawl has a row per host and port (8 by default): size the map once.
-            h.hosts.reserve(batch.num_rows() * 4);
-        }
-        for i in 0..batch.num_rows() {
-            let s = ip.value(i);
-            let obs = ReplyObs {
-                reply: match reply.value(i) {
-                    "synack" => 1,
-                    "rst" => 2,
-                    "icmp" => 3,
-                    // The probe never left: missing data, not silence (as if not probed).
-                    "unsent" => {
-                        h.rows += 1;
-                        continue;
+        Ok(())
+    })?;
+    tracing::debug!("decoded {} rows in {:.2} s", s.rows, t0.elapsed().as_secs_f64());
+    s.strings = Arc::new(strings.into_inner().unwrap_or_else(|e| e.into_inner()).list);
+    let strings = s.strings.clone();
+    let mut emit = |t: &mut HostTable, s: &mut Scanned| -> Result<()> {
+        s.hosts += t.len() as u64;
+        t.drain_by_net(|a, h| on_host(&strings, a, h))
+    };
+    match sink {
+        Sink::Table(mut t) => emit(&mut t, &mut s)?,
+        Sink::Spill(sp, dir) => {
+            let paths = sp.finish()?;
+            s.spilled_bytes = paths.iter().map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum();
+            // One thread folds the next partition while this one hands out the last one's hosts.
+            let t1 = std::time::Instant::now();
+            let folding = std::sync::Mutex::new(0.0f64);
+            std::thread::scope(|sc| -> Result<()> {
+                // Declared in here: an early return drops them, and the folding thread stops.
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Result<HostTable>>(0);
+                let (back_tx, back_rx) = std::sync::mpsc::channel::<HostTable>();
+                let (paths, folding) = (&paths, &folding);
+                sc.spawn(move || {
+                    let mut r = Rec::default();
+                    for p in paths {
+                        let t0 = std::time::Instant::now();
+                        let mut t = back_rx.try_recv().unwrap_or_else(|_| HostTable::with_capacity(per_part));
+                        let folded = (|| -> Result<HostTable> {
+                            let mut rd = spill::Reader::open(p)?;
+                            while rd.next(&mut r)? {
+                                t.fold(&r);
+                            }
+                            Ok(t)
+                        })();
+                        // Gone as soon as it is folded: the disk (or page cache) holds one
+                        // crawl's rows at most, and less and less.
+                        let _ = std::fs::remove_file(p);
+                        *folding.lock().unwrap() += t0.elapsed().as_secs_f64();
+                        let stop = folded.is_err();
+                        if tx.send(folded).is_err() || stop {
+                            return;
+                        }
                     }
-                    "none" => 0,
-                    // Anything else is not a reply this reader knows: never silence (which
-                    // would count as filtering).
-                    other => return Err(datasets::DatasetError::file(f, format!("row {i} of a batch: unknown reply `{other}`")).into()),
-                },
-                ttl: if ttl.is_null(i) { 0 } else { ttl.value(i) },
-                icmp_type: if ity.is_null(i) { 0 } else { ity.value(i) },
-                icmp_code: if icode.is_null(i) { 0 } else { icode.value(i) },
-                responder: if resp.is_null(i) { u32::MAX } else { h.strings.id(resp.value(i)) },
-            };
-            let strings = &mut h.strings;
-            let acc = h.hosts.entry_ref(s).or_insert_with(|| HostAcc::new(asn.value(i), strings.id(prefix.value(i)), ver.value(i) == 6));
-            acc.add(port.value(i), role.value(i), sport.map_or(0, |s| s.value(i)), &obs);
-            acc.add_times(sent.map(|c| c.value(i)), tries.map(|c| c.value(i)), recv.filter(|c| !c.is_null(i)).map(|c| c.value(i)));
-            h.rows += 1;
+                });
+                for _ in paths {
+                    let mut t = rx.recv().map_err(|_| anyhow::anyhow!("the folding thread stopped"))??;
+                    emit(&mut t, &mut s)?;
+                    let _ = back_tx.send(t);
+                }
+                Ok(())
+            })?;
+            let folding = *folding.lock().unwrap();
+            tracing::debug!("partitions folded ({folding:.2} s) and their hosts handed out in {:.2} s", t1.elapsed().as_secs_f64());
+            drop(dir);
         }
     }
-    Ok(())
+    Ok(s)
+}
+
+/// One crawl file read from any Parquet source (the fuzz targets give bytes in memory), on this
+/// thread, its hosts to `on_host`; `f` names it in errors.
+pub fn scan_from<R: parquet::file::reader::ChunkReader + 'static>(f: &Path, source: R, on_host: &mut OnHost) -> Result<Scanned> {
+    let (vantage, mut reader) = decode::open(f, source)?;
+    let mut s = Scanned { vantage, partitions: 1, ..Default::default() };
+    let (strings, mut codes, mut t, mut r) = (std::sync::Mutex::new(Interner::default()), Codes::default(), HostTable::with_capacity(0), Rec::default());
+    while let Some(batch) = datasets::schema::guard(f, || reader.next())? {
+        let batch = batch.map_err(|e| datasets::DatasetError::file(f, format!("corrupt crawl file: {e}")))?;
+        let b = decode::Batch::new(f, &batch, &mut codes, &strings)?;
+        s.rows += b.rows as u64;
+        for i in 0..b.rows {
+            if b.rec(i, &mut r)? {
+                t.fold(&r);
+            }
+        }
+    }
+    s.strings = Arc::new(strings.into_inner().unwrap_or_else(|e| e.into_inner()).list);
+    s.hosts = t.len() as u64;
+    let strings = s.strings.clone();
+    t.drain_by_net(|a, h| on_host(&strings, a, h))?;
+    Ok(s)
+}
+
+/// [`scan_from`] without a use for the hosts: what the fuzz targets call.
+pub fn load_from<R: parquet::file::reader::ChunkReader + 'static>(f: &Path, source: R) -> Result<Scanned> {
+    scan_from(f, source, &mut |_, _, _| Ok(()))
 }

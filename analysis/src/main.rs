@@ -79,6 +79,14 @@ struct Common {
     /// Largest share of replies the receive ring may have dropped in a complete crawl.
     #[arg(long, default_value_t = 0.001)]
     max_receive_drops: f64,
+    /// Hosts held in memory at once (~140 bytes each): a crawl with more is split into hash
+    /// partitions in temporary files, folded one at a time.
+    #[arg(long, default_value_t = load::PARTITION_HOSTS)]
+    partition_hosts: u64,
+    /// Where the partitions' temporary files go (default: the --out directory); they are
+    /// removed when the crawl is done.
+    #[arg(long)]
+    tmp: Option<PathBuf>,
 }
 
 impl Common {
@@ -144,6 +152,7 @@ fn main() {
 struct Inputs {
     routes: RouteTable,
     orgs: Orgs,
+    siblings: aggregate::Siblings,
     categories: Categories,
 }
 
@@ -167,39 +176,76 @@ fn inputs(c: &Common) -> Result<Inputs> {
     if c.select == "hosting" && c.categories.is_empty() {
         anyhow::bail!("--select hosting needs --categories");
     }
-    Ok(Inputs { routes, orgs, categories })
+    Ok(Inputs { siblings: aggregate::Siblings::of_orgs(&orgs), routes, orgs, categories })
 }
 
 fn thresholds(c: &Common) -> aggregate::Thresholds {
     aggregate::Thresholds { min_informative: c.min_informative, block_lower: c.block_lower, open_upper: c.open_upper, ..Default::default() }
 }
 
-/// Infer and aggregate one crawl (one vantage's).
-fn analyse(crawl: &load::Crawl, inp: &Inputs, c: &Common) -> Result<(load::Hosts, Vec<aggregate::Row>, Vec<aggregate::Row>)> {
-    let hosts = load::load_hosts(&crawl.files)?;
-    let (p, a, _) = aggregate_hosts(&hosts, inp, c)?;
-    Ok((hosts, p, a))
+/// One crawl analysed: what its scan saw, its provider and AS rows, and what the vantage's own
+/// trouble withheld (in words). No host state is kept: hosts went to the tallies, the ban test
+/// and (when asked) `hosts.parquet` as the scan handed them out.
+struct Analysed {
+    scanned: load::Scanned,
+    providers: Vec<aggregate::Row>,
+    asns: Vec<aggregate::Row>,
+    withheld: Vec<String>,
 }
 
-/// Provider rows, AS rows, and what the vantage's own trouble withheld (in words).
-fn aggregate_hosts(hosts: &load::Hosts, inp: &Inputs, c: &Common) -> Result<(Vec<aggregate::Row>, Vec<aggregate::Row>, Vec<String>)> {
+/// Infer and aggregate one crawl (one vantage's), writing its per-host states to `hosts_out`.
+fn analyse(crawl: &load::Crawl, inp: &Inputs, c: &Common, comp: &manifest::Completeness, hosts_out: Option<&Path>) -> Result<Analysed> {
     let t0 = std::time::Instant::now();
     let hosting = c.select == "hosting";
     let keep = |asn: u32| !hosting || inp.categories.is(asn, "hosting");
-    // Bans first: an AS banned on its own stays out of its organization's tallies.
-    let bans = ban::detect(hosts, &|a| inp.orgs.org_of(a).0, &keep);
-    let (by_as, by_org) = aggregate::tally(hosts, &inp.orgs, &inp.routes, &keep, &bans);
-    if !hosts.hosts.is_empty() && !hosts.hosts.values().any(|h| h.last_reply > 0) {
+    let opts = load::ScanOptions { tmp: c.tmp.clone().unwrap_or_else(|| c.out.clone()), partition_hosts: c.partition_hosts, hosts_hint: (comp.targets > 0).then_some(comp.targets) };
+    let mut evidence = ban::Evidence::default();
+    let mut tally = aggregate::Tally::new(&inp.orgs, &inp.routes, &keep);
+    let mut writer = hosts_out.map(report::HostsWriter::create).transpose()?;
+    let mut any_reply = false;
+    let scanned = load::scan(&crawl.files, &opts, &mut |strings, addr, h| {
+        any_reply |= h.last_reply > 0;
+        if keep(h.asn) {
+            evidence.add(h);
+        }
+        tally.add(addr, h);
+        if let Some(w) = writer.as_mut() {
+            w.push(strings, addr, h)?;
+        }
+        Ok(())
+    })
+    .with_context(|| format!("crawl {}", crawl.id))?;
+    if let Some(w) = writer {
+        w.finish(&scanned.strings)?;
+    }
+    tracing::debug!("scanned {} rows, {} hosts in {:.2} s ({} partition(s), {} bytes spilled)", scanned.rows, scanned.hosts, t0.elapsed().as_secs_f64(), scanned.partitions, scanned.spilled_bytes);
+    // Bans first: an AS banned on its own stays out of its organization's tallies — tallied
+    // again without it (a second pass over the crawl, only when a ban calls for it).
+    let bans = evidence.detect(&|a| inp.orgs.org_of(a).0);
+    tracing::debug!("ban test done at {:.2} s", t0.elapsed().as_secs_f64());
+    let affected = tally.affected(&bans);
+    let (by_as, mut by_org) = tally.finish();
+    tracing::debug!("tallies done at {:.2} s", t0.elapsed().as_secs_f64());
+    if !affected.is_empty() {
+        let mut redo = aggregate::Tally::redo(&inp.orgs, &inp.routes, &keep, &bans, affected.clone());
+        load::scan(&crawl.files, &opts, &mut |_, addr, h| {
+            redo.add(addr, h);
+            Ok(())
+        })
+        .with_context(|| format!("crawl {}", crawl.id))?;
+        aggregate::Tally::replace(redo.finish().1, &affected, &mut by_org);
+    }
+    if scanned.hosts > 0 && !any_reply {
         // No ban found is then no evidence of none: say so rather than stay silent.
-        eprintln!("analysis: warning: no reply times in the crawl from {} (no `received_at`, or no answers at all): the scan-ban test could not run", hosts.vantage);
+        eprintln!("analysis: warning: no reply times in the crawl from {} (no `received_at`, or no answers at all): the scan-ban test could not run", scanned.vantage);
     }
     let th = thresholds(c);
-    let cx = aggregate::Context { routes: &inp.routes, orgs: &inp.orgs, categories: &inp.categories, strings: &hosts.strings.list, th: &th, bans: &bans, vantage: &hosts.vantage };
+    let cx = aggregate::Context { routes: &inp.routes, orgs: &inp.orgs, siblings: &inp.siblings, categories: &inp.categories, strings: &scanned.strings, th: &th, bans: &bans, vantage: &scanned.vantage };
     let (mut p, mut a) = aggregate::rows(&by_as, &by_org, &cx);
     let mut notes: Vec<String> = bans.outages.iter().map(|o| o.evidence()).collect();
     notes.extend(aggregate::withhold_blind_reflection(&mut p, &mut a, &th));
-    tracing::debug!("aggregated in {:.2} s", t0.elapsed().as_secs_f64());
-    Ok((p, a, notes))
+    tracing::debug!("analysed in {:.2} s", t0.elapsed().as_secs_f64());
+    Ok(Analysed { scanned, providers: p, asns: a, withheld: notes })
 }
 
 /// The egress runs: vantages placed in providers, their provider rows appended to
@@ -208,7 +254,7 @@ fn egress_from(dirs: &[PathBuf], inp: &Inputs, c: &Common, strings: &[String], p
     let attempts = egress::load(dirs)?;
     let th = thresholds(c);
     let bans = ban::Findings::default();
-    let cx = aggregate::Context { routes: &inp.routes, orgs: &inp.orgs, categories: &inp.categories, strings, th: &th, bans: &bans, vantage: "inside" };
+    let cx = aggregate::Context { routes: &inp.routes, orgs: &inp.orgs, siblings: &inp.siblings, categories: &inp.categories, strings, th: &th, bans: &bans, vantage: "inside" };
     let hosting = c.select == "hosting";
     let keep = |asn: u32| !hosting || inp.categories.is(asn, "hosting");
     let (series, unmapped) = egress::series(&attempts, &cx, &keep);
@@ -225,96 +271,114 @@ fn egress_from(dirs: &[PathBuf], inp: &Inputs, c: &Common, strings: &[String], p
     Ok((report::EgressView { series, unmapped }, meta))
 }
 
+/// Provider rows of crawls already analysed in this run, by (date, id): the trend does not
+/// read them again.
+type Done = std::collections::HashMap<(String, String), Vec<aggregate::Row>>;
+
 /// The trend over every crawl in the data directory; incomplete ones are left out (unless
 /// `--allow-incomplete`), with a note. Rows carry their vantage, so the trend compares each
-/// provider with itself as seen from the same vantage.
-fn trend_over(all: &[load::Crawl], inp: &Inputs, c: &Common) -> Result<trend::Trend> {
+/// provider with itself as seen from the same vantage. One crawl is scanned at a time, and
+/// only its provider rows are kept.
+fn trend_over(all: &[load::Crawl], inp: &Inputs, c: &Common, done: &Done) -> Result<trend::Trend> {
     let mut per = Vec::new();
     for cr in all {
-        if let Err(e) = c.completeness(cr) {
-            tracing::warn!("trend: {e:#}; left out");
-            continue;
-        }
-        let (_, p, _) = analyse(cr, inp, c).with_context(|| format!("crawl {}", cr.id))?;
+        let comp = match c.completeness(cr) {
+            Ok(comp) => comp,
+            Err(e) => {
+                tracing::warn!("trend: {e:#}; left out");
+                continue;
+            }
+        };
+        let p = match done.get(&(cr.date.clone(), cr.id.clone())) {
+            Some(p) => p.clone(),
+            None => analyse(cr, inp, c, &comp, None).with_context(|| format!("crawl {}", cr.id))?.providers,
+        };
         per.push(((cr.date.clone(), cr.id.clone()), p));
     }
     Ok(trend::Trend::build(per))
 }
 
-/// What `report` found for the crawls of one date: the primary vantage's crawl, hosts and rows,
+/// What `report` found for the crawls of one date: the primary vantage's crawl and analysis,
 /// the other vantages' provider rows, and every vantage's meta.
 struct Reported {
     primary: load::Crawl,
-    hosts: load::Hosts,
-    providers: Vec<aggregate::Row>,
-    asns: Vec<aggregate::Row>,
+    main: Analysed,
     others: Vec<(String, Vec<aggregate::Row>)>,
     metas: Vec<report::VantageMeta>,
+    /// Every crawl's provider rows, for the trend.
+    done: Done,
 }
 
-/// Load and aggregate each crawl (one per vantage; of two crawls from one vantage the later
-/// wins), keeping the primary vantage's hosts: its per-host states go to hosts.parquet, written
-/// on one core while the other aggregates.
+/// Analyse each crawl (one per vantage; of two crawls from one vantage the later wins). Each
+/// writes its per-host states as it is scanned: straight to `hosts.parquet` when it is the
+/// only one, else to a candidate file, and the primary vantage's becomes `hosts.parquet`.
 fn report_vantages(c: &Common, inp: &Inputs, picked: Vec<load::Crawl>, completeness: Vec<manifest::Completeness>, want: Option<&str>) -> Result<Reported> {
     let single = picked.len() == 1;
-    let mut best: Option<(load::Crawl, load::Hosts, Vec<aggregate::Row>, Vec<aggregate::Row>, bool)> = None;
+    let hosts_file = c.out.join("hosts.parquet");
+    let candidates = if single { None } else { Some(analysis::spill::TempDir::new(c.tmp.as_deref().unwrap_or(&c.out))?) };
+    let mut best: Option<(load::Crawl, Analysed, PathBuf)> = None;
     let mut others: Vec<(String, Vec<aggregate::Row>)> = Vec::new();
     let mut metas: Vec<report::VantageMeta> = Vec::new();
-    for (cr, comp) in picked.into_iter().zip(completeness) {
-        let hosts = load::load_hosts(&cr.files).with_context(|| format!("crawl {}", cr.id))?;
-        let chosen_now = single || want == Some(hosts.vantage.as_str());
-        let (providers, asns, withheld, written) = if chosen_now {
-            let (p, a, n) = std::thread::scope(|s| -> Result<_> {
-                let w = s.spawn(|| report::write_hosts(&c.out.join("hosts.parquet"), aggregate::host_rows(&hosts), &hosts.strings.list));
-                let r = aggregate_hosts(&hosts, inp, c);
-                w.join().map_err(|_| anyhow::anyhow!("hosts writer panicked"))??;
-                r
-            })?;
-            (p, a, n, true)
-        } else {
-            let (p, a, n) = aggregate_hosts(&hosts, inp, c)?;
-            (p, a, n, false)
+    let mut done = Done::new();
+    for (k, (cr, comp)) in picked.into_iter().zip(completeness).enumerate() {
+        let out = match &candidates {
+            None => hosts_file.clone(),
+            Some(d) => d.path().join(format!("hosts-{k}.parquet")),
         };
-        let meta = report::VantageMeta { vantage: hosts.vantage.clone(), crawl_id: cr.id.clone(), rows: hosts.rows, hosts: hosts.hosts.len() as u64, completeness: comp, withheld };
+        let a = analyse(&cr, inp, c, &comp, Some(&out)).with_context(|| format!("crawl {}", cr.id))?;
+        done.insert((cr.date.clone(), cr.id.clone()), a.providers.clone());
+        let vantage = a.scanned.vantage.clone();
+        let meta = report::VantageMeta { vantage: vantage.clone(), crawl_id: cr.id.clone(), rows: a.scanned.rows, hosts: a.scanned.hosts, completeness: comp, withheld: a.withheld.clone() };
         // A later crawl from the same vantage on the same date replaces the earlier one.
         metas.retain(|m| m.vantage != meta.vantage);
         others.retain(|(v, _)| *v != meta.vantage);
-        if best.as_ref().is_some_and(|b| b.1.vantage == meta.vantage) {
+        if best.as_ref().is_some_and(|b| b.1.scanned.vantage == meta.vantage) {
             best = None;
         }
         metas.push(meta);
         let better = match &best {
             None => true,
-            Some(_) if want.is_some() => chosen_now,
-            Some(b) => (hosts.hosts.len(), std::cmp::Reverse(&hosts.vantage)) > (b.1.hosts.len(), std::cmp::Reverse(&b.1.vantage)),
+            Some(_) if want.is_some() => single || want == Some(vantage.as_str()),
+            Some(b) => (a.scanned.hosts, std::cmp::Reverse(&vantage)) > (b.1.scanned.hosts, std::cmp::Reverse(&b.1.scanned.vantage)),
         };
         if better {
             if let Some(b) = best.take() {
-                others.push((b.1.vantage.clone(), b.2));
-                drop(b.1); // freed before the next vantage loads: memory stays one crawl's
+                others.push((b.1.scanned.vantage.clone(), b.1.providers));
             }
-            best = Some((cr, hosts, providers, asns, written));
+            best = Some((cr, a, out));
         } else {
-            others.push((hosts.vantage.clone(), providers));
-            drop(hosts);
+            others.push((vantage, a.providers));
         }
     }
-    let Some((primary, hosts, providers, asns, written)) = best else {
+    let Some((primary, main, out)) = best else {
         anyhow::bail!("no crawl to report");
     };
     if let Some(w) = want {
-        if hosts.vantage != w {
+        if main.scanned.vantage != w {
             let seen: Vec<&str> = metas.iter().map(|m| m.vantage.as_str()).collect();
             return Err(datasets::DatasetError::file(&c.data, format!("no crawl from vantage {w} on {} (vantages: {})", primary.date, seen.join(", "))).into());
         }
     }
-    if !written {
-        report::write_hosts(&c.out.join("hosts.parquet"), aggregate::host_rows(&hosts), &hosts.strings.list)?;
+    if out != hosts_file {
+        publish_candidate(&out, &hosts_file)?;
     }
+    drop(candidates);
     // The primary vantage first, the others by name.
     others.sort_by(|a, b| a.0.cmp(&b.0));
-    metas.sort_by_key(|m| (m.vantage != hosts.vantage, m.vantage.clone()));
-    Ok(Reported { primary, hosts, providers, asns, others, metas })
+    metas.sort_by_key(|m| (m.vantage != main.scanned.vantage, m.vantage.clone()));
+    Ok(Reported { primary, main, others, metas, done })
+}
+
+/// The primary vantage's candidate `hosts.parquet` into place: renamed (its directory is under
+/// the report's), or copied when `--tmp` is on another file system.
+fn publish_candidate(from: &Path, to: &Path) -> Result<()> {
+    if std::fs::rename(from, to).is_ok() {
+        return datasets::publish::sync_dir(to).with_context(|| format!("publishing {}", to.display()));
+    }
+    let mut f = datasets::publish::AtomicFile::create(to)?;
+    std::io::copy(&mut std::fs::File::open(from).with_context(|| format!("reading {}", from.display()))?, &mut f).with_context(|| format!("writing {}", to.display()))?;
+    f.commit()?;
+    Ok(())
 }
 
 /// The documented policies a report shows: the files given, else the shipped dataset.
@@ -370,9 +434,11 @@ fn run(cmd: Cmd) -> Result<()> {
             }
             ensure_dir(&c.out)?;
             let r = report_vantages(&c, &inp, picked, completeness, vantage.as_deref())?;
-            let Reported { primary, hosts, mut providers, asns, others, metas } = r;
-            let trend = if !no_trend && all.len() > 1 { Some(trend_over(&all, &inp, &c)?) } else { None };
-            let (egress_view, egress_meta) = if egress.is_empty() { (None, None) } else { egress_from(&egress, &inp, &c, &hosts.strings.list, &mut providers).map(|(v, m)| (Some(v), Some(m)))? };
+            let Reported { primary, main, others, metas, done } = r;
+            let Analysed { scanned: hosts, mut providers, asns, .. } = main;
+            let trend = if !no_trend && all.len() > 1 { Some(trend_over(&all, &inp, &c, &done)?) } else { None };
+            drop(done);
+            let (egress_view, egress_meta) = if egress.is_empty() { (None, None) } else { egress_from(&egress, &inp, &c, &hosts.strings, &mut providers).map(|(v, m)| (Some(v), Some(m)))? };
             let vantages_view = (!others.is_empty()).then(|| {
                 let mut per = vec![(hosts.vantage.clone(), providers.clone())];
                 per.extend(others.iter().map(|(v, rows)| (v.clone(), rows.clone())));
@@ -389,7 +455,7 @@ fn run(cmd: Cmd) -> Result<()> {
                 crawl_date: primary.date.clone(),
                 vantage: hosts.vantage.clone(),
                 rows: hosts.rows,
-                hosts: hosts.hosts.len() as u64,
+                hosts: hosts.hosts,
                 measured: if egress_view.is_some() { report::MEASURED_WITH_EGRESS } else { report::MEASURED },
                 thresholds: thresholds(&c),
                 selection: c.select.clone(),
@@ -404,7 +470,7 @@ fn run(cmd: Cmd) -> Result<()> {
             let shown = out.describe();
             out.publish()?;
             if !c.quiet {
-                println!("crawl {} ({}), vantage {}: {} rows, {} hosts — inbound 25 (SYN scan) beside outbound 25, 465, 587 (source-port reflection: stateless egress filters only)", meta.crawl_id, meta.crawl_date, meta.vantage, hosts.rows, hosts.hosts.len());
+                println!("crawl {} ({}), vantage {}: {} rows, {} hosts — inbound 25 (SYN scan) beside outbound 25, 465, 587 (source-port reflection: stateless egress filters only)", meta.crawl_id, meta.crawl_date, meta.vantage, hosts.rows, hosts.hosts);
                 println!("samples: {}", meta.completeness.sampling_line());
                 if let Some(e) = &meta.egress {
                     println!("egress: {} runs, {} attempts from {} vantages inside providers ({} not placed in a provider) — outbound from inside: n counts vantages", e.runs, e.attempts, e.vantages, e.unmapped);
@@ -436,8 +502,6 @@ fn run(cmd: Cmd) -> Result<()> {
                 }
                 println!("reports in {shown}");
             }
-            // Millions of small allocations: the OS frees them faster at exit than we would.
-            std::mem::forget(hosts);
         }
         Cmd::Trend { c } => {
             let out = place::Out::new(&c.out, &c.s3_endpoint)?;
@@ -449,7 +513,7 @@ fn run(cmd: Cmd) -> Result<()> {
             if all.is_empty() {
                 anyhow::bail!("no crawls under {}", c.data.display());
             }
-            let t = trend_over(&all, &inp, &c)?;
+            let t = trend_over(&all, &inp, &c, &Default::default())?;
             ensure_dir(&c.out)?;
             report::write_csv(&c.out.join("trend.csv"), &t.rows)?;
             datasets::publish::write_atomic(&c.out.join("changes.json"), serde_json::to_string_pretty(&t.changes)?)?;

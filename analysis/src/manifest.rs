@@ -32,6 +32,10 @@ pub struct Completeness {
     /// How the plan drew IPv4 and IPv6 targets (`random`, `hitlist`; empty: not recorded).
     pub sampling_v4: String,
     pub sampling_v6: String,
+    /// Targets the shards probed (0: not recorded): how many hosts to expect, so the analysis
+    /// sizes its tables once. Not part of the reports.
+    #[serde(skip)]
+    pub targets: u64,
 }
 
 /// Thresholds on lost data (shares).
@@ -91,6 +95,7 @@ pub fn check(manifests: &[PathBuf], limits: Limits) -> Result<Completeness> {
         // The counters above are sums over every run of a resumed shard; a run that was
         // killed never wrote its own, and what it lost is unknown (said, not gated: unknowable).
         c.runs_without_counters += count(s, "runs_without_counters");
+        c.targets += count(s, "targets");
         c.unsent += s["rows_by_reply"].get("unsent").and_then(|x| x.as_u64()).unwrap_or(0);
     }
     if manifests.is_empty() {

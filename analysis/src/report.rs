@@ -2,11 +2,11 @@
 //! report.html (inline SVG charts, no external resources). Every number carries its n, and
 //! every file is published atomically (`datasets::publish`).
 
-use crate::aggregate::{HostRow, Row, Thresholds};
+use crate::aggregate::{Row, Thresholds};
 use crate::charts;
 use crate::compare::{self, Answer, Comparison};
 use crate::views::{self, esc, pct, EGRESS_REACH};
-use crate::infer::{classify, Direction};
+use crate::infer::{classify, Direction, Exclusion, HostAcc, PortState};
 use crate::trend::Trend;
 use anyhow::{Context, Result};
 use datasets::publish::{write_atomic, AtomicFile};
@@ -15,6 +15,7 @@ use arrow_schema::{DataType, Field, Schema};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Serialize)]
@@ -96,8 +97,43 @@ pub fn write_csv<T: Serialize>(path: &Path, rows: &[T]) -> Result<()> {
 }
 
 
-pub fn write_hosts<'a>(path: &Path, hosts: impl Iterator<Item = HostRow<'a>>, strings: &[String]) -> Result<u64> {
-    let schema = Arc::new(Schema::new(vec![
+/// A host's line of `hosts.parquet`, worked out on the scanning thread (its states), written
+/// on the writer's.
+struct HostLine {
+    addr: u128,
+    v6: bool,
+    asn: u32,
+    prefix: u32,
+    host_ttl: Option<u8>,
+    all_ports: bool,
+    state: [PortState; 3],
+    inbound_25: Result<PortState, Exclusion>,
+    /// Outbound per mail port (reflection): a state, or why the host is not informative;
+    /// `None` when the crawl sent no reflection probe.
+    outbound: [Option<Result<PortState, Exclusion>>; 3],
+}
+
+/// Hosts per record batch of `hosts.parquet`.
+const HOST_BATCH: usize = 65_536;
+
+/// What the writer's thread is handed: hosts (with the crawl's strings), or the word to publish.
+enum ToWriter {
+    Hosts(Arc<Vec<String>>, Vec<HostLine>),
+    Publish,
+}
+
+/// `hosts.parquet` (per-host states), written as a scan hands out hosts: a thread of its own
+/// builds the columns and compresses them while the scan goes on. Nothing is published until
+/// [`HostsWriter::finish`]; dropped before (the scan failed), the file is left unwritten and
+/// its temporary file removed.
+pub struct HostsWriter {
+    tx: Option<SyncSender<ToWriter>>,
+    chunk: Vec<HostLine>,
+    thread: Option<std::thread::JoinHandle<Result<u64>>>,
+}
+
+fn host_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
         Field::new("ip", DataType::Utf8, false),
         Field::new("ip_version", DataType::UInt8, false),
         Field::new("asn", DataType::UInt32, false),
@@ -114,40 +150,173 @@ pub fn write_hosts<'a>(path: &Path, hosts: impl Iterator<Item = HostRow<'a>>, st
         Field::new("outbound_25", DataType::Utf8, true),
         Field::new("outbound_465", DataType::Utf8, true),
         Field::new("outbound_587", DataType::Utf8, true),
-    ]));
-    let f = AtomicFile::create(path)?;
-    let props = parquet::file::properties::WriterProperties::builder().set_compression(parquet::basic::Compression::ZSTD(Default::default())).build();
-    let mut w = parquet::arrow::ArrowWriter::try_new(f, schema.clone(), Some(props))?;
-    let mut hosts = hosts.peekable();
-    let mut n = 0u64;
-    while hosts.peek().is_some() {
-        let chunk: Vec<HostRow> = hosts.by_ref().take(65_536).collect();
-        n += chunk.len() as u64;
-        let st = |i: usize| -> ArrayRef { Arc::new(StringArray::from_iter_values(chunk.iter().map(|r| r.h.state(i).as_str()))) };
-        let out = |i: usize| -> ArrayRef {
-            let dir = Direction::Outbound;
-            Arc::new(StringArray::from_iter(chunk.iter().map(|r| dir.probed(r.h, i).then(|| dir.classify(r.h, i).map_or_else(|e| e.as_str(), |s| s.as_str())))))
-        };
-        let cols: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from_iter_values(chunk.iter().map(|r| r.ip))),
-            Arc::new(UInt8Array::from_iter_values(chunk.iter().map(|r| if r.h.v6 { 6 } else { 4 }))),
-            Arc::new(UInt32Array::from_iter_values(chunk.iter().map(|r| r.h.asn))),
-            Arc::new(StringArray::from_iter_values(chunk.iter().map(|r| strings[r.h.prefix as usize].as_str()))),
-            Arc::new(UInt8Array::from_iter(chunk.iter().map(|r| r.h.host_ttl()))),
-            Arc::new(BooleanArray::from_iter(chunk.iter().map(|r| Some(r.h.random_synack)))),
-            st(0),
-            st(1),
-            st(2),
-            Arc::new(BooleanArray::from_iter(chunk.iter().map(|r| Some(classify(r.h, 0).is_ok())))),
-            Arc::new(StringArray::from_iter(chunk.iter().map(|r| classify(r.h, 0).err().map(|e| e.as_str())))),
-            out(0),
-            out(1),
-            out(2),
-        ];
-        w.write(&RecordBatch::try_new(schema.clone(), cols)?)?;
+    ]))
+}
+
+impl HostsWriter {
+    pub fn create(path: &Path) -> Result<HostsWriter> {
+        let f = AtomicFile::create(path)?;
+        let (tx, rx) = sync_channel::<ToWriter>(2);
+        let thread = std::thread::spawn(move || -> Result<u64> {
+            let schema = host_schema();
+            let props = parquet::file::properties::WriterProperties::builder().set_compression(parquet::basic::Compression::ZSTD(Default::default())).build();
+            let mut w = parquet::arrow::ArrowWriter::try_new(f, schema.clone(), Some(props))?;
+            let (mut n, mut ip) = (0u64, String::new());
+            for msg in rx {
+                let (strings, chunk) = match msg {
+                    ToWriter::Hosts(s, c) => (s, c),
+                    ToWriter::Publish => {
+                        w.into_inner()?.commit()?;
+                        return Ok(n);
+                    }
+                };
+                n += chunk.len() as u64;
+                let text = |s: Result<PortState, Exclusion>| s.map_or_else(|e| e.as_str(), |s| s.as_str());
+                let st = |i: usize| -> ArrayRef { Arc::new(StringArray::from_iter_values(chunk.iter().map(|r| r.state[i].as_str()))) };
+                let out = |i: usize| -> ArrayRef { Arc::new(StringArray::from_iter(chunk.iter().map(|r| r.outbound[i].map(text)))) };
+                let ips = StringArray::from_iter_values(chunk.iter().map(|r| {
+                    ip.clear();
+                    analysis::decode::addr_text(r.addr, r.v6, &mut ip);
+                    ip.clone()
+                }));
+                let cols: Vec<ArrayRef> = vec![
+                    Arc::new(ips),
+                    Arc::new(UInt8Array::from_iter_values(chunk.iter().map(|r| if r.v6 { 6 } else { 4 }))),
+                    Arc::new(UInt32Array::from_iter_values(chunk.iter().map(|r| r.asn))),
+                    Arc::new(StringArray::from_iter_values(chunk.iter().map(|r| strings[r.prefix as usize].as_str()))),
+                    Arc::new(UInt8Array::from_iter(chunk.iter().map(|r| r.host_ttl))),
+                    Arc::new(BooleanArray::from_iter(chunk.iter().map(|r| Some(r.all_ports)))),
+                    st(0),
+                    st(1),
+                    st(2),
+                    Arc::new(BooleanArray::from_iter(chunk.iter().map(|r| Some(r.inbound_25.is_ok())))),
+                    Arc::new(StringArray::from_iter(chunk.iter().map(|r| r.inbound_25.err().map(|e| e.as_str())))),
+                    out(0),
+                    out(1),
+                    out(2),
+                ];
+                w.write(&RecordBatch::try_new(schema.clone(), cols)?)?;
+            }
+            // Abandoned: the temporary file goes with the writer.
+            anyhow::bail!("hosts.parquet abandoned")
+        });
+        Ok(HostsWriter { tx: Some(tx), chunk: Vec::with_capacity(HOST_BATCH), thread: Some(thread) })
     }
-    w.into_inner()?.commit()?;
-    Ok(n)
+
+    /// One host (`addr`: its address, IPv4 mapped; `strings`: the crawl's, for its prefix).
+    pub fn push(&mut self, strings: &Arc<Vec<String>>, addr: u128, h: &HostAcc) -> Result<()> {
+        let dir = Direction::Outbound;
+        self.chunk.push(HostLine {
+            addr,
+            v6: h.v6,
+            asn: h.asn,
+            prefix: h.prefix,
+            host_ttl: h.host_ttl(),
+            all_ports: h.random_synack,
+            state: [h.state(0), h.state(1), h.state(2)],
+            inbound_25: classify(h, 0),
+            outbound: std::array::from_fn(|i| dir.probed(h, i).then(|| dir.classify(h, i))),
+        });
+        if self.chunk.len() >= HOST_BATCH {
+            self.send(strings)?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, strings: &Arc<Vec<String>>) -> Result<()> {
+        let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(HOST_BATCH));
+        if self.tx.as_ref().expect("not finished").send(ToWriter::Hosts(strings.clone(), chunk)).is_err() {
+            // The writer stopped on an error: that error is the one to report.
+            self.tx = None;
+            return Err(self.join().err().unwrap_or_else(|| anyhow::anyhow!("the hosts.parquet writer stopped")));
+        }
+        Ok(())
+    }
+
+    fn join(&mut self) -> Result<u64> {
+        self.thread.take().expect("joined once").join().map_err(|_| anyhow::anyhow!("the hosts.parquet writer panicked"))?
+    }
+
+    /// The last hosts written and the file published; the hosts written.
+    pub fn finish(mut self, strings: &Arc<Vec<String>>) -> Result<u64> {
+        if !self.chunk.is_empty() {
+            self.send(strings)?;
+        }
+        if let Some(tx) = self.tx.take() {
+            if tx.send(ToWriter::Publish).is_err() {
+                return Err(self.join().err().unwrap_or_else(|| anyhow::anyhow!("the hosts.parquet writer stopped")));
+            }
+        }
+        self.join()
+    }
+}
+
+impl Drop for HostsWriter {
+    /// Unfinished: the thread is told nothing more is coming and waited for, so its temporary
+    /// file is gone before the process exits.
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A value of `providers.json`'s one object, serialized when the file is written.
+enum Part<'a> {
+    One(&'a dyn ErasedRow),
+    Many(Box<dyn Iterator<Item = &'a dyn ErasedRow> + 'a>),
+}
+
+impl<'a> Part<'a> {
+    fn many<T: Serialize>(rows: &'a [T]) -> Part<'a> {
+        Part::Many(Box::new(rows.iter().map(|r| r as &dyn ErasedRow)))
+    }
+}
+
+/// Anything serializable, as a JSON value (object safe, unlike `Serialize`).
+trait ErasedRow {
+    fn value(&self) -> serde_json::Result<serde_json::Value>;
+}
+
+impl<T: Serialize> ErasedRow for T {
+    fn value(&self) -> serde_json::Result<serde_json::Value> {
+        serde_json::to_value(self)
+    }
+}
+
+/// `providers.json`: one object, keys sorted, values pretty-printed — byte for byte what
+/// `serde_json::to_string_pretty` of the whole document as one `Value` gives — but written
+/// row by row: the document as one `Value` was the report's largest allocation (a map per
+/// row: 850 MB for 234,000 rows).
+fn write_json(path: &Path, mut parts: Vec<(&str, Part)>) -> Result<()> {
+    use serde::ser::{Error as _, SerializeMap, SerializeSeq, Serializer as _};
+    struct Seq<'a>(std::cell::RefCell<Option<Box<dyn Iterator<Item = &'a dyn ErasedRow> + 'a>>>);
+    impl Serialize for Seq<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            let mut seq = s.serialize_seq(None)?;
+            for r in self.0.borrow_mut().take().into_iter().flatten() {
+                seq.serialize_element(&r.value().map_err(S::Error::custom)?)?;
+            }
+            SerializeSeq::end(seq)
+        }
+    }
+    parts.sort_by(|a, b| a.0.cmp(b.0));
+    let f = AtomicFile::create(path)?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+    {
+        let mut ser = serde_json::Serializer::pretty(&mut w);
+        let mut map = ser.serialize_map(Some(parts.len()))?;
+        for (k, p) in parts {
+            match p {
+                Part::One(v) => map.serialize_entry(k, &v.value()?)?,
+                Part::Many(it) => map.serialize_entry(k, &Seq(std::cell::RefCell::new(Some(it))))?,
+            }
+        }
+        SerializeMap::end(map)?;
+    }
+    w.into_inner().map_err(|e| e.into_error())?.commit().with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 fn table_md(out: &mut String, rows: &[&Row]) {
@@ -225,22 +394,22 @@ pub fn write_reports(dir: &Path, meta: &Meta, providers: &[Row], asns: &[Row], t
     let all: Vec<&Row> = providers.iter().chain(vantages.iter().flat_map(|v| v.rows.iter())).collect();
     write_csv(&dir.join("providers.csv"), &all)?;
     write_csv(&dir.join("asns.csv"), asns)?;
-    let mut json = serde_json::json!({"meta": meta, "providers": all, "asns": asns});
+    let mut json: Vec<(&str, Part)> = vec![("meta", Part::One(meta)), ("providers", Part::Many(Box::new(all.iter().map(|r| *r as &dyn ErasedRow)))), ("asns", Part::many(asns))];
     if let Some(v) = vantages {
         write_csv(&dir.join("vantages.csv"), &v.cmp)?;
-        json["vantages"] = serde_json::to_value(&v.cmp)?;
+        json.push(("vantages", Part::many(&v.cmp)));
     }
     if let Some(e) = egress {
         write_csv(&dir.join("egress-vantages.csv"), &e.series)?;
-        json["egress_vantages"] = serde_json::to_value(&e.series)?;
-        json["egress_unmapped"] = serde_json::to_value(&e.unmapped)?;
-        json["comparisons"] = serde_json::to_value(&cmp)?;
+        json.push(("egress_vantages", Part::many(&e.series)));
+        json.push(("egress_unmapped", Part::many(&e.unmapped)));
+        json.push(("comparisons", Part::many(&cmp)));
     }
     if let Some(d) = documented {
         write_csv(&dir.join("documented.csv"), d)?;
-        json["documented"] = serde_json::to_value(d)?;
+        json.push(("documented", Part::many(d)));
     }
-    write_atomic(&dir.join("providers.json"), serde_json::to_string_pretty(&json)?)?;
+    write_json(&dir.join("providers.json"), json)?;
     let th = &meta.thresholds;
     let inbound = |r: &&Row| r.direction == "inbound";
     let parts = Parts {
