@@ -319,3 +319,47 @@ fn parquet_files_that_crashed_the_decoder_are_bad_input() {
         assert!(stderr(&o).contains("part-1.parquet") && !stderr(&o).contains("panicked"), "{name}: {}", stderr(&o));
     }
 }
+
+/// `--partition-hosts` bounds memory, never the answer: a crawl split into hash partitions in
+/// temporary files gives the same reports, byte for byte, as one folded whole, and the
+/// partitions' files are gone afterwards.
+#[test]
+fn a_partitioned_analysis_reports_what_a_whole_one_does() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let o = Command::new(env!("CARGO_BIN_EXE_lab")).args(["gen-crawl", "--rows", "120000", "--ases", "40", "--files", "3", "--out", data.to_str().unwrap()]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report = |out: &std::path::Path, extra: &[&str]| {
+        let (r, g) = (data.join("routes.pfx2as"), data.join("as-org2info.jsonl"));
+        let mut a = vec!["report", "--no-trend", "--data", data.to_str().unwrap(), "--routes", r.to_str().unwrap(), "--orgs", g.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        a.extend(extra);
+        let o = Command::new(analysis()).args(&a).env("PORT25_LOG", "debug").output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        stderr(&o)
+    };
+    let (whole, parts) = (d.path().join("whole"), d.path().join("parts"));
+    let log = report(&whole, &[]);
+    assert!(log.contains("(1 partition(s)"), "{log}");
+    let log = report(&parts, &["--partition-hosts", "1000"]);
+    // 10,000 hosts in partitions of at most 500 hosts: 20 of them.
+    assert!(log.contains("(20 partition(s)"), "{log}");
+    for f in ["providers.csv", "asns.csv", "providers.json", "report.md", "report.html"] {
+        let (a, b) = (std::fs::read(whole.join(f)).unwrap(), std::fs::read(parts.join(f)).unwrap());
+        assert!(a == b, "{f} differs between the whole and the partitioned analysis");
+    }
+    let mut left: Vec<String> = walk(&parts).iter().map(|p| p.strip_prefix(&parts).unwrap().display().to_string()).collect();
+    left.sort();
+    assert_eq!(left, ["asns.csv", "documented.csv", "hosts.parquet", "providers.csv", "providers.json", "report.html", "report.md"], "partition files left behind");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
