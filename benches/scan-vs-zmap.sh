@@ -21,7 +21,9 @@ chmod 755 "$W" # started as root, the crawler writes as nobody once its sockets 
 ST=$W/lab
 L=$T/lab; CR=$T/crawler
 ZB=$(command -v "${ZMAP:-zmap}") || { echo "no ZMap binary: ${ZMAP:-zmap}" >&2; exit 1; }
-ZV="ZMap $("$ZB" --version 2>&1 | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -1)"
+: > "$W/empty"
+# An empty config file here too: ZMap 4.x refuses Debian's /etc/zmap/zmap.conf even for --version.
+ZV="ZMap $("$ZB" -C "$W/empty" --version 2>&1 | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -1)"
 $L up tests/topologies/large.toml --state "$ST"
 trap '$L down --state "$ST"' EXIT
 j() { python3 -c "import json;print(json.load(open('$ST/lab.json'))['$1'])"; }

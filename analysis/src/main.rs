@@ -280,7 +280,7 @@ type Done = std::collections::HashMap<(String, String), Vec<aggregate::Row>>;
 /// provider with itself as seen from the same vantage. One crawl is scanned at a time, and
 /// only its provider rows are kept.
 fn trend_over(all: &[load::Crawl], inp: &Inputs, c: &Common, done: &Done) -> Result<trend::Trend> {
-    let mut per = Vec::new();
+    let (mut crawls, mut rows) = (Vec::new(), Vec::new());
     for cr in all {
         let comp = match c.completeness(cr) {
             Ok(comp) => comp,
@@ -289,13 +289,14 @@ fn trend_over(all: &[load::Crawl], inp: &Inputs, c: &Common, done: &Done) -> Res
                 continue;
             }
         };
-        let p = match done.get(&(cr.date.clone(), cr.id.clone())) {
-            Some(p) => p.clone(),
-            None => analyse(cr, inp, c, &comp, None).with_context(|| format!("crawl {}", cr.id))?.providers,
-        };
-        per.push(((cr.date.clone(), cr.id.clone()), p));
+        let key = (cr.date.clone(), cr.id.clone());
+        match done.get(&key) {
+            Some(p) => rows.extend(trend::Trend::rows_of(&key, p)),
+            None => rows.extend(trend::Trend::rows_of(&key, &analyse(cr, inp, c, &comp, None).with_context(|| format!("crawl {}", cr.id))?.providers)),
+        }
+        crawls.push(key);
     }
-    Ok(trend::Trend::build(per))
+    Ok(trend::Trend::from_rows(crawls, rows))
 }
 
 /// What `report` found for the crawls of one date: the primary vantage's crawl and analysis,

@@ -43,27 +43,38 @@ pub struct Trend {
 }
 
 impl Trend {
+    /// One crawl's trend rows (inbound port 25), made as soon as the crawl is analysed: a year
+    /// of crawls then holds a year of these small rows, never a year of provider rows (52
+    /// crawls of 10 M rows held 420 MB more than one crawl when their provider rows were kept).
+    pub fn rows_of((date, id): &(String, String), prov: &[Row]) -> Vec<TrendRow> {
+        prov.iter()
+            .filter(|r| r.port == 25 && r.direction == "inbound")
+            .map(|r| TrendRow {
+                crawl_date: date.clone(),
+                crawl_id: id.clone(),
+                vantage: r.vantage.clone(),
+                provider: r.provider.clone(),
+                org_id: r.org_id.clone(),
+                family: r.family,
+                informative: r.informative,
+                filtered: r.filtered,
+                rate: r.rate,
+                ci_low: r.ci_low,
+                ci_high: r.ci_high,
+                verdict: r.verdict,
+            })
+            .collect()
+    }
+
+    #[cfg(test)]
     pub fn build(per_crawl: Vec<((String, String), Vec<Row>)>) -> Trend {
         let crawls: Vec<(String, String)> = per_crawl.iter().map(|(c, _)| c.clone()).collect();
-        let mut rows = Vec::new();
-        for ((date, id), prov) in &per_crawl {
-            for r in prov.iter().filter(|r| r.port == 25 && r.direction == "inbound") {
-                rows.push(TrendRow {
-                    crawl_date: date.clone(),
-                    crawl_id: id.clone(),
-                    vantage: r.vantage.clone(),
-                    provider: r.provider.clone(),
-                    org_id: r.org_id.clone(),
-                    family: r.family,
-                    informative: r.informative,
-                    filtered: r.filtered,
-                    rate: r.rate,
-                    ci_low: r.ci_low,
-                    ci_high: r.ci_high,
-                    verdict: r.verdict,
-                });
-            }
-        }
+        let rows = per_crawl.iter().flat_map(|(c, prov)| Trend::rows_of(c, prov)).collect();
+        Trend::from_rows(crawls, rows)
+    }
+
+    /// The trend of crawls (oldest first) from their rows (`rows_of`).
+    pub fn from_rows(crawls: Vec<(String, String)>, rows: Vec<TrendRow>) -> Trend {
         // Compare each provider's verdicts between consecutive crawls with enough data.
         let mut series: BTreeMap<(String, &'static str, String), Vec<&TrendRow>> = BTreeMap::new();
         for r in &rows {
