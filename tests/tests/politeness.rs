@@ -17,6 +17,18 @@ fn net(ip: &IpAddr) -> u128 {
     }
 }
 
+/// The default lab, a plan of 20 hosts per AS (at 20 pps per /24 a crawl of it takes ~15 s),
+/// each planned address's AS, and a capture on the core router's vantage side.
+fn planned_lab_with_capture() -> (Lab, demo::Datasets, HashMap<IpAddr, u32>, Capture) {
+    let lab = Lab::up("default");
+    let ds = lab.datasets();
+    demo::plan(&ds, &lab.path("plan.parquet"), 20, true).unwrap();
+    let asn_of: HashMap<IpAddr, u32> =
+        read_rows(&lab.path("plan.parquet"), &["ip", "asn"]).into_iter().map(|r| (r[0].as_ref().unwrap().parse().unwrap(), r[1].as_ref().unwrap().parse().unwrap())).collect();
+    let cap = Capture::start(&lab.state.core, "v0", lab.path("v0.pcap"), "tcp or icmp or icmp6");
+    (lab, ds, asn_of, cap)
+}
+
 /// The busiest 1-s window of each group.
 fn worst_per<K: std::hash::Hash + Eq>(syns: &[(f64, u16, IpAddr)], key: impl Fn(&IpAddr) -> K) -> HashMap<K, usize> {
     let mut times: HashMap<K, Vec<f64>> = HashMap::new();
@@ -32,13 +44,7 @@ fn the_default_limits_hold_for_every_as_and_every_24_with_two_senders() {
     if !require_root("politeness") || !require_tool("politeness", "tcpdump") {
         return;
     }
-    let lab = Lab::up("default");
-    let ds = lab.datasets();
-    // 20 hosts per AS: at 20 pps per /24 the crawl takes ~15 s.
-    demo::plan(&ds, &lab.path("plan.parquet"), 20, true).unwrap();
-    let asn_of: HashMap<IpAddr, u32> =
-        read_rows(&lab.path("plan.parquet"), &["ip", "asn"]).into_iter().map(|r| (r[0].as_ref().unwrap().parse().unwrap(), r[1].as_ref().unwrap().parse().unwrap())).collect();
-    let cap = Capture::start(&lab.state.core, "v0", lab.path("v0.pcap"), "tcp or icmp or icmp6");
+    let (lab, ds, asn_of, cap) = planned_lab_with_capture();
     std::thread::sleep(std::time::Duration::from_millis(700));
     let t0 = std::time::Instant::now();
     // The defaults: no --rate, --asn-rate or --net-rate.
@@ -81,12 +87,7 @@ fn the_limits_hold_on_the_wire_with_a_small_send_log() {
     if !require_root("politeness_small_log") || !require_tool("politeness_small_log", "tcpdump") {
         return;
     }
-    let lab = Lab::up("default");
-    let ds = lab.datasets();
-    demo::plan(&ds, &lab.path("plan.parquet"), 20, true).unwrap();
-    let asn_of: HashMap<IpAddr, u32> =
-        read_rows(&lab.path("plan.parquet"), &["ip", "asn"]).into_iter().map(|r| (r[0].as_ref().unwrap().parse().unwrap(), r[1].as_ref().unwrap().parse().unwrap())).collect();
-    let cap = Capture::start(&lab.state.core, "v0", lab.path("v0.pcap"), "tcp or icmp or icmp6");
+    let (lab, ds, asn_of, cap) = planned_lab_with_capture();
     let t0 = std::time::Instant::now();
     demo::scan(&lab.state, &ds, &lab.path("plan.parquet"), &lab.path("data"), &["--senders", "2", "--retries", "0", "--cooldown", "2", "--send-log", "1024", "--crawl-id", "small-log"]).unwrap();
     let took = t0.elapsed().as_secs_f64();

@@ -114,12 +114,12 @@ impl KeyedLimits {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::time::{Duration, Instant};
 
     /// The most events in any 1-s window (times in seconds, sorted).
-    fn busiest(t: &[f64]) -> usize {
+    pub(crate) fn busiest(t: &[f64]) -> usize {
         let mut j = 0;
         (0..t.len())
             .map(|i| {

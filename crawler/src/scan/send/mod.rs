@@ -395,19 +395,7 @@ mod tests {
         for (t, ip) in w {
             g.entry(key(ip)).or_default().push(*t);
         }
-        let busiest = |t: &[f64]| {
-            let mut j = 0;
-            (0..t.len())
-                .map(|i| {
-                    while j < t.len() && t[j] < t[i] + 1.0 {
-                        j += 1;
-                    }
-                    j - i
-                })
-                .max()
-                .unwrap_or(0)
-        };
-        g.values().map(|t| busiest(t)).max().unwrap_or(0)
+        g.values().map(|t| crate::scan::pace::tests::busiest(t)).max().unwrap_or(0)
     }
 
     #[test]
