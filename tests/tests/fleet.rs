@@ -32,7 +32,20 @@ fn endpoint() -> String {
 /// `crawler ARGS` in namespace `ns` with the S3 credentials in its environment (never on its
 /// command line), optionally as nobody.
 fn crawler_in(ns: &str, s3: &SeaweedFs, nobody: bool, args: &[&str]) -> Command {
-    let mut c = Command::new("ip");
+    crawler_measured(ns, s3, nobody, args, None)
+}
+
+/// The crawler, with its peak RSS (KiB) written to `peak` by GNU time (`ip netns exec` and
+/// the privilege drop exec into it: one process).
+fn crawler_measured(ns: &str, s3: &SeaweedFs, nobody: bool, args: &[&str], peak: Option<&Path>) -> Command {
+    let mut c = match peak {
+        Some(f) => {
+            let mut c = Command::new("/usr/bin/time");
+            c.args(["-f", "%M", "-o"]).arg(f).arg("ip");
+            c
+        }
+        None => Command::new("ip"),
+    };
     c.args(["netns", "exec", ns]);
     if nobody {
         c.args(AS_NOBODY);
@@ -41,6 +54,21 @@ fn crawler_in(ns: &str, s3: &SeaweedFs, nobody: bool, args: &[&str]) -> Command 
     c.envs(s3.env());
     c.env("AWS_ENDPOINT_URL", endpoint());
     c
+}
+
+const FLEET_TOKEN: &str = "lab-fleet-token-0123456789";
+const WRONG_TOKEN: &str = "not-the-fleet-token-000";
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
 }
 
 fn ok(o: Output, what: &str) -> Output {
@@ -150,11 +178,14 @@ fn crawls_egress_and_the_sink_meet_in_one_bucket() {
     // 1. The same crawl into the bucket and onto disk: both exactly what the truth says.
     let (sp, disk) = (spool("spool-a"), lab.path("disk"));
     let t0 = Instant::now();
-    ok(crawler_in(&lab.state.vantage, &s3, false, &scan_args(&ds, plan_s, "s3://port25/crawls", &sp, "into-bucket", &["--rate", "20000"]).iter().map(|s| s.as_str()).collect::<Vec<_>>()).output().unwrap(), "scan into the bucket");
+    let (peak_bucket, peak_disk) = (lab.path("peak-bucket"), lab.path("peak-disk"));
+    ok(crawler_measured(&lab.state.vantage, &s3, false, &scan_args(&ds, plan_s, "s3://port25/crawls", &sp, "into-bucket", &["--rate", "20000"]).iter().map(|s| s.as_str()).collect::<Vec<_>>(), Some(&peak_bucket)).output().unwrap(), "scan into the bucket");
     let t_bucket = t0.elapsed().as_secs_f64();
     let t0 = Instant::now();
-    ok(crawler_in(&lab.state.vantage, &s3, false, &scan_args(&ds, plan_s, disk.to_str().unwrap(), "", "onto-disk", &["--rate", "20000"]).iter().map(|s| s.as_str()).collect::<Vec<_>>()).output().unwrap(), "scan onto disk");
+    ok(crawler_measured(&lab.state.vantage, &s3, false, &scan_args(&ds, plan_s, disk.to_str().unwrap(), "", "onto-disk", &["--rate", "20000"]).iter().map(|s| s.as_str()).collect::<Vec<_>>(), Some(&peak_disk)).output().unwrap(), "scan onto disk");
     let t_disk = t0.elapsed().as_secs_f64();
+    let kib = |f: &Path| -> u64 { std::fs::read_to_string(f).unwrap().trim().lines().last().unwrap().parse().unwrap() };
+    let (m_bucket, m_disk) = (kib(&peak_bucket), kib(&peak_disk));
     let got = lab.path("got-a");
     let keys = s3.download("crawls/", &got).unwrap();
     assert!(keys.iter().any(|k| k.ends_with("crawl_id=into-bucket/manifest.json")), "{keys:?}");
@@ -165,7 +196,7 @@ fn crawls_egress_and_the_sink_meet_in_one_bucket() {
     assert_eq!((b.len(), d.len()), (planned, planned));
     assert!(b.values().chain(d.values()).all(|n| *n == 1), "a probe recorded twice");
     assert_eq!(probes_by_role(&got.join("crawls")), probes_by_role(&disk), "the bucket's crawl and the disk's differ in their probes");
-    println!("crawl into the bucket: {} objects, {} probes as the truth says, {t_bucket:.1} s; the same onto disk {t_disk:.1} s (ratio {:.2})", keys.len(), b.len(), t_bucket / t_disk);
+    println!("crawl into the bucket: {} objects, {} probes as the truth says, {t_bucket:.1} s, peak RSS {} MiB; the same onto disk {t_disk:.1} s, {} MiB (ratios {:.2}, {:.2})", keys.len(), b.len(), m_bucket / 1024, m_disk / 1024, t_bucket / t_disk, m_bucket as f64 / m_disk as f64);
 
     // DuckDB reads the bucket itself: the README's recipe and the SQL inference give the same
     // rows on the bucket as on the same files on disk.
@@ -186,21 +217,20 @@ fn crawls_egress_and_the_sink_meet_in_one_bucket() {
 
     // The analysis reads the bucket (a copy it keeps in step) and writes its reports there:
     // the same reports as from the same files on disk; a second run fetches nothing.
-    let analysis_s3 = |out: &str| {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &lab.state.vantage]).arg(analysis()).args(["report", "--data", "s3://port25/crawls", "--cache"]).arg(lab.path("cache"));
+    let analysis_run = |data: &str, out: &str| {
+        let peak = lab.path("peak-analysis");
+        let mut c = Command::new("/usr/bin/time");
+        c.args(["-f", "%M", "-o"]).arg(&peak).args(["ip", "netns", "exec", &lab.state.vantage]).arg(analysis()).args(["report", "--data", data, "--cache"]).arg(lab.path("cache"));
         c.arg("--routes").args(ds.routes()).args(["--orgs", &ds.f("lab.as-org2info.jsonl"), "--categories", &ds.f("lab_categorized_ases.csv"), "--policies", &ds.f(port25_lab::export::LAB_POLICIES), "--out", out]);
         c.envs(s3.env());
         let t0 = Instant::now();
-        let o = ok(c.output().unwrap(), "analysis report on the bucket");
-        (String::from_utf8_lossy(&o.stderr).into_owned(), t0.elapsed().as_secs_f64())
+        let o = ok(c.output().unwrap(), "analysis report");
+        (String::from_utf8_lossy(&o.stderr).into_owned(), t0.elapsed().as_secs_f64(), kib(&peak))
     };
-    let (said, t_a_bucket) = analysis_s3("s3://port25/reports/latest");
+    let (said, t_a_bucket, m_a_bucket) = analysis_run("s3://port25/crawls", "s3://port25/reports/latest");
     assert!(said.contains("2 object(s) fetched"), "{said}");
-    let t0 = Instant::now();
-    demo::report(&ds, &got.join("crawls"), &lab.path("report-disk"), &[]).unwrap();
-    let t_a_disk = t0.elapsed().as_secs_f64();
-    let (said, _) = analysis_s3("s3://port25/reports/again");
+    let (_, t_a_disk, m_a_disk) = analysis_run(got.join("crawls").to_str().unwrap(), lab.path("report-disk").to_str().unwrap());
+    let (said, _, _) = analysis_run("s3://port25/crawls", "s3://port25/reports/again");
     assert!(said.contains("0 object(s) fetched") && said.contains("2 already here"), "{said}");
     let reports = lab.path("report-bucket");
     let keys = s3.download("reports/latest/", &reports).unwrap();
@@ -208,17 +238,23 @@ fn crawls_egress_and_the_sink_meet_in_one_bucket() {
     for f in ["providers.csv", "asns.csv"] {
         assert_eq!(std::fs::read_to_string(reports.join("reports/latest").join(f)).unwrap(), std::fs::read_to_string(lab.path("report-disk").join(f)).unwrap(), "{f}: the bucket's report differs from the disk's");
     }
-    println!("analysis report from the bucket: {:.1} s (copy fetched), {:.1} s on disk (ratio {:.2}); {} report objects uploaded; a second run fetched nothing", t_a_bucket, t_a_disk, t_a_bucket / t_a_disk, keys.len());
+    println!("analysis report from the bucket: {t_a_bucket:.2} s (copy fetched), peak RSS {} MiB; on disk {t_a_disk:.2} s, {} MiB (ratios {:.2}, {:.2}); {} report objects uploaded; a second run fetched nothing", m_a_bucket / 1024, m_a_disk / 1024, t_a_bucket / t_a_disk, m_a_bucket as f64 / m_a_disk as f64, keys.len());
 
     // 2. The store goes away mid-crawl and comes back: the crawl completes, every probe once.
     let sp = spool("spool-b");
-    let mut child = crawler_in(&lab.state.vantage, &s3, false, &scan_args(&ds, plan_s, "s3://port25/outage", &sp, "outage", &["--rate", "4000", "--rows-per-file", "4000"]).iter().map(|s| s.as_str()).collect::<Vec<_>>()).spawn().unwrap();
+    let child = crawler_in(&lab.state.vantage, &s3, false, &scan_args(&ds, plan_s, "s3://port25/outage", &sp, "outage", &["--rate", "4000", "--rows-per-file", "4000"]).iter().map(|s| s.as_str()).collect::<Vec<_>>())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(2500));
     s3.stop();
     std::thread::sleep(Duration::from_secs(6));
     s3.restart().unwrap();
-    let st = child.wait().unwrap();
-    assert!(st.success(), "the crawl through the store's outage failed: {st}");
+    let o = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "the crawl through the store's outage failed: {}\n{log}", o.status);
+    // The store's errors are logged (retried), and they name the object, never the secret.
+    assert!(log.contains("retrying") && !log.contains(port25_lab::s3::SECRET), "{log}");
     let got = lab.path("got-b");
     let keys = s3.download("outage/", &got).unwrap();
     let b = probe_counts(&got.join("outage"));
@@ -256,7 +292,7 @@ fn crawls_egress_and_the_sink_meet_in_one_bucket() {
     // 4. The sink writes into the bucket, and takes egress uploads with the fleet token.
     netns::stop_sink(&lab.state).unwrap();
     let tokens = lab.path("tokens");
-    std::fs::write(&tokens, "lab-fleet-token-0123456789\n").unwrap();
+    std::fs::write(&tokens, format!("{FLEET_TOKEN}\n")).unwrap();
     let crawler_bin = demo::runnable_by_nobody("crawler", &lab.path("lab")).unwrap();
     let sink_spool = spool("spool-sink");
     demo::nobody_dir(Path::new(&sink_spool)).unwrap();
@@ -288,11 +324,13 @@ fn crawls_egress_and_the_sink_meet_in_one_bucket() {
         e.env("PORT25_UPLOAD_TOKEN", token).output().unwrap()
     };
     let good = &lab.state.customers[0];
-    let o = ok(run_egress(good, "lab-fleet-token-0123456789"), "egress --upload");
+    let o = ok(run_egress(good, FLEET_TOKEN), "egress --upload");
     let said = String::from_utf8_lossy(&o.stdout);
     assert!(said.contains("sent to the sink"), "{said}");
+    assert!(![&o.stdout, &o.stderr].iter().any(|b| String::from_utf8_lossy(b).contains(FLEET_TOKEN)), "the token in egress's output");
     let wrong = &lab.state.customers[1];
-    let o = run_egress(wrong, "not-the-fleet-token-000");
+    let o = run_egress(wrong, WRONG_TOKEN);
+    assert!(![&o.stdout, &o.stderr].iter().any(|b| String::from_utf8_lossy(b).contains(WRONG_TOKEN)), "the token in egress's output");
     assert_eq!(o.status.code(), Some(1), "a wrong token must fail the run: {}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("535"), "{}", String::from_utf8_lossy(&o.stderr));
     let kept = datasets::store::spool::pending(&egress_out);
@@ -300,6 +338,8 @@ fn crawls_egress_and_the_sink_meet_in_one_bucket() {
     // SAFETY: SIGTERM to our own child: the sink publishes its last file and uploads it.
     unsafe { libc::kill(sink.id() as i32, libc::SIGTERM) };
     let _ = sink.wait();
+    let log = std::fs::read_to_string(lab.path("fleet-sink.log")).unwrap();
+    assert!(!log.contains(FLEET_TOKEN) && !log.contains(WRONG_TOKEN) && !log.contains(port25_lab::s3::SECRET), "a secret in the sink's log: {log}");
     let keys = s3.keys("sink/").unwrap();
     assert!(keys.iter().any(|k| k.starts_with("sink/egress/egress_date=") && k.contains(&format!("vantage={}/", good.vantage.name))), "{keys:?}");
     assert!(keys.iter().any(|k| k.starts_with("sink/sink_date=")), "the sink's own records: {keys:?}");
@@ -312,6 +352,19 @@ fn crawls_egress_and_the_sink_meet_in_one_bucket() {
     let o = ok(c.output().unwrap(), "analysis report with egress from the bucket");
     let said = String::from_utf8_lossy(&o.stdout);
     assert!(said.contains("egress: 1 runs"), "{said}");
+    // No secret anywhere in what the fleet stored: not the store's, not the fleet's token, in
+    // no log, manifest, Parquet file or its metadata, report or sink record.
+    let all = lab.path("got-all");
+    let keys = s3.download("", &all).unwrap();
+    let files = walk(&all);
+    assert_eq!(files.len(), keys.len());
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap();
+        for secret in [port25_lab::s3::SECRET, FLEET_TOKEN, WRONG_TOKEN] {
+            assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "{secret:?} stored in {}", f.display());
+        }
+    }
+    println!("no secret in any of the bucket's {} objects", files.len());
     drop(s3);
     assert!(lab.down().is_empty());
 }
