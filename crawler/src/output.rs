@@ -60,6 +60,9 @@ impl Output {
     /// `out`: a directory or `s3://bucket/prefix`. A malformed URL is bad input (exit 2).
     pub fn parse(out: &Path, a: &StoreArgs) -> Result<Output> {
         let text = out.to_string_lossy();
+        if !a.upload_wait.is_finite() {
+            return Err(ConfigError(format!("--upload-wait {}: seconds, a number", a.upload_wait)).into());
+        }
         let upload_wait = Duration::from_secs_f64(a.upload_wait.clamp(0.0, 86_400.0));
         if !datasets::store::is_url(&text) {
             if a.spool.is_some() || a.spool_max.is_some() {
@@ -117,6 +120,7 @@ mod tests {
         assert_eq!(o.spool_max, DEFAULT_SPOOL_MAX);
         assert!(Output::parse(Path::new("/d"), &StoreArgs { spool_max: Some(1), ..Default::default() }).is_err());
         assert!(Output::parse(Path::new("s3://"), &StoreArgs::default()).is_err());
+        assert!(Output::parse(Path::new("/d"), &StoreArgs { upload_wait: f64::NAN, ..Default::default() }).is_err());
         assert_eq!((parse_size("4G"), parse_size("512k"), parse_size("0"), parse_size("x")), (Ok(4 << 30), Ok(512 << 10), Err("`0`: a size in bytes (K, M, G suffixes)".into()), Err("`x`: a size in bytes (K, M, G suffixes)".into())));
         assert_eq!(default_spool("s3://b/../x"), Path::new("/var/tmp/port25-spool/b/_/x"));
     }

@@ -143,7 +143,7 @@ for row in r.fetchall():
 /// Every Parquet object of a downloaded crawl reads to its end (a partial object would not).
 fn all_readable(dir: &Path) -> usize {
     let mut n = 0;
-    for (rel, _) in datasets::store::spool::pending(dir) {
+    for (rel, _) in datasets::store::spool::pending(dir).unwrap() {
         if rel.ends_with(".parquet") {
             let p = dir.join(&rel);
             let mut r = datasets::schema::open_parquet(&p, 65_536).unwrap_or_else(|e| panic!("{rel}: {e}"));
@@ -189,7 +189,7 @@ fn crawls_egress_and_the_sink_meet_in_one_bucket() {
     let got = lab.path("got-a");
     let keys = s3.download("crawls/", &got).unwrap();
     assert!(keys.iter().any(|k| k.ends_with("crawl_id=into-bucket/manifest.json")), "{keys:?}");
-    assert!(datasets::store::spool::pending(Path::new(&sp)).iter().all(|(r, _)| r.starts_with("_plans/")), "the spool emptied");
+    assert!(datasets::store::spool::pending(Path::new(&sp)).unwrap().iter().all(|(r, _)| r.starts_with("_plans/")), "the spool emptied");
     check_observations(&lab, &got.join("crawls"));
     check_observations(&lab, &disk);
     let (b, d) = (probe_counts(&got.join("crawls")), probe_counts(&disk));
@@ -333,7 +333,7 @@ fn crawls_egress_and_the_sink_meet_in_one_bucket() {
     assert!(![&o.stdout, &o.stderr].iter().any(|b| String::from_utf8_lossy(b).contains(WRONG_TOKEN)), "the token in egress's output");
     assert_eq!(o.status.code(), Some(1), "a wrong token must fail the run: {}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("535"), "{}", String::from_utf8_lossy(&o.stderr));
-    let kept = datasets::store::spool::pending(&egress_out);
+    let kept = datasets::store::spool::pending(&egress_out).unwrap();
     assert!(kept.iter().any(|(r, _)| r.contains(&format!("vantage={}/", wrong.vantage.name))) && !kept.iter().any(|(r, _)| r.contains(&format!("vantage={}/", good.vantage.name))), "{kept:?}");
     // SAFETY: SIGTERM to our own child: the sink publishes its last file and uploads it.
     unsafe { libc::kill(sink.id() as i32, libc::SIGTERM) };

@@ -378,7 +378,13 @@ pub fn run(a: EgressArgs) -> Result<i32> {
 /// not send), sent to the sink and removed here once stored; 1 if one could not be sent.
 fn send_to_sink(cfg: &EgressConfig, report: &Report, token: &str, rt: &tokio::runtime::Runtime) -> i32 {
     let mut code = 0;
-    let files: Vec<(String, u64)> = datasets::store::spool::pending(&cfg.out).into_iter().filter(|(rel, _)| rel.contains(&format!("/vantage={}/", cfg.vantage)) && rel.ends_with(".parquet")).collect();
+    let files: Vec<(String, u64)> = match datasets::store::spool::pending(&cfg.out) {
+        Ok(f) => f.into_iter().filter(|(rel, _)| rel.contains(&format!("/vantage={}/", cfg.vantage)) && rel.ends_with(".parquet")).collect(),
+        Err(e) => {
+            eprintln!("crawler egress: cannot list the results to send: {e}");
+            return 1;
+        }
+    };
     for (rel, _) in files {
         let path = cfg.out.join(&rel);
         // part-RUN-xxxxxxxx.parquet: the run it holds.

@@ -72,7 +72,7 @@ pub fn run(a: &RunArgs, stop: Arc<AtomicBool>) -> Result<i32> {
         resume: a.resume,
         crawl_date: Some(crawl_date.clone()),
         progress: a.progress,
-        manifest_extra: serde_json::json!({"config": c, "config_file": a.config, "self_check": check, "resumed": a.resume}),
+        manifest_extra: serde_json::json!({"config": recorded(&c), "config_file": a.config, "self_check": check, "resumed": a.resume}),
         writable: vec!["".into(), "_plans".into()],
         after_drop: vec![(RunState::path(&c, a.shard), running.text()?)],
     };
@@ -96,6 +96,13 @@ pub fn run(a: &RunArgs, stop: Arc<AtomicBool>) -> Result<i32> {
 /// existing plan is reused only if its footer reads and its bytes hash as recorded. A bad plan
 /// is rebuilt while nothing of the crawl was written; once a shard has files, the plan they
 /// were probed from cannot be replaced, and the run stops with the plan named.
+/// The config as the manifest records it: an endpoint's `user:password@`, if any, left out.
+fn recorded(c: &CrawlConfig) -> CrawlConfig {
+    let mut c = c.clone();
+    c.crawl.s3_endpoint = c.crawl.s3_endpoint.as_deref().map(datasets::store::shown_endpoint);
+    c
+}
+
 fn ensure_plan(c: &CrawlConfig, crawl_date: &str, crawl_id: &str, seed: u64, progress: bool) -> Result<PathBuf> {
     let plan_path = plan_path(c, crawl_date, crawl_id);
     let plan_dir = plan_path.parent().expect("a plan path has its directory");

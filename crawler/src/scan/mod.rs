@@ -65,8 +65,6 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
     for (path, text) in &cfg.after_drop {
         datasets::publish::write_atomic(path, text)?;
     }
-    // With a store behind `out`, its uploads start now — as the unprivileged user.
-    let spool = cfg.store.as_ref().and_then(|o| o.start());
     let spool_full: Arc<std::sync::OnceLock<String>> = Default::default();
     let published = cfg.store.as_ref().map(|o| spool_watch(o, stop.clone(), spool_full.clone()));
 
@@ -87,6 +85,10 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
     let mut history = manifest::history(&part, cfg.resume, done.len())?;
     history.push(manifest::RunRecord { started_at: manifest::rfc3339(started), resumed: cfg.resume, ..Default::default() });
     manifest::save_history(&part, &history)?;
+    // With a store behind `out`, its uploads start now — as the unprivileged user, and only
+    // once `prepare` has taken stock of the spool and the store: an upload between its two
+    // listings would hide a finished file from both (its probes sent again).
+    let spool = cfg.store.as_ref().and_then(|o| o.start());
     let new_recorder = || part.recorder(&cfg.vantage, &plan.targets, &ports, &kv, cfg.scan.rows_per_file).map(|r| r.on_publish(published.clone()));
     let recorder = new_recorder()?;
 
@@ -158,7 +160,8 @@ fn rel_str(part: &partition::Partition, cfg: &ScanConfig) -> String {
 fn spool_watch(o: &crate::output::Output, stop: Arc<AtomicBool>, full: Arc<std::sync::OnceLock<String>>) -> Arc<dyn Fn() + Send + Sync> {
     let (dir, max, name) = (o.local.clone(), o.spool_max, o.describe());
     Arc::new(move || {
-        let held: u64 = datasets::store::spool::pending(&dir).iter().map(|f| f.1).sum();
+        // The kept plan is not waiting for the store: as `Spool::check_room`, it does not count.
+        let held: u64 = datasets::store::spool::pending(&dir).unwrap_or_default().iter().filter(|f| !f.0.starts_with("_plans/")).map(|f| f.1).sum();
         if held > max && full.get().is_none() {
             let _ = full.set(format!("the spool holds {held} bytes, more than its {max}: the store {name} has been unreachable too long; the crawl stopped, everything it probed is recorded in the spool, and `--resume` uploads it and finishes the crawl"));
             stop.store(true, Relaxed);

@@ -97,6 +97,7 @@ pub fn redact(line: &[u8]) -> Vec<u8> {
 /// `out`; the relative path it got.
 pub fn store(out: &Path, vantage: &str, run: &str, data: Vec<u8>) -> Result<String> {
     use arrow_array::{Array, StringArray};
+    use sha2::Digest;
     let name = PathBuf::from(format!("upload from {vantage}"));
     let bytes = bytes::Bytes::from(data);
     let mut reader = datasets::schema::open_parquet_from(&name, bytes.clone(), 8192, None)?;
@@ -118,7 +119,10 @@ pub fn store(out: &Path, vantage: &str, run: &str, data: Vec<u8>) -> Result<Stri
         rows += b.num_rows() as u64;
     }
     let Some(date) = date.filter(|_| rows > 0) else { bail!("no rows") };
-    let rel = format!("egress/egress_date={date}/vantage={vantage}/part-{run}-{:08x}.parquet", rand::random::<u32>());
+    // Named by its content: a file sent again (stored, but the client never heard the 250)
+    // lands on itself instead of counting its attempts twice.
+    let digest = sha2::Sha256::digest(&bytes[..]);
+    let rel = format!("egress/egress_date={date}/vantage={vantage}/part-{run}-{}.parquet", digest[..8].iter().map(|b| format!("{b:02x}")).collect::<String>());
     let dest = out.join(&rel);
     std::fs::create_dir_all(dest.parent().expect("a parent")).with_context(|| format!("creating {}", dest.display()))?;
     datasets::publish::write_atomic(&dest, &bytes[..]).with_context(|| format!("writing {}", dest.display()))?;

@@ -33,13 +33,23 @@ const MULTIPART_ABOVE: u64 = 8 << 20;
 const PART: usize = 8 << 20;
 
 /// How to reach an object store beyond what the environment says.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct StoreOptions {
     /// An S3-compatible endpoint (`http://127.0.0.1:8333`): overrides `AWS_ENDPOINT_URL`.
     pub endpoint: Option<String>,
     /// Access key and secret, for programs that hold them (tests); tools read the environment
     /// — a secret never goes on a command line.
     pub credentials: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for StoreOptions {
+    // Never the secret, whatever prints the options.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("endpoint", &self.endpoint.as_deref().map(shown_endpoint))
+            .field("credentials", &self.credentials.as_ref().map(|(k, _)| (k, "***")))
+            .finish()
+    }
 }
 
 #[derive(Clone)]
@@ -82,12 +92,17 @@ fn io(p: &Path, e: std::io::Error) -> StoreError {
     StoreError(format!("{}: {e}", p.display()))
 }
 
-/// Run a future to completion from blocking code, inside a Tokio runtime or not.
+/// Run a future to completion from blocking code, inside a Tokio runtime or not. One runtime
+/// for the process, kept: the stores' HTTP clients pool connections whose tasks live on the
+/// runtime that opened them — a runtime per call would leave the next call with connections
+/// whose tasks are gone.
 fn block<F: std::future::Future + Send>(f: F) -> F::Output
 where
     F::Output: Send,
 {
-    let run = || tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a Tokio runtime").block_on(f);
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    let rt = RT.get_or_init(|| tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("object-store").enable_all().build().expect("a Tokio runtime"));
+    let run = || rt.block_on(f);
     if tokio::runtime::Handle::try_current().is_ok() {
         // Blocking inside a runtime's thread would stall it (or panic): a thread of our own.
         std::thread::scope(|s| s.spawn(run).join().expect("object store thread"))
@@ -129,11 +144,7 @@ impl Store {
         let retry = object_store::RetryConfig { max_retries: 2, retry_timeout: std::time::Duration::from_secs(20), ..Default::default() };
         let os = b.with_retry(retry).build().map_err(|e| DatasetError::file(Path::new(location), e.to_string()))?;
         let prefix = prefix.trim_matches('/').to_string();
-        // An endpoint may carry user:password@ — never shown.
-        let endpoint = endpoint.map(|e| match e.split_once("://") {
-            Some((scheme, rest)) => format!("{scheme}://{}", rest.rsplit('@').next().unwrap_or(rest)),
-            None => e.rsplit('@').next().unwrap_or(&e).to_string(),
-        });
+        let endpoint = endpoint.map(|e| shown_endpoint(&e));
         Ok(Store { kind: Kind::Object { os: Arc::new(os), prefix: prefix.clone() }, url: format!("s3://{bucket}/{prefix}").trim_end_matches('/').to_string(), endpoint })
     }
 
@@ -203,17 +214,28 @@ impl Store {
                         use std::io::Read;
                         let upload = os.put_multipart(&key).await?;
                         let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
-                        let mut f = std::fs::File::open(&path).map_err(|e| object_store::Error::Generic { store: "file", source: Box::new(e) })?;
-                        let mut buf = vec![0u8; PART];
-                        loop {
-                            let n = f.read(&mut buf).map_err(|e| object_store::Error::Generic { store: "file", source: Box::new(e) })?;
-                            if n == 0 {
-                                break;
+                        let sent: Result<(), object_store::Error> = async {
+                            let mut f = std::fs::File::open(&path).map_err(|e| object_store::Error::Generic { store: "file", source: Box::new(e) })?;
+                            let mut buf = vec![0u8; PART];
+                            loop {
+                                let n = f.read(&mut buf).map_err(|e| object_store::Error::Generic { store: "file", source: Box::new(e) })?;
+                                if n == 0 {
+                                    return Ok(());
+                                }
+                                w.wait_for_capacity(2).await?;
+                                w.write(&buf[..n]);
                             }
-                            w.wait_for_capacity(2).await?;
-                            w.write(&buf[..n]);
                         }
-                        w.finish().await.map(|_| ())
+                        .await;
+                        match sent {
+                            Ok(()) => w.finish().await.map(|_| ()),
+                            Err(e) => {
+                                // The parts already sent would stay in the bucket, billed and
+                                // invisible, until a lifecycle rule removed them.
+                                let _ = w.abort().await;
+                                Err(e)
+                            }
+                        }
                     })
                     .map_err(|e| err(&what, e))
                 }
@@ -341,6 +363,14 @@ fn join(a: &str, b: &str) -> String {
     }
 }
 
+/// An endpoint as it may be shown or recorded: it may carry `user:password@`, never shown.
+pub fn shown_endpoint(e: &str) -> String {
+    match e.split_once("://") {
+        Some((scheme, rest)) => format!("{scheme}://{}", rest.rsplit('@').next().unwrap_or(rest)),
+        None => e.rsplit('@').next().unwrap_or(e).to_string(),
+    }
+}
+
 pub(crate) fn walk(root: &Path, p: &Path, out: &mut Vec<(String, u64)>) -> Result<(), StoreError> {
     let rd = match std::fs::read_dir(p) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -352,14 +382,28 @@ pub(crate) fn walk(root: &Path, p: &Path, out: &mut Vec<(String, u64)>) -> Resul
         Err(e) => return Err(io(p, e)),
         Ok(rd) => rd,
     };
+    // An entry that vanishes while we look (a temporary file renamed by its writer, a file the
+    // uploader just removed) is skipped, not an error that would cut the listing short.
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
     for e in rd {
         let e = e.map_err(|e| io(p, e))?;
         let path = e.path();
-        let ft = e.file_type().map_err(|e| io(&path, e))?;
+        let ft = match e.file_type() {
+            Err(x) if gone(&x) => continue,
+            r => r.map_err(|e| io(&path, e))?,
+        };
         if ft.is_dir() {
+            // fsck's directory at the root of a spool on a file system of its own: never ours,
+            // and unreadable to the unprivileged writer.
+            if p == root && e.file_name() == "lost+found" {
+                continue;
+            }
             walk(root, &path, out)?;
         } else if ft.is_file() {
-            let len = e.metadata().map_err(|e| io(&path, e))?.len();
+            let len = match e.metadata() {
+                Err(x) if gone(&x) => continue,
+                r => r.map_err(|e| io(&path, e))?.len(),
+            };
             out.push((path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned(), len));
         }
     }
@@ -399,5 +443,7 @@ mod tests {
         assert_eq!(s.child("crawl_date=x").url(), "s3://b/p/q/crawl_date=x");
         let s = Store::open("s3://b", &StoreOptions { endpoint: Some("http://k:secret@127.0.0.1:8333".into()), ..Default::default() }).unwrap();
         assert_eq!(s.describe(), "s3://b (endpoint http://127.0.0.1:8333)");
+        let o = StoreOptions { endpoint: Some("http://k:secret@h:1".into()), credentials: Some(("key".into(), "secret".into())) };
+        assert!(!format!("{o:?}").contains("secret"), "{o:?}");
     }
 }

@@ -58,13 +58,29 @@ pub struct Spool {
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Finished files of the spool, relative paths sorted, manifests last: temporary files
-/// (`.NAME.inprogress`) and hidden ones are not finished.
-pub fn pending(dir: &Path) -> Vec<(String, u64)> {
+/// (`.NAME.inprogress`) and hidden ones are not finished. A directory that cannot be read is
+/// an error: a partial listing would let a writer finish with files never uploaded.
+pub fn pending(dir: &Path) -> Result<Vec<(String, u64)>, StoreError> {
     let mut out = Vec::new();
-    let _ = super::walk(dir, dir, &mut out);
+    super::walk(dir, dir, &mut out)?;
     out.retain(|(rel, _)| !rel.split('/').any(|c| c.starts_with('.')));
     out.sort_by_key(|(rel, _)| (is_manifest(rel), rel.clone()));
-    out
+    Ok(out)
+}
+
+/// Files written once under a name of their own (a crawl's or the sink's Parquet parts): one
+/// of the same size in the store is this one, uploaded before a crash. Others — a manifest
+/// rewritten by a resumed run, say — may change under the same name and always go up.
+fn write_once(rel: &str) -> bool {
+    rel.ends_with(".parquet")
+}
+
+/// What identifies one version of a local file: a file published again under the same name
+/// (an atomic rename) is another inode.
+fn version(p: &Path) -> Option<(u64, u64, u64, std::time::SystemTime)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.dev(), m.ino(), m.len(), m.modified().ok()?))
 }
 
 fn is_manifest(rel: &str) -> bool {
@@ -75,7 +91,7 @@ fn is_manifest(rel: &str) -> bool {
 /// Upload what is finished, manifests only once their directory has nothing else waiting.
 /// Returns the bytes still waiting.
 fn pass(dir: &Path, store: &Store, shared: &Shared, keep: fn(&str) -> bool) -> Result<u64, StoreError> {
-    let mut files = pending(dir);
+    let mut files = pending(dir)?;
     {
         let st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
         files.retain(|f| !st.kept.contains(f));
@@ -84,15 +100,21 @@ fn pass(dir: &Path, store: &Store, shared: &Shared, keep: fn(&str) -> bool) -> R
     for (rel, len) in &files {
         if is_manifest(rel) {
             let parent = rel.rsplit_once('/').map_or("", |x| x.0);
-            let others = pending(dir).into_iter().any(|(r, _)| !is_manifest(&r) && r.rsplit_once('/').map_or("", |x| x.0) == parent);
+            let others = pending(dir)?.into_iter().any(|(r, _)| !is_manifest(&r) && r.rsplit_once('/').map_or("", |x| x.0) == parent);
             if others {
                 continue;
             }
         }
         let local = dir.join(rel);
-        let there = store.size(rel)? == Some(*len);
+        let before = version(&local);
+        let there = write_once(rel) && store.size(rel)? == Some(*len);
         if !there {
             store.put_file(rel, &local)?;
+        }
+        // Published again while it went up (a resumed run's new manifest): the new version
+        // stays for the next pass, never removed unsent.
+        if before.is_none() || version(&local) != before {
+            continue;
         }
         let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
         if keep(rel) {
@@ -171,7 +193,7 @@ impl Spool {
 
     /// Err when the spool holds its maximum: the store has been away too long to keep writing.
     pub fn check_room(&self) -> Result<(), StoreError> {
-        let held: u64 = self.waiting().iter().map(|f| f.1).sum();
+        let held: u64 = self.waiting()?.iter().map(|f| f.1).sum();
         if held <= self.max_bytes {
             return Ok(());
         }
@@ -185,9 +207,10 @@ impl Spool {
     }
 
     /// Files still to go up (kept ones already up are not).
-    fn waiting(&self) -> Vec<(String, u64)> {
+    fn waiting(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let files = pending(&self.dir)?;
         let st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
-        pending(&self.dir).into_iter().filter(|f| !st.kept.contains(f)).collect()
+        Ok(files.into_iter().filter(|f| !st.kept.contains(f)).collect())
     }
 
     pub fn stats(&self) -> SpoolStats {
@@ -208,7 +231,7 @@ impl Spool {
         while !t.is_finished() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(50));
         }
-        let left = self.waiting();
+        let left = self.waiting()?;
         if !t.is_finished() || !left.is_empty() {
             let st = self.stats();
             return Err(StoreError(format!(
@@ -266,7 +289,7 @@ mod tests {
         std::fs::write(part.join("manifest.json"), b"{}").unwrap();
         std::fs::write(part.join("part-0.parquet"), b"rows").unwrap();
         std::fs::write(part.join(".part-1.parquet.inprogress"), b"half").unwrap();
-        assert_eq!(pending(&spool).iter().map(|f| f.0.rsplit('/').next().unwrap()).collect::<Vec<_>>(), ["part-0.parquet", "manifest.json"]);
+        assert_eq!(pending(&spool).unwrap().iter().map(|f| f.0.rsplit('/').next().unwrap()).collect::<Vec<_>>(), ["part-0.parquet", "manifest.json"]);
         let s = Spool::start(&spool, Store::dir(&dest), 1 << 20);
         s.kick();
         let stats = s.finish(Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
@@ -274,6 +297,23 @@ mod tests {
         assert!(dest.join("crawl_date=2026-12-01/crawl_id=a/manifest.json").exists());
         assert!(!part.join("part-0.parquet").exists(), "uploaded files leave the spool");
         assert!(part.join(".part-1.parquet.inprogress").exists(), "a file being written stays");
+    }
+
+    /// A resumed run publishes its manifest again under the same name, here of the same size
+    /// as the one in the store: it goes up (not taken for an upload done before a crash).
+    #[test]
+    fn a_manifest_published_again_replaces_the_stored_one() {
+        let d = tempfile::tempdir().unwrap();
+        let (spool, dest) = (d.path().join("spool"), d.path().join("dest"));
+        std::fs::create_dir_all(spool.join("c")).unwrap();
+        std::fs::create_dir_all(dest.join("c")).unwrap();
+        std::fs::write(dest.join("c/manifest.json"), br#"{"exit_status":"interrupted"}"#).unwrap();
+        std::fs::write(dest.join("c/part-0.parquet"), b"rows").unwrap();
+        crate::publish::write_atomic(&spool.join("c/manifest.json"), br#"{"exit_status":"complete!!!"}"#).unwrap();
+        crate::publish::write_atomic(&spool.join("c/part-0.parquet"), b"rows").unwrap();
+        let stats = Spool::start(&spool, Store::dir(&dest), 1 << 20).finish(Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(std::fs::read_to_string(dest.join("c/manifest.json")).unwrap(), r#"{"exit_status":"complete!!!"}"#);
+        assert_eq!((stats.files, stats.already_there), (1, 1), "the part was there, the manifest went up");
     }
 
     #[test]
