@@ -340,6 +340,8 @@ pub fn run(cmd: Cmd, progress: bool) -> Result<i32> {
             check_lists(&a.lists)?;
             let output = crawler::output::Output::parse(&a.out, &a.store)?;
             check_out(&output.local, true)?;
+            // A spool is the scan's own: the unprivileged scan marks it with its destination.
+            let writable = if output.store.is_some() { vec!["".into()] } else { vec![] };
             let cfg = scan::ScanConfig {
                 plan: a.plan,
                 out: output.local.clone(),
@@ -375,7 +377,7 @@ pub fn run(cmd: Cmd, progress: bool) -> Result<i32> {
                 crawl_date: None,
                 progress,
                 manifest_extra: serde_json::Value::Null,
-                writable: vec![],
+                writable,
                 after_drop: vec![],
             };
             let summary = with_interrupt("silent probes were not recorded", move |stop| scan::run(&cfg, stop))?;

@@ -85,9 +85,11 @@ impl Output {
 
     /// Start uploading the spool (nothing to do for a directory). Call it once privileges are
     /// gone: uploads run as the unprivileged user, like everything after the sockets.
-    pub fn start(&self) -> Option<Spool> {
+    pub fn start(&self) -> Result<Option<Spool>> {
+        let Some(s) = &self.store else { return Ok(None) };
+        claim(&self.local, s.url())?;
         // A crawl's plan is read again (by its shards, on resume): it goes up and stays.
-        self.store.as_ref().map(|s| Spool::start_keeping(&self.local, s.clone(), self.spool_max, |rel| rel.starts_with("_plans/")))
+        Ok(Some(Spool::start_keeping(&self.local, s.clone(), self.spool_max, |rel| rel.starts_with("_plans/"))))
     }
 
     /// Upload what is left; an error keeps it in the spool and says so.
@@ -96,6 +98,32 @@ impl Output {
             s.finish(self.upload_wait)?;
         }
         Ok(())
+    }
+}
+
+/// The spool's marker (hidden: never uploaded) names the one destination its files go to: a
+/// spool shared by two writers with different `--out` (one `--spool` given to a crawl and a
+/// sink) would put each one's files under the other's prefix.
+const MARKER: &str = ".port25-spool";
+
+fn claim(spool: &Path, url: &str) -> Result<()> {
+    let marker = spool.join(MARKER);
+    match std::fs::read_to_string(&marker) {
+        Ok(text) if text.trim() == url => Ok(()),
+        Ok(text) => Err(ConfigError(format!("the spool {} holds files for {}, not {url}: give each destination a spool of its own (--spool)", spool.display(), text.trim())).into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(spool).map_err(|e| anyhow::anyhow!("creating the spool {}: {e}", spool.display()))?;
+            match datasets::publish::write_atomic(&marker, format!("{url}\n")) {
+                // A spool directory the writer may not write at its top (its files go below):
+                // unmarked, as before markers, rather than no crawl.
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    tracing::warn!("cannot mark the spool {} with its destination: {e}", spool.display());
+                    Ok(())
+                }
+                r => r.map_err(|e| anyhow::anyhow!("writing {}: {e}", marker.display())),
+            }
+        }
+        Err(e) => Err(anyhow::anyhow!("reading {}: {e}", marker.display())),
     }
 }
 
@@ -121,6 +149,16 @@ mod tests {
         assert!(Output::parse(Path::new("/d"), &StoreArgs { spool_max: Some(1), ..Default::default() }).is_err());
         assert!(Output::parse(Path::new("s3://"), &StoreArgs::default()).is_err());
         assert!(Output::parse(Path::new("/d"), &StoreArgs { upload_wait: f64::NAN, ..Default::default() }).is_err());
+    }
+
+    #[test]
+    fn a_spool_serves_one_destination() {
+        let d = tempfile::tempdir().unwrap();
+        let spool = d.path().join("spool");
+        claim(&spool, "s3://b/crawls").unwrap();
+        claim(&spool, "s3://b/crawls").unwrap();
+        let e = claim(&spool, "s3://b/sink").unwrap_err().to_string();
+        assert!(e.contains("holds files for s3://b/crawls, not s3://b/sink"), "{e}");
         assert_eq!((parse_size("4G"), parse_size("512k"), parse_size("0"), parse_size("x")), (Ok(4 << 30), Ok(512 << 10), Err("`0`: a size in bytes (K, M, G suffixes)".into()), Err("`x`: a size in bytes (K, M, G suffixes)".into())));
         assert_eq!(default_spool("s3://b/../x"), Path::new("/var/tmp/port25-spool/b/_/x"));
     }

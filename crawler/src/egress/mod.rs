@@ -365,7 +365,7 @@ pub fn run(a: EgressArgs) -> Result<i32> {
     println!("rows: {}", path.display());
     if out.store.is_some() {
         // Also what earlier runs left in the spool when the store was away.
-        out.finish(out.start())?;
+        out.finish(out.start()?)?;
         println!("uploaded to {}", out.describe());
     }
     if let Some(token) = &a.upload {

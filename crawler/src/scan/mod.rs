@@ -88,7 +88,10 @@ pub fn run(cfg: &ScanConfig, stop: Arc<AtomicBool>) -> Result<ScanSummary> {
     // With a store behind `out`, its uploads start now — as the unprivileged user, and only
     // once `prepare` has taken stock of the spool and the store: an upload between its two
     // listings would hide a finished file from both (its probes sent again).
-    let spool = cfg.store.as_ref().and_then(|o| o.start());
+    let spool = match &cfg.store {
+        Some(o) => o.start()?,
+        None => None,
+    };
     let new_recorder = || part.recorder(&cfg.vantage, &plan.targets, &ports, &kv, cfg.scan.rows_per_file).map(|r| r.on_publish(published.clone()));
     let recorder = new_recorder()?;
 

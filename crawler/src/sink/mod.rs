@@ -259,7 +259,10 @@ pub async fn serve(cfg: SinkConfig, listeners: Vec<std::net::TcpListener>, shutd
     ];
     let counters = Arc::new(counters::Counters::default());
     // With a store behind `out`, each published file goes up in the background.
-    let spool = cfg.output.as_ref().and_then(|o| o.start());
+    let spool = match &cfg.output {
+        Some(o) => o.start()?,
+        None => None,
+    };
     let budget = budget::Budget::scan(&cfg.out, &cfg.name, cfg.max_disk, cfg.keep_days);
     let (tx, rx) = mpsc::channel::<record::Msg>(4096);
     let recorder = record::spawn(record::Recorder::new(&cfg.out, &cfg.name, cfg.rotate_rows, kv, budget, counters.clone()), rx)?;
