@@ -351,15 +351,3 @@ fn a_partitioned_analysis_reports_what_a_whole_one_does() {
     left.sort();
     assert_eq!(left, ["asns.csv", "documented.csv", "hosts.parquet", "providers.csv", "providers.json", "report.html", "report.md"], "partition files left behind");
 }
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        if e.file_type().unwrap().is_dir() {
-            out.extend(walk(&e.path()));
-        } else {
-            out.push(e.path());
-        }
-    }
-    out
-}

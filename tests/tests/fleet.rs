@@ -59,18 +59,6 @@ fn crawler_measured(ns: &str, s3: &SeaweedFs, nobody: bool, args: &[&str], peak:
 const FLEET_TOKEN: &str = "lab-fleet-token-0123456789";
 const WRONG_TOKEN: &str = "not-the-fleet-token-000";
 
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        if e.file_type().unwrap().is_dir() {
-            out.extend(walk(&e.path()));
-        } else {
-            out.push(e.path());
-        }
-    }
-    out
-}
-
 fn ok(o: Output, what: &str) -> Output {
     assert!(o.status.success(), "{what}: {}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     o

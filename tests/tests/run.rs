@@ -196,7 +196,7 @@ fn resume_after_kill_9_records_every_probe_exactly_once() {
     }
     // A complete file of the crawl corrupted between runs: the resume stops, exit 2, naming it
     // (resuming over it would probe its rows again or lose them); restored, the resume goes on.
-    let part = walk_files(&lab.path("crawls")).into_iter().find(|p| p.extension().is_some_and(|e| e == "parquet") && !p.to_string_lossy().contains("_plans")).expect("a complete file");
+    let part = walk(&lab.path("crawls")).into_iter().find(|p| p.extension().is_some_and(|e| e == "parquet") && !p.to_string_lossy().contains("_plans")).expect("a complete file");
     let good = std::fs::read(&part).unwrap();
     std::fs::write(&part, corrupt(&good)).unwrap();
     let o = spawn(true).wait_with_output().unwrap();
@@ -230,35 +230,8 @@ fn resume_after_kill_9_records_every_probe_exactly_once() {
     assert!(ok as f64 >= 0.995 * rows.len() as f64, "{ok}/{}", rows.len());
 }
 
-fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut v = vec![];
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                v.extend(walk_files(&p));
-            } else {
-                v.push(p);
-            }
-        }
-    }
-    v.sort();
-    v
-}
-
 fn walk_names(dir: &Path) -> Vec<String> {
-    let mut v = vec![];
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                v.extend(walk_names(&p));
-            } else {
-                v.push(p.file_name().unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    v
+    walk(dir).iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect()
 }
 
 fn find_plan(out: &Path) -> std::path::PathBuf {

@@ -358,15 +358,3 @@ fn a_full_disk_degrades_recording_and_the_sink_keeps_answering() {
     assert!(bytes <= 256 * 1024 + 32 * 1024, "{bytes} bytes: over the budget");
 }
 
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut v = vec![];
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            v.extend(walk(&p));
-        } else {
-            v.push(p);
-        }
-    }
-    v
-}

@@ -218,6 +218,21 @@ pub fn is_lossy(truth: &serde_json::Value) -> bool {
     truth["lossy"].as_bool().unwrap_or(false)
 }
 
+/// Every file below `dir`, at any depth, sorted (none if `dir` is not there).
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
 /// The `manifest.json` of the single crawl under a data directory.
 pub fn find_manifest(dir: &std::path::Path) -> std::path::PathBuf {
     for d in std::fs::read_dir(dir).unwrap() {
