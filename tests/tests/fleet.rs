@@ -147,7 +147,7 @@ fn all_readable(dir: &Path) -> usize {
 #[test]
 #[ignore = "lab test: needs root and network namespaces (tests/run-tests.sh runs it)"]
 fn crawls_egress_and_the_sink_meet_in_one_bucket() {
-    if !require_root("fleet") || !require_tool("fleet", "weed") || !require_tool("fleet", "curl") || !require_tool("fleet", "setpriv") {
+    if !require_root("fleet") || !require_tool("fleet", "weed") || !require_tool("fleet", "curl") || !require_tool("fleet", "setpriv") || !require_tool("fleet", "/usr/bin/time") {
         return;
     }
     let lab = Lab::up("default");

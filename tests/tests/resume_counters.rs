@@ -16,17 +16,7 @@ use std::time::{Duration, Instant};
 const NOBODY: &str = "65534";
 
 fn config(ds: &Datasets, out: &Path, id: &str) -> String {
-    let list = |v: Vec<String>| v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
-    format!(
-        "[crawl]\nvantage = \"lab-vantage\"\nout = {out:?}\ncrawl_id = \"{id}\"\n[inputs]\nroutes = [{routes}]\norgs = [{orgs:?}]\nhitlist = [{hit:?}]\naliased = [{ali:?}]\nopt_out = [{opt:?}]\nexclude = [{exc:?}]\n[plan]\nselect = \"all\"\nper_asn = 400\nseed = 25\nallow_reserved = [\"198.18.0.0/15\", \"2001:db8::/32\"]\n[scan]\nrate = 3000\nasn_rate = 0\nnet_rate = 0\nretry_delay = 1.0\ncooldown = 2.0\n",
-        out = out.display().to_string(),
-        routes = list(ds.routes()),
-        orgs = ds.f("lab.as-org2info.jsonl"),
-        hit = ds.f("responsive-addresses.txt"),
-        ali = ds.f("aliased-prefixes.txt"),
-        opt = ds.f("opt-out.txt"),
-        exc = ds.f("exclude.txt"),
-    )
+    crawl_config(ds, out, id, "rate = 3000", &[])
 }
 
 fn spawn_run(lab: &Lab, cfg: &Path, resume: bool) -> Child {
