@@ -46,6 +46,8 @@ pub struct Uploads {
     pub max_bytes: u64,
     /// Where they are published (the sink's `--out`, or its spool).
     pub out: std::path::PathBuf,
+    /// The most the uploads waiting on this disk may hold (`--max-disk`).
+    pub max_disk: u64,
 }
 
 struct State {
@@ -301,8 +303,8 @@ async fn upload<S: AsyncRead + AsyncWrite + Unpin>(ctx: &Ctx, rd: &mut BufReader
         }
         got += n;
     }
-    let (out, vantage, run) = (up.out.clone(), r.vantage.to_string(), r.run.to_string());
-    match tokio::task::spawn_blocking(move || super::upload::store(&out, &vantage, &run, data)).await {
+    let (out, vantage, run, max_disk) = (up.out.clone(), r.vantage.to_string(), r.run.to_string(), up.max_disk);
+    match tokio::task::spawn_blocking(move || super::upload::store(&out, &vantage, &run, data, max_disk)).await {
         Ok(Ok(rel)) => Ok((format!("250 2.0.0 stored {rel}\r\n"), end::UPLOADED)),
         Ok(Err(e)) => Ok((format!("554 5.6.0 upload refused: {}\r\n", format!("{e:#}").replace(['\r', '\n'], " ")), end::UPLOAD_REFUSED)),
         Err(_) => Ok(("451 4.3.0 upload failed, try later\r\n".into(), end::ERROR)),

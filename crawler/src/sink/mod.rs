@@ -68,8 +68,9 @@ pub struct SinkArgs {
     /// tokens, one a line (at least 16 characters each). Uploads go under OUT/egress/.
     #[arg(long)]
     pub upload_tokens: Option<PathBuf>,
-    /// The largest upload taken, in bytes (K, M, G suffixes).
-    #[arg(long, value_parser = crate::output::parse_size, default_value = "4M")]
+    /// The largest upload taken, in bytes (K, M, G suffixes; at most 1G: a file is held in
+    /// memory while it is checked).
+    #[arg(long, value_parser = parse_upload_size, default_value = "4M")]
     pub max_upload: u64,
     /// Connections open at once, all clients together.
     #[arg(long, default_value_t = 512)]
@@ -282,7 +283,7 @@ pub async fn serve(cfg: SinkConfig, listeners: Vec<std::net::TcpListener>, shutd
         tx: tx.clone(),
         stop: stop_rx,
         counters: counters.clone(),
-        uploads: cfg.uploads.clone().map(|(tokens, max_bytes)| Arc::new(conn::Uploads { tokens, max_bytes, out: cfg.out.clone() })),
+        uploads: cfg.uploads.clone().map(|(tokens, max_bytes)| Arc::new(conn::Uploads { tokens, max_bytes, out: cfg.out.clone(), max_disk: cfg.max_disk })),
     });
     let mut tasks = Vec::new();
     for l in listeners {
@@ -411,4 +412,9 @@ pub fn run(a: SinkArgs) -> Result<i32> {
         s.deleted.0
     );
     Ok(0)
+}
+
+/// `--max-upload`: a size, at most 1 GiB (an upload is read into memory whole).
+fn parse_upload_size(s: &str) -> std::result::Result<u64, String> {
+    crate::output::parse_size(s).and_then(|n| if n <= 1 << 30 { Ok(n) } else { Err(format!("`{s}`: at most 1G")) })
 }

@@ -94,10 +94,16 @@ pub fn redact(line: &[u8]) -> Vec<u8> {
 }
 
 /// Check `data` is an egress table whose every row is from `vantage`, and publish it under
-/// `out`; the relative path it got.
-pub fn store(out: &Path, vantage: &str, run: &str, data: Vec<u8>) -> Result<String> {
+/// `out` unless the uploads waiting there would then hold more than `max_disk` bytes (a fleet
+/// token must not be a way to fill the sink's disk; with a store, uploaded files leave and
+/// make room); the relative path it got.
+pub fn store(out: &Path, vantage: &str, run: &str, data: Vec<u8>, max_disk: u64) -> Result<String> {
     use arrow_array::{Array, StringArray};
     use sha2::Digest;
+    let held: u64 = datasets::store::spool::pending(&out.join("egress")).map_err(|e| anyhow::anyhow!("{e}"))?.iter().map(|f| f.1).sum();
+    if held + data.len() as u64 > max_disk {
+        bail!("the sink holds {held} bytes of uploads, its --max-disk is {max_disk}: try later");
+    }
     let name = PathBuf::from(format!("upload from {vantage}"));
     let bytes = bytes::Bytes::from(data);
     let mut reader = datasets::schema::open_parquet_from(&name, bytes.clone(), 8192, None)?;
@@ -132,6 +138,19 @@ pub fn store(out: &Path, vantage: &str, run: &str, data: Vec<u8>) -> Result<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uploads_never_hold_more_than_the_disk_budget() {
+        let d = tempfile::tempdir().unwrap();
+        let held = d.path().join("egress/egress_date=2026-12-01/vantage=v");
+        std::fs::create_dir_all(&held).unwrap();
+        std::fs::write(held.join("part-r-00.parquet"), vec![0u8; 900]).unwrap();
+        let e = store(d.path(), "v", "r", vec![1u8; 200], 1000).unwrap_err().to_string();
+        assert!(e.contains("holds 900 bytes") && e.contains("--max-disk is 1000"), "{e}");
+        // Within the budget the file is checked (and this one is no egress table).
+        let e = store(d.path(), "v", "r", vec![1u8; 50], 1000).unwrap_err().to_string();
+        assert!(!e.contains("--max-disk"), "{e}");
+    }
 
     #[test]
     fn tokens_are_long_compared_in_full_and_never_recorded() {
