@@ -16,6 +16,8 @@ const NOBODY: u32 = 65534;
 /// One thread's status fields that matter here.
 #[derive(Debug, Clone, PartialEq)]
 struct Creds {
+    /// The process's name: `ip` and `setpriv` before they exec the crawler.
+    name: String,
     uid: Vec<u32>,
     gid: Vec<u32>,
     groups: String,
@@ -27,7 +29,7 @@ fn creds(status: &str) -> Creds {
     let field = |k: &str| status.lines().find_map(|l| l.strip_prefix(&format!("{k}:")).map(|v| v.trim().to_string())).unwrap_or_default();
     let hex = |k: &str| u64::from_str_radix(&field(k), 16).unwrap();
     let nums = |k: &str| field(k).split_whitespace().map(|x| x.parse().unwrap()).collect();
-    Creds { uid: nums("Uid"), gid: nums("Gid"), groups: field("Groups"), cap: [hex("CapInh"), hex("CapPrm"), hex("CapEff"), hex("CapBnd"), hex("CapAmb")], no_new_privs: field("NoNewPrivs") == "1" }
+    Creds { name: field("Name"), uid: nums("Uid"), gid: nums("Gid"), groups: field("Groups"), cap: [hex("CapInh"), hex("CapPrm"), hex("CapEff"), hex("CapBnd"), hex("CapAmb")], no_new_privs: field("NoNewPrivs") == "1" }
 }
 
 /// Every thread of `pid`, by thread id.
@@ -154,8 +156,9 @@ fn started_with_only_cap_net_raw_the_scan_clears_it() {
     let (all, secs, seen) = watch(&mut ch, |c| c.uid.first() == Some(&NOBODY) && c.cap[2] == 0 && c.cap[4] == 0);
     let o = ch.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    // As nobody before the drop (if the polling caught it): CAP_NET_RAW and nothing else.
-    let before: Vec<_> = seen.iter().filter(|c| c.uid[0] == NOBODY && c.cap[2] != 0).collect();
+    // The crawler as nobody before the drop (if the polling caught it): CAP_NET_RAW and
+    // nothing else. (`setpriv` itself passes through nobody with every capability on its way.)
+    let before: Vec<_> = seen.iter().filter(|c| c.name == "crawler" && c.uid[0] == NOBODY && c.cap[2] != 0).collect();
     assert!(before.iter().all(|c| c.cap[2] == NET_RAW && c.cap[4] == NET_RAW), "{before:?}");
     let first = before.first().map_or("not caught".to_string(), |c| format!("CapEff {:#x}, CapAmb {:#x}", c.cap[2], c.cap[4]));
     assert_nothing_left(&all, false);
